@@ -1,0 +1,28 @@
+"""``python -m clients --name client-00 --port 5001``: one client in its own process."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from clients.launcher import base_url_for
+from clients.main import run_client, setup_logging
+from flcore import settings
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="run one federated client")
+    p.add_argument("--name", default="client-00", help="identity slot; its state file makes restarts resume")
+    p.add_argument("--port", type=int, default=5001)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--transport", default="aws")
+    p.add_argument("--base-url", default=None)
+    p.add_argument("--state-dir", default=None)
+    args = p.parse_args()
+    setup_logging()
+    state_dir = Path(args.state_dir or settings.get("FL_STATE_DIR", ".fl/state")) / args.transport
+    run_client(args.name, args.host, args.port, base_url_for(args.transport, args.base_url), state_dir)
+
+
+if __name__ == "__main__":
+    main()

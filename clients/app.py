@@ -1,0 +1,74 @@
+"""The client's Flask app: health, status, and predictions with the current global model."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from flask import Flask, jsonify, request
+from PIL import Image
+
+from clients.runner import FederatedClient
+from flcore import data
+from flcore.specs import ARCHS, DATASET_MODELS
+
+MAX_UPLOAD_BYTES = 1024 * 1024
+Image.MAX_IMAGE_PIXELS = 4096 * 4096  # refuse decompression bombs
+
+
+def image_tensor(raw: bytes, dataset: str) -> torch.Tensor:
+    """An uploaded image (PNG, JPEG, ...) as one normalised input for ``dataset``'s model."""
+    arch = ARCHS[DATASET_MODELS[dataset]]
+    img = Image.open(io.BytesIO(raw))
+    img = img.convert("L" if arch.in_channels == 1 else "RGB").resize((arch.side, arch.side))
+    pixels = np.asarray(img, dtype=np.uint8)
+    pixels = pixels[None, None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)[None]
+    return data.to_tensors(dataset, pixels, np.zeros(1))[0]
+
+
+def pixels_tensor(pixels: object, dataset: str) -> torch.Tensor:
+    """A JSON array of side x side grey values (0-255) as one normalised input."""
+    arch = ARCHS[DATASET_MODELS[dataset]]
+    arr = np.asarray(pixels, dtype=np.float64)
+    if arch.in_channels != 1 or arr.shape != (arch.side, arch.side) or not np.isfinite(arr).all():
+        raise ValueError(f"pixels must be a {arch.side}x{arch.side} array of numbers")
+    arr = np.clip(arr, 0, 255).astype(np.uint8)[None, None]
+    return data.to_tensors(dataset, arr, np.zeros(1))[0]
+
+
+def create_app(client: FederatedClient) -> Flask:
+    app = Flask(f"fl-{client.name}")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
+
+    @app.get("/health")
+    def health():
+        return jsonify(ok=True, name=client.name)
+
+    @app.get("/status")
+    def status():
+        ident = client.identity or {}
+        return jsonify({**client.info, "client_id": ident.get("client_id", client.info.get("client_id")),
+                        "job_id": ident.get("job_id", client.info.get("job_id"))})
+
+    @app.post("/predict")
+    def predict():
+        dataset = client.info.get("dataset")
+        if dataset is None:
+            return jsonify(error="no global model yet"), 409
+        try:
+            if "image" in request.files:
+                x = image_tensor(request.files["image"].read(), dataset)
+            elif request.is_json:
+                x = pixels_tensor((request.get_json(silent=True) or {}).get("pixels"), dataset)
+            else:
+                x = image_tensor(request.get_data(), dataset)
+        except (ValueError, OSError, Image.DecompressionBombError) as exc:
+            return jsonify(error=f"cannot read the input as an image: {exc}"), 400
+        try:
+            label, probs = client.predict(x)
+        except LookupError as exc:
+            return jsonify(error=str(exc)), 409
+        return jsonify(prediction=label, probabilities=probs, model_round=client.info.get("model_round"))
+
+    return app

@@ -1,0 +1,43 @@
+"""Run one client: the APScheduler loop in the background, the Flask app in front."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import torch
+from werkzeug.serving import make_server
+
+from clients.app import create_app
+from clients.runner import FederatedClient
+from clients.transport import HttpTransport
+
+
+def run_client(name: str, host: str, port: int, base_url: str, state_dir: Path) -> None:
+    """Serve until SIGTERM/SIGINT; the identity in ``state_dir`` survives restarts."""
+    torch.set_num_threads(1)  # many clients share few cores: one thread each
+    client = FederatedClient(HttpTransport(base_url), state_dir / f"{name}.json", name)
+    server = make_server(host, port, create_app(client), threaded=True)
+
+    def stop(signum, frame):
+        client.stop()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    client.start()
+    logging.getLogger("clients").info("%s listening on http://%s:%d, function at %s", name, host, port, base_url)
+    try:
+        server.serve_forever()
+    finally:
+        client.stop()
+        server.server_close()
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

@@ -1,0 +1,192 @@
+"""The client's side of the round protocol, driven by an APScheduler job.
+
+Each tick asks the function what to do (``poll``) and schedules the next tick
+after the ``retry_after`` it was given, so a client hears of a new round within
+about a second and trains as soon as it is picked.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import torch
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from clients import trainer
+from clients.transport import FunctionError, HttpTransport
+from flcore import data, models
+from flcore import weights as wcodec
+from flcore.partition import partition_indices, train_eval_split
+
+log = logging.getLogger("clients")
+
+IDLE_RETRY_S = 2.0
+MAX_BACKOFF_S = 30.0
+
+
+class FederatedClient:
+    """One client: its identity (kept in a state file), its shard, its latest global model."""
+
+    def __init__(self, transport: HttpTransport, state_path: Path, name: str):
+        self.transport = transport
+        self.state_path = state_path
+        self.name = name
+        self.identity: dict | None = self._load_identity()
+        self.info: dict = {"name": name, "round": None, "phase": "starting", "last": {}, "errors": 0}
+        self._data: tuple | None = None  # (job_id, train x, train y, eval x, eval y)
+        self._model: torch.nn.Module | None = None
+        self._model_lock = threading.Lock()
+        self._failures = 0
+        self._scheduler: BackgroundScheduler | None = None
+
+    # identity -----------------------------------------------------------
+    def _load_identity(self) -> dict | None:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _save_identity(self, identity: dict | None) -> None:
+        self.identity = identity
+        if identity is None:
+            self.state_path.unlink(missing_ok=True)
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(identity))
+        os.replace(tmp, self.state_path)
+
+    def _call(self, action: str, body: dict | None = None) -> dict:
+        return self.transport.call(action, body, token=self.identity["token"] if self.identity else None)
+
+    # protocol -----------------------------------------------------------
+    def tick(self) -> float:
+        """One step of the protocol; returns seconds until the next step."""
+        if self.identity is None:
+            return self._subscribe()
+        try:
+            reply = self._call("poll")
+        except FunctionError as exc:
+            if exc.status in (401, 403, 404):  # our job or identity is gone: start afresh
+                log.warning("%s: identity refused (%s); subscribing again", self.name, exc)
+                self._save_identity(None)
+                return 0.0
+            raise
+        self.info.update(job_id=reply["job_id"], round=reply["round"])
+        if reply["action"] == "train":
+            self._train_round(reply["round"])
+            return 0.0
+        if reply["action"] == "done":
+            self._fetch_model()
+            self.info["phase"] = "done"
+            log.info("%s: job %s is done", self.name, reply["job_id"])
+            self._save_identity(None)  # free to join the next job
+            return IDLE_RETRY_S
+        self.info["phase"] = "waiting"
+        return float(reply.get("retry_after") or 1.0)
+
+    def _subscribe(self) -> float:
+        try:
+            reply = self.transport.call("subscribe", {})
+        except FunctionError as exc:
+            if exc.status in (404, 409):  # no job open for us yet
+                self.info["phase"] = "looking for a job"
+                return IDLE_RETRY_S
+            raise
+        self._save_identity({k: reply[k] for k in ("job_id", "client_id", "token", "index")})
+        self.info.update(client_id=reply["client_id"], job_id=reply["job_id"], phase="subscribed")
+        log.info("%s: subscribed to %s as %s (partition %s)", self.name, reply["job_id"], reply["client_id"],
+                 reply["index"])
+        return 0.0
+
+    def _shard(self, job_id: str) -> tuple:
+        if self._data is None or self._data[0] != job_id:
+            spec = self._call("partition")
+            images, labels = data.load_raw(spec["dataset"])
+            mine = partition_indices(len(labels), spec)
+            train_idx, eval_idx = train_eval_split(mine, spec["train_fraction"])
+            xt, yt = data.to_tensors(spec["dataset"], images[train_idx], labels[train_idx])
+            xe, ye = data.to_tensors(spec["dataset"], images[eval_idx], labels[eval_idx])
+            self._data = (job_id, xt, yt, xe, ye)
+        return self._data
+
+    def _global_model(self, reply: dict) -> torch.nn.Module:
+        cfg = reply["config"]
+        model = models.build(cfg["model"], seed=cfg["seed"])  # the job's shared initialisation
+        if reply["weights"] is not None:
+            models.set_weights(model, wcodec.from_b64(reply["weights"]))
+        return model
+
+    def _fetch_model(self) -> None:
+        reply = self._call("get_model")
+        with self._model_lock:
+            self._model = self._global_model(reply)
+            self.info["model_round"] = reply["model_round"]
+            self.info["dataset"] = reply["config"]["dataset"]
+
+    def _train_round(self, rnd: int) -> None:
+        self.info["phase"] = f"training round {rnd}"
+        started = time.perf_counter()
+        reply = self._call("get_model")
+        cfg = reply["config"]
+        model = self._global_model(reply)
+        with self._model_lock:  # /predict serves the latest global model, not the one in training
+            self._model = copy.deepcopy(model)
+            self.info.update(model_round=reply["model_round"], dataset=cfg["dataset"])
+        _, xt, yt, xe, ye = self._shard(reply["job_id"])
+        before = trainer.evaluate(model, xe, ye)  # federated evaluation of the received model
+        fit = trainer.train(model, xt, yt, epochs=cfg["local_epochs"], batch_size=cfg["batch_size"],
+                            lr=cfg["lr"], momentum=cfg["momentum"],
+                            seed=int(cfg["seed"]) * 1_000_003 + rnd * 1009 + self.identity["index"])
+        metrics = {**fit, "eval_loss": before["loss"], "eval_accuracy": before["accuracy"],
+                   "eval_examples": float(len(xe)), "train_seconds": time.perf_counter() - started}
+        result = self._call("submit", {"round": rnd, "weights": wcodec.to_b64(models.get_weights(model)),
+                                       "num_examples": len(xt), "metrics": metrics})
+        self.info["last"] = {"round": rnd, **metrics, "accepted": result.get("accepted")}
+        log.info("%s: round %d trained in %.1fs, loss %.4f, eval acc of received model %.4f", self.name, rnd,
+                 metrics["train_seconds"], fit["train_loss"], before["accuracy"])
+
+    # serving ------------------------------------------------------------
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor) -> tuple[int, list[float]]:
+        with self._model_lock:
+            if self._model is None:
+                raise LookupError("no global model yet")
+            self._model.eval()
+            probs = torch.softmax(self._model(x), dim=1)[0]
+        return int(probs.argmax()), [round(float(p), 6) for p in probs]
+
+    # scheduling ---------------------------------------------------------
+    def _run_tick(self) -> None:
+        try:
+            delay = self.tick()
+            self._failures = 0
+        except Exception as exc:  # keep polling whatever went wrong; report it in /status
+            self._failures += 1
+            self.info["errors"] += 1
+            self.info["last_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            delay = min(MAX_BACKOFF_S, 0.5 * 2 ** self._failures)
+            log.warning("%s: %s; retrying in %.1fs", self.name, self.info["last_error"], delay)
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.add_job(self._run_tick, "date", run_date=datetime.now() + timedelta(seconds=delay),
+                                    id="poll", replace_existing=True, misfire_grace_time=None)
+
+    def start(self) -> BackgroundScheduler:
+        self._scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)},
+                                              job_defaults={"coalesce": True, "max_instances": 1})
+        self._scheduler.start()
+        self._scheduler.add_job(self._run_tick, "date", run_date=datetime.now(), id="poll")
+        return self._scheduler
+
+    def stop(self) -> None:
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+

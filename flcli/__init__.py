@@ -1,0 +1,1 @@
+"""Operator-side tooling: the local stack, the operator CLI, reports. Imports torch where it must."""

@@ -1,0 +1,133 @@
+"""The local stack: the embedded database and the real handler under serverless-offline.
+
+Used by ``make run``, ``make serve`` and the end-to-end tests, so all three
+start exactly the same parts the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from pymongo import MongoClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(check, what: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}; see {log}:\n{_tail(log)}")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not become ready in {timeout:.0f}s; see {log}:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class LocalStack:
+    """Start what is missing (database, function), remember it, stop it again."""
+
+    def __init__(self, log_dir: Path | str = "logs", env: dict[str, str] | None = None):
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, **(env or {})}
+        self.procs: list[subprocess.Popen] = []
+        self.mongodb_url: str | None = None
+        self.base_url: str | None = None
+        self.lambda_endpoint: str | None = None
+
+    def _spawn(self, args: list[str], log_name: str, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+        log = self.log_dir / log_name
+        fh = open(log, "ab")
+        proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                start_new_session=True)
+        fh.close()
+        self.procs.append(proc)
+        return proc, log
+
+    def start_database(self, port: int | None = None, storage: str = ":memory:", test_commands: bool = False) -> str:
+        """SecantusDB, which speaks MongoDB's wire protocol: the embedded default."""
+        port = port or free_port()
+        exe = shutil.which("secantusd-py", path=str(Path(sys.executable).parent)) or "secantusd-py"
+        args = [exe, "--host", "127.0.0.1", "--port", str(port), "--storage-path", storage, "--log-level", "WARNING"]
+        if test_commands:
+            args.append("--enable-test-commands")
+        proc, log = self._spawn(args, "database.log", self.env)
+        url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+
+        def ready() -> bool:
+            with MongoClient(url, serverSelectionTimeoutMS=500) as c:
+                return bool(c.admin.command("ping")["ok"])
+
+        _wait(ready, "the embedded database", proc, log, 60)
+        self.mongodb_url = url
+        return url
+
+    def start_function(self, mongodb_url: str, http_port: int | None = None, lambda_port: int | None = None,
+                       stage: str = "dev", extra_env: dict[str, str] | None = None) -> str:
+        """The real handler behind serverless-offline's emulated API Gateway and Lambda API."""
+        sls = ROOT / "node_modules" / ".bin" / "serverless"
+        if not sls.exists():
+            raise RuntimeError("serverless is not installed: run `npm ci` (make does this for you)")
+        http_port, lambda_port = http_port or free_port(), lambda_port or free_port()
+        venv = Path(sys.prefix)
+        env = {**self.env, **(extra_env or {}), "MONGODB_URL": mongodb_url, "FL_STAGE": stage,
+               "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{self.env.get('PATH', '')}",
+               "SLS_TELEMETRY_DISABLED": "1", "SLS_NOTIFICATIONS_MODE": "off", "SLS_DEPRECATION_DISABLE": "*",
+               "PYTHONPATH": str(ROOT)}
+        args = [str(sls), "offline", "start", "--httpPort", str(http_port), "--lambdaPort", str(lambda_port),
+                "--host", "127.0.0.1", "--stage", stage]
+        proc, log = self._spawn(args, "function.log", env)
+        base = f"http://127.0.0.1:{http_port}/{stage}"
+
+        def ready() -> bool:
+            return requests.post(f"{base}/status", json={}, timeout=30).status_code < 500
+
+        _wait(ready, "serverless offline", proc, log, 120)
+        self.base_url = base
+        self.lambda_endpoint = f"http://127.0.0.1:{lambda_port}"
+        return base
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, 15)
+                except ProcessLookupError:
+                    continue
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+        self.procs.clear()
+
+    def __enter__(self) -> "LocalStack":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,58 @@
+"""The operator's side: create a job (with initial weights), follow it, fetch its models."""
+
+from __future__ import annotations
+
+import time
+
+from tqdm import tqdm
+
+from clients.transport import HttpTransport
+from flcore import models
+from flcore import weights as wcodec
+from flcore.config import JobConfig
+from flcore.specs import DATASET_MODELS
+
+
+class Operator:
+    def __init__(self, base_url: str, admin_token: str = ""):
+        self.transport = HttpTransport(base_url)
+        self.token = admin_token or None
+
+    def call(self, action: str, body: dict | None = None) -> dict:
+        return self.transport.call(action, body, token=self.token)
+
+    def start_job(self, overrides: dict) -> dict:
+        """Create a job whose round-0 model is a seeded initialisation made here, where torch is."""
+        cfg = JobConfig(**overrides)
+        init = models.build(DATASET_MODELS[cfg.dataset], seed=cfg.seed)
+        return self.call("start_training", {**overrides, "weights": wcodec.to_b64(models.get_weights(init))})
+
+    def status(self, job_id: str) -> dict:
+        return self.call("status", {"job_id": job_id})
+
+    def weights(self, job_id: str, rnd: int | None = None) -> dict:
+        body = {"job_id": job_id} if rnd is None else {"job_id": job_id, "round": rnd}
+        return wcodec.from_b64(self.call("get_model", body)["weights"])
+
+    def follow(self, job_id: str, timeout: float, interval: float = 1.0) -> dict:
+        """Show a progress bar over rounds until the job is done; the final status."""
+        st = self.status(job_id)
+        deadline = time.time() + timeout
+        with tqdm(total=st["rounds"], desc=f"{job_id}", unit="round", dynamic_ncols=True) as bar:
+            while True:
+                st = self.status(job_id)
+                done = len(st["history"])
+                if done > bar.n:
+                    bar.update(done - bar.n)
+                last = st["history"][-1] if st["history"] else {}
+                bar.set_postfix_str(
+                    f"{st['state']}, clients {st['subscribed']}/{st['config']['num_clients']}, "
+                    f"round {st['round']} updates {st['submitted']}/{len(st['picked'])}"
+                    + (f", fed. eval acc {last['metrics'].get('eval_accuracy', float('nan')):.4f}" if last else ""),
+                    refresh=False)
+                bar.refresh()
+                if st["state"] == "done":
+                    return st
+                if time.time() > deadline:
+                    raise TimeoutError(f"job {job_id} not done after {timeout:.0f}s (state {st['state']})")
+                time.sleep(interval)

@@ -1,0 +1,30 @@
+"""``make serve``: the database and the function in the foreground, for clients you start yourself."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from flcli.devstack import ROOT, LocalStack
+from flcore import settings
+
+
+def main() -> int:
+    settings.load()
+    with LocalStack(ROOT / "logs") as stack:
+        mongodb_url = settings.get("MONGODB_URL") or stack.start_database(storage=str(ROOT / ".fl" / "db"))
+        base_url = stack.start_function(mongodb_url, http_port=settings.get_int("FL_HTTP_PORT", 3000),
+                                        lambda_port=settings.get_int("FL_LAMBDA_PORT", 3002))
+        print(f"BASE_URL_AWS={base_url}")
+        print(f"Lambda invoke endpoint: {stack.lambda_endpoint} (function name serverless-fl-dev-api)")
+        print(f"database: {mongodb_url}; logs in {ROOT / 'logs'}; Ctrl-C stops everything", flush=True)
+        try:
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    sys.exit(main())

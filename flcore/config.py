@@ -1,0 +1,98 @@
+"""Job configuration: defaults users know, and strict checks on what operators send."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+
+from flcore.errors import ApiError
+from flcore.partition import STRATEGIES
+from flcore.specs import DATASET_MODELS
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything a job is run with; sent to clients with each round."""
+
+    dataset: str = "mnist"
+    num_clients: int = 20
+    clients_per_round: int = 10
+    rounds: int = 10
+    local_epochs: int = 10
+    batch_size: int = 50
+    lr: float = 0.01
+    momentum: float = 0.5
+    seed: int = 0
+    partition: str = "iid"
+    train_fraction: float = 0.8
+    # A round closes at its deadline if at least min_updates arrived.
+    round_timeout_s: float = 600.0
+    min_updates: int = 0  # 0: half of clients_per_round, at least 1
+
+    @property
+    def model(self) -> str:
+        return DATASET_MODELS[self.dataset]
+
+    @property
+    def min_updates_needed(self) -> int:
+        return self.min_updates or max(1, self.clients_per_round // 2)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model
+        return d
+
+
+# name -> (type, lowest, highest)
+_RANGES: dict[str, tuple[type, float, float]] = {
+    "num_clients": (int, 1, 10_000),
+    "clients_per_round": (int, 1, 10_000),
+    "rounds": (int, 1, 10_000),
+    "local_epochs": (int, 1, 1_000),
+    "batch_size": (int, 1, 100_000),
+    "lr": (float, 1e-8, 10.0),
+    "momentum": (float, 0.0, 0.999),
+    "seed": (int, 0, 2**32 - 1),
+    "train_fraction": (float, 0.05, 1.0),
+    "round_timeout_s": (float, 1.0, 86_400.0),
+    "min_updates": (int, 0, 10_000),
+}
+
+
+def parse_config(body: Mapping) -> JobConfig:
+    """Build a :class:`JobConfig` from a request body, refusing anything odd with a 400."""
+    known = {f.name for f in fields(JobConfig)}
+    values: dict = {}
+    for name, raw in body.items():
+        if name not in known:
+            continue
+        if name in ("dataset", "partition"):
+            if not isinstance(raw, str):
+                raise ApiError(400, f"{name} must be a string")
+            values[name] = raw.lower()
+            continue
+        kind, low, high = _RANGES[name]
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise ApiError(400, f"{name} must be a number")
+        if kind is int and (not isinstance(raw, int) and not float(raw).is_integer()):
+            raise ApiError(400, f"{name} must be a whole number")
+        if not math.isfinite(raw) or not low <= raw <= high:
+            raise ApiError(400, f"{name} must be between {low:g} and {high:g}")
+        values[name] = kind(raw)
+    cfg = JobConfig(**values)
+    if cfg.dataset not in DATASET_MODELS:
+        raise ApiError(400, f"dataset must be one of {sorted(DATASET_MODELS)}")
+    if cfg.partition not in STRATEGIES:
+        raise ApiError(400, f"partition must be one of {list(STRATEGIES)}")
+    if cfg.clients_per_round > cfg.num_clients:
+        raise ApiError(400, "clients_per_round cannot exceed num_clients")
+    if cfg.min_updates > cfg.clients_per_round:
+        raise ApiError(400, "min_updates cannot exceed clients_per_round")
+    return cfg
+
+
+def config_from_doc(doc: Mapping) -> JobConfig:
+    """Rebuild the config stored in a job document (trusted: we wrote it)."""
+    known = {f.name for f in fields(JobConfig)}
+    return JobConfig(**{k: v for k, v in doc.items() if k in known})

@@ -1,0 +1,91 @@
+"""Datasets through torchvision, as tensors; client and CLI side only (imports torch).
+
+Batches are sliced from one normalised tensor rather than drawn through a
+DataLoader: for a model this small, per-sample Python overhead would cost more
+than the arithmetic.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# name -> (torchvision class, per-channel mean, per-channel std)
+_NORMALISE = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashionmnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+_FOLDERS = {"mnist": "MNIST", "fashionmnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("FL_DATA_DIR") or "data").resolve()
+
+
+def seed_dirs() -> list[Path]:
+    """Read-only places holding archives to copy from before anything is downloaded."""
+    env = os.environ.get("FL_SEED_DATA_DIRS")
+    if env:
+        return [Path(p) for p in env.split(os.pathsep) if p]
+    here = Path(__file__).resolve().parent.parent
+    return [here.parent / "shared" / "datasets"]
+
+
+def prepare(name: str, root: Path | None = None) -> Path:
+    """Copy a dataset's archives into our own data folder (never writing into the seed)."""
+    root = root or data_dir()
+    folder = _FOLDERS[name]
+    if not (root / folder).exists():
+        for seed in seed_dirs():
+            if (seed / folder).exists():
+                shutil.copytree(seed / folder, root / folder)
+                for path in (root / folder).rglob("*"):
+                    path.chmod(0o755 if path.is_dir() else 0o644)
+                break
+    return root
+
+
+def _torchvision_dataset(name: str, root: Path, train: bool):
+    from torchvision import datasets
+
+    cls = {"mnist": datasets.MNIST, "fashionmnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10}[name]
+    # download=True finds local archives first and only goes online when they are missing.
+    return cls(str(root), train=train, download=True)
+
+
+@functools.lru_cache(maxsize=4)
+def load_raw(name: str, train: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """All images (uint8, N x C x H x W) and labels of a split; cached per process.
+
+    The client launcher calls this before forking, so every client shares one copy.
+    """
+    root = prepare(name)
+    ds = _torchvision_dataset(name, root, train)
+    images = np.asarray(ds.data)
+    if images.ndim == 3:
+        images = images[:, None, :, :]
+    else:  # CIFAR-10 stores H x W x C
+        images = images.transpose(0, 3, 1, 2)
+    labels = np.asarray(ds.targets, dtype=np.int64)
+    return np.ascontiguousarray(images), labels
+
+
+def to_tensors(name: str, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised float images and int64 labels, ready to slice into batches."""
+    mean, std = _NORMALISE[name]
+    x = torch.from_numpy(images).float().div_(255.0)
+    x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    return x.contiguous(), torch.from_numpy(np.asarray(labels, dtype=np.int64))
+
+
+def load_split(name: str, indices: np.ndarray | None = None, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = load_raw(name, train)
+    if indices is not None:
+        images, labels = images[indices], labels[indices]
+    return to_tensors(name, images, labels)

@@ -1,0 +1,154 @@
+"""MongoDB persistence: every state change is one atomic operation.
+
+The function is stateless and may run as many instances at once, so nothing
+here reads a value and writes it back in two steps where a race could matter:
+uniqueness comes from unique indexes, transitions from conditional
+``find_one_and_update`` calls that name the state they expect.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+
+from bson import Binary
+from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+_clients: dict[str, MongoClient] = {}
+_lock = threading.Lock()
+
+# Fields never needed when a job document is read for routing decisions.
+_JOB_LIGHT = {"history": False}
+
+
+def connect(url: str | None = None, db_name: str | None = None) -> "Store":
+    """A store on a pooled client, reused across warm invocations of the function."""
+    url = url or os.environ.get("MONGODB_URL") or "mongodb://127.0.0.1:27017"
+    db_name = db_name or os.environ.get("FL_DB_NAME", "fl")
+    with _lock:
+        client = _clients.get(url)
+        if client is None:
+            client = MongoClient(
+                url,
+                serverSelectionTimeoutMS=int(os.environ.get("FL_DB_TIMEOUT_MS", "5000")),
+                retryWrites=True,
+                appname="serverless-fl",
+            )
+            _clients[url] = client
+    return Store(client[db_name])
+
+
+class Store:
+    """Documents: ``jobs``, ``clients``, ``updates`` (one per job/round/client), ``models``."""
+
+    _indexed: set[str] = set()
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.jobs = db["jobs"]
+        self.clients = db["clients"]
+        self.updates = db["updates"]
+        self.models = db["models"]
+        self.ensure_indexes()
+
+    def ensure_indexes(self) -> None:
+        """Create the unique indexes the protocol relies on; once per process and database."""
+        key = f"{id(self.db.client)}/{self.db.name}"
+        if key in Store._indexed:
+            return
+        self.clients.create_index([("job_id", ASCENDING), ("index", ASCENDING)], unique=True)
+        self.updates.create_index(
+            [("job_id", ASCENDING), ("round", ASCENDING), ("client_id", ASCENDING)], unique=True
+        )
+        self.models.create_index([("job_id", ASCENDING), ("round", ASCENDING)], unique=True)
+        self.jobs.create_index([("state", ASCENDING), ("created_at", DESCENDING)])
+        Store._indexed.add(key)
+
+    # jobs ---------------------------------------------------------------
+    def create_job(self, doc: dict) -> None:
+        self.jobs.insert_one(doc)
+
+    def get_job(self, job_id: str, history: bool = False) -> dict | None:
+        return self.jobs.find_one({"_id": job_id}, None if history else _JOB_LIGHT)
+
+    def newest_job(self, states: Iterable[str]) -> dict | None:
+        return self.jobs.find_one(
+            {"state": {"$in": list(states)}}, _JOB_LIGHT, sort=[("created_at", DESCENDING)]
+        )
+
+    def running_job_ids(self) -> list[str]:
+        return [d["_id"] for d in self.jobs.find({"state": "running"}, {"_id": True})]
+
+    def transition(self, job_id: str, expect: dict, update: dict) -> dict | None:
+        """Apply ``update`` only if the job still matches ``expect``; the new doc or None."""
+        return self.jobs.find_one_and_update(
+            {"_id": job_id, **expect}, update, projection=_JOB_LIGHT, return_document=ReturnDocument.AFTER
+        )
+
+    # clients ------------------------------------------------------------
+    def add_client(self, doc: dict, capacity: int) -> dict | None:
+        """Insert a client in the first free partition slot; None when the job is full.
+
+        The unique (job_id, index) index settles races between simultaneous subscribers.
+        """
+        while True:
+            index = self.clients.count_documents({"job_id": doc["job_id"]})
+            if index >= capacity:
+                return None
+            try:
+                self.clients.insert_one({**doc, "index": index})
+                return {**doc, "index": index}
+            except DuplicateKeyError as exc:
+                if "index" not in str(exc.details or exc):
+                    raise
+
+    def get_client(self, client_id: str) -> dict | None:
+        return self.clients.find_one({"_id": client_id})
+
+    def touch_client(self, client_id: str, now: float) -> None:
+        self.clients.update_one({"_id": client_id}, {"$set": {"last_seen": now}})
+
+    def count_clients(self, job_id: str) -> int:
+        return self.clients.count_documents({"job_id": job_id})
+
+    def client_ids(self, job_id: str, seen_since: float | None = None) -> list[str]:
+        """Subscribed clients in partition order, optionally only those seen recently."""
+        query: dict = {"job_id": job_id}
+        if seen_since is not None:
+            query["last_seen"] = {"$gte": seen_since}
+        cursor = self.clients.find(query, {"_id": True}).sort("index", ASCENDING)
+        return [d["_id"] for d in cursor]
+
+    # updates ------------------------------------------------------------
+    def add_update(self, doc: dict) -> bool:
+        """Store an update once; False when this client already submitted for the round."""
+        try:
+            self.updates.insert_one({**doc, "weights": Binary(doc["weights"])})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def has_update(self, job_id: str, rnd: int, client_id: str) -> bool:
+        return self.updates.count_documents({"job_id": job_id, "round": rnd, "client_id": client_id}, limit=1) > 0
+
+    def submitted_clients(self, job_id: str, rnd: int) -> list[str]:
+        return [d["client_id"] for d in self.updates.find({"job_id": job_id, "round": rnd}, {"client_id": True})]
+
+    def load_updates(self, job_id: str, rnd: int) -> list[dict]:
+        return list(self.updates.find({"job_id": job_id, "round": rnd}))
+
+    # models -------------------------------------------------------------
+    def put_model(self, job_id: str, rnd: int, blob: bytes) -> None:
+        """Idempotent: an aggregator taking over a round rewrites the same document."""
+        self.models.replace_one(
+            {"job_id": job_id, "round": rnd},
+            {"job_id": job_id, "round": rnd, "weights": Binary(blob)},
+            upsert=True,
+        )
+
+    def get_model(self, job_id: str, rnd: int) -> bytes | None:
+        doc = self.models.find_one({"job_id": job_id, "round": rnd})
+        return bytes(doc["weights"]) if doc else None

@@ -1,0 +1,81 @@
+"""Weights <-> bytes with safetensors, and strict validation of what clients send.
+
+safetensors holds only tensors, never code, so decoding an update cannot run
+anything a client sent (pickle could).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import numpy as np
+from safetensors.numpy import load as _st_load
+from safetensors.numpy import save as _st_save
+
+from flcore.errors import ApiError
+from flcore.specs import DTYPE, model_bytes, tensor_spec
+
+Weights = dict[str, np.ndarray]
+
+# Room for the safetensors JSON header on top of the raw tensor bytes.
+_HEADER_SLACK = 4096
+
+
+def encode(weights: Weights) -> bytes:
+    """Serialise weights to safetensors bytes (tensor order kept by name)."""
+    return _st_save({k: np.ascontiguousarray(v) for k, v in weights.items()})
+
+
+def decode(blob: bytes) -> Weights:
+    """Parse safetensors bytes we stored ourselves (trusted, already validated)."""
+    return _st_load(bytes(blob))
+
+
+def to_b64(weights: Weights) -> str:
+    return base64.b64encode(encode(weights)).decode("ascii")
+
+
+def from_b64(text: str) -> Weights:
+    """Client-side counterpart of :func:`to_b64`."""
+    return decode(base64.b64decode(text))
+
+
+def parse_update(text: object, model: str) -> tuple[bytes, Weights]:
+    """Decode and check an update from the network; return its bytes and tensors.
+
+    Every tensor must match the job's model exactly (names, shapes, float32)
+    and be finite, so one bad client cannot poison the average.
+    """
+    if not isinstance(text, str) or not text:
+        raise ApiError(400, "weights must be a non-empty base64 string")
+    limit = model_bytes(model) + _HEADER_SLACK
+    if len(text) > (limit * 4) // 3 + 8:
+        raise ApiError(413, f"weights are larger than model {model!r} allows ({limit} bytes)")
+    try:
+        blob = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "weights are not valid base64") from None
+    try:
+        tensors = _st_load(blob)
+    except Exception:  # safetensors raises its own error type for any malformed input
+        raise ApiError(400, "weights are not a valid safetensors payload") from None
+    check(tensors, model)
+    return blob, tensors
+
+
+def check(tensors: Weights, model: str) -> None:
+    """Raise a 400 naming the first way ``tensors`` differs from the model's spec."""
+    spec = tensor_spec(model)
+    missing = sorted(set(spec) - set(tensors))
+    extra = sorted(set(tensors) - set(spec))
+    if missing or extra:
+        raise ApiError(400, f"weights do not match model {model!r}: missing {missing}, unexpected {extra}")
+    for name, shape in spec.items():
+        t = tensors[name]
+        if t.dtype != np.dtype(DTYPE):
+            raise ApiError(400, f"tensor {name!r} has dtype {t.dtype}, expected {DTYPE}")
+        if tuple(t.shape) != shape:
+            raise ApiError(400, f"tensor {name!r} has shape {list(t.shape)}, expected {list(shape)}")
+        if not np.isfinite(t).all():
+            raise ApiError(400, f"tensor {name!r} contains NaN or infinite values")
