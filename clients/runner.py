@@ -113,6 +113,8 @@ class FederatedClient:
             images, labels = data.load_raw(spec["dataset"])
             mine = partition_indices(len(labels), spec)
             train_idx, eval_idx = train_eval_split(mine, spec["train_fraction"])
+            if spec.get("max_train_examples"):
+                train_idx = train_idx[: spec["max_train_examples"]]
             xt, yt = data.to_tensors(spec["dataset"], images[train_idx], labels[train_idx])
             xe, ye = data.to_tensors(spec["dataset"], images[eval_idx], labels[eval_idx])
             self._data = (job_id, xt, yt, xe, ye)

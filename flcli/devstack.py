@@ -26,6 +26,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_block(n: int, attempts: int = 50) -> int:
+    """The first of ``n`` consecutive free ports (for a fleet of clients)."""
+    import random
+
+    for _ in range(attempts):
+        base = random.randint(20000, 40000)
+        try:
+            socks = []
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no block of {n} free ports found")
+
+
 def _wait(check, what: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

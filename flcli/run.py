@@ -28,6 +28,7 @@ ENV_OVERRIDES = {
     "FL_CLIENTS_PER_ROUND": ("clients_per_round", int), "FL_ROUNDS": ("rounds", int),
     "FL_LOCAL_EPOCHS": ("local_epochs", int), "FL_BATCH_SIZE": ("batch_size", int), "FL_LR": ("lr", float),
     "FL_MOMENTUM": ("momentum", float), "FL_SEED": ("seed", int), "FL_ROUND_TIMEOUT": ("round_timeout_s", float),
+    "FL_MAX_TRAIN_EXAMPLES": ("max_train_examples", int),
 }
 
 
@@ -67,7 +68,7 @@ def main() -> int:
         job_id, cfg = job["job_id"], job["config"]
         print(f"job {job_id}: {cfg['dataset']}, {cfg['num_clients']} clients, {cfg['clients_per_round']} per round, "
               f"{cfg['local_epochs']} local epochs, {cfg['rounds']} rounds", flush=True)
-        pid_file = ROOT / "run" / "clients_aws.pid"
+        pid_file = Path(settings.get("FL_RUN_DIR", str(ROOT / "run"))) / "clients_aws.pid"
         env = {**os.environ, "BASE_URL_AWS": base_url, "FL_PRELOAD": dataset,
                "FL_STATE_DIR": str(ROOT / ".fl" / "state" / job_id), "PYTHON": sys.executable}
         subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), str(cfg["num_clients"])], env=env,

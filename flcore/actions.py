@@ -126,7 +126,8 @@ def partition(store: Store, body: dict, headers: Mapping[str, str]) -> dict:
     client = _client(store, headers)
     cfg = config_from_doc(_get_job(store, client["job_id"])["config"])
     return {"dataset": cfg.dataset, "strategy": cfg.partition, "seed": cfg.seed, "index": client["index"],
-            "num_partitions": cfg.num_clients, "train_fraction": cfg.train_fraction}
+            "num_partitions": cfg.num_clients, "train_fraction": cfg.train_fraction,
+            "max_train_examples": cfg.max_train_examples}
 
 
 def poll(store: Store, body: dict, headers: Mapping[str, str]) -> dict:

@@ -29,6 +29,8 @@ class JobConfig:
     # A round closes at its deadline if at least min_updates arrived.
     round_timeout_s: float = 600.0
     min_updates: int = 0  # 0: half of clients_per_round, at least 1
+    # Cap on each client's training examples (0: its whole share), for quick tries.
+    max_train_examples: int = 0
 
     @property
     def model(self) -> str:
@@ -57,6 +59,7 @@ _RANGES: dict[str, tuple[type, float, float]] = {
     "train_fraction": (float, 0.05, 1.0),
     "round_timeout_s": (float, 1.0, 86_400.0),
     "min_updates": (int, 0, 10_000),
+    "max_train_examples": (int, 0, 10_000_000),
 }
 
 

@@ -2,7 +2,7 @@
 # Start or stop a fleet of clients: scripts/clients.sh start|stop aws|ow [N]
 # Clients fork from one launcher (shared torch pages), listen on consecutive
 # ports from FL_CLIENT_BASE_PORT (5001), log to logs/<transport>/, and are
-# listed in run/clients_<transport>.pid so that stop kills exactly those.
+# listed in run/clients_<transport>.pid (FL_RUN_DIR, FL_LOG_DIR move them) so that stop kills exactly those.
 set -euo pipefail
 cmd=${1:?usage: clients.sh start|stop aws|ow [N]}
 transport=${2:?usage: clients.sh start|stop aws|ow [N]}
@@ -10,11 +10,12 @@ count=${3:-20}
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-pidfile=run/clients_${transport}.pid
-logdir=logs/${transport}
+rundir=${FL_RUN_DIR:-run}
+pidfile=$rundir/clients_${transport}.pid
+logdir=${FL_LOG_DIR:-logs}/${transport}
 
 ours() { # is $1 still one of our client processes (not a reused pid)?
-  [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' < "/proc/$1/cmdline" | grep -q "clients.launcher"
+  { tr '\0' ' ' < "/proc/$1/cmdline"; } 2>/dev/null | grep -q "clients.launcher"
 }
 
 case $cmd in
@@ -23,7 +24,7 @@ start)
     echo "clients are already running ($pidfile); run scripts/stop_clients_${transport}.sh first" >&2
     exit 1
   fi
-  mkdir -p run "$logdir"
+  mkdir -p "$rundir" "$logdir"
   rm -f "$pidfile"
   nohup "$PY" -m clients.launcher --count "$count" --transport "$transport" --log-dir "$logdir" \
     --pid-file "$pidfile" ${FL_PRELOAD:+--preload "$FL_PRELOAD"} > "$logdir/launcher.log" 2>&1 &

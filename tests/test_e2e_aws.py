@@ -1,0 +1,107 @@
+"""The whole loop on the AWS path: serverless-offline running the real handler,
+the embedded database, and real client processes started by the scripts."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+from pymongo import MongoClient
+
+from clients.runner import FederatedClient
+from clients.transport import HttpTransport
+from conftest import ADMIN
+from flcli.devstack import ROOT, free_port_block
+from flcli.operator import Operator
+from flcli.report import test_accuracy
+from flcore import data, models
+
+N = 3
+
+
+def _alive(pids: list[int]) -> list[int]:
+    out = []
+    for p in pids:
+        try:
+            if "clients.launcher" in Path(f"/proc/{p}/cmdline").read_text():
+                out.append(p)
+        except OSError:
+            pass
+    return out
+
+
+@pytest.fixture
+def client_env(tmp_path, function_url):
+    base_port = free_port_block(N)
+    env = {**os.environ, "BASE_URL_AWS": function_url, "FL_CLIENT_BASE_PORT": str(base_port),
+           "FL_STATE_DIR": str(tmp_path / "state"), "FL_PRELOAD": "mnist",
+           "FL_RUN_DIR": str(tmp_path / "run"), "FL_LOG_DIR": str(tmp_path / "logs")}
+    return env, base_port
+
+
+def test_three_clients_two_rounds(function_url, mongodb_url, client_env):
+    env, base_port = client_env
+    op = Operator(function_url, ADMIN)
+    job_id = op.start_job({"num_clients": N, "clients_per_round": N, "rounds": 2, "local_epochs": 2,
+                           "max_train_examples": 1000})["job_id"]
+    subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), str(N)], env=env, cwd=ROOT, check=True)
+    pids = [int(p) for p in Path(env["FL_RUN_DIR"], "clients_aws.pid").read_text().split()]
+    try:
+        final = op.follow(job_id, timeout=240, interval=0.5)
+        # each client's Flask app answers, and predicts with the final global model
+        health = requests.get(f"http://127.0.0.1:{base_port}/health", timeout=5).json()
+        assert health["ok"] is True
+        deadline = time.time() + 20
+        while requests.get(f"http://127.0.0.1:{base_port}/status", timeout=5).json().get("model_round") != 2:
+            assert time.time() < deadline, "client never fetched the final model"
+            time.sleep(0.3)
+        x, y = data.load_raw("mnist", train=False)
+        png = io.BytesIO()
+        Image.fromarray(x[0, 0]).save(png, format="PNG")
+        pred = requests.post(f"http://127.0.0.1:{base_port}/predict",
+                             files={"image": ("digit.png", png.getvalue(), "image/png")}, timeout=10).json()
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "stop_clients_aws.sh")], env=env, cwd=ROOT, check=True)
+    assert not _alive(pids), "stop_clients_aws.sh left client processes behind"
+
+    history = final["history"]
+    assert [h["round"] for h in history] == [1, 2]
+    with MongoClient(mongodb_url) as mc:
+        db = mc["e2e"]
+        clients = sorted(d["_id"] for d in db.clients.find({"job_id": job_id}))
+        for h in history:
+            # every picked client's update was aggregated, exactly once
+            assert h["client_ids"] == clients and h["clients"] == N and h["closed"] == "complete"
+            ups = [d["client_id"] for d in db.updates.find({"job_id": job_id, "round": h["round"]})]
+            assert sorted(ups) == clients
+        blobs = [bytes(db.models.find_one({"job_id": job_id, "round": r})["weights"]) for r in (0, 1, 2)]
+    assert len(set(blobs)) == 3, "the global weights did not change every round"
+
+    final_weights = op.weights(job_id)
+    acc = test_accuracy("mnist", final_weights)["accuracy"]
+    assert acc > 0.8, f"test accuracy {acc:.3f} is not far above chance"
+
+    model = models.build("cnn_mnist")
+    models.set_weights(model, final_weights)
+    xt, _ = data.to_tensors("mnist", x[:1], y[:1])
+    assert pred["prediction"] == int(model(xt).argmax()) and pred["model_round"] == 2
+
+
+def test_a_restarted_client_keeps_its_identity(function_url, tmp_path):
+    op = Operator(function_url, ADMIN)
+    job_id = op.start_job({"num_clients": 2, "clients_per_round": 1, "rounds": 1})["job_id"]
+    state = tmp_path / "client-x.json"
+    first = FederatedClient(HttpTransport(function_url), state, "client-x")
+    first.tick()  # subscribes
+    assert first.identity["job_id"] == job_id and state.exists()
+    again = FederatedClient(HttpTransport(function_url), state, "client-x")
+    assert again.identity == first.identity
+    again.tick()  # polls as the same client: no second subscription
+    assert op.status(job_id)["subscribed"] == 1

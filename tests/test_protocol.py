@@ -1,0 +1,173 @@
+"""The round protocol through the core's entry point, against a real database."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import random_weights, snapshot
+from flcore import api, rounds
+from flcore import weights as wcodec
+from flcore.aggregation import fedavg
+
+
+def call(action, body=None, token=None, expect=200):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    status, payload = api.handle(action, body or {}, headers)
+    assert status == expect, (action, status, payload)
+    return payload
+
+
+def new_job(**cfg):
+    body = {"num_clients": 3, "clients_per_round": 2, "rounds": 2, "weights": wcodec.to_b64(random_weights()),
+            **cfg}
+    return call("start_training", body)["job_id"]
+
+
+def subscribe_all(job_id, n):
+    return [call("subscribe", {"job_id": job_id}) for _ in range(n)]
+
+
+def submit(sub, rnd, seed, n=100, expect=200):
+    body = {"round": rnd, "weights": wcodec.to_b64(random_weights(seed=seed)), "num_examples": n,
+            "metrics": {"train_loss": 0.5, "eval_accuracy": 0.9}}
+    return call("submit", body, sub["token"], expect=expect)
+
+
+def test_job_starts_when_full_and_picks_clients_per_round(store):
+    job_id = new_job()
+    subs = subscribe_all(job_id, 3)
+    assert sorted(s["index"] for s in subs) == [0, 1, 2]
+    job = store.get_job(job_id)
+    assert job["state"] == "running" and job["round"] == 1 and len(job["picked"]) == 2
+    actions = {s["client_id"]: call("poll", token=s["token"])["action"] for s in subs}
+    assert sorted(actions.values()) == ["train", "train", "wait"]
+    assert {c for c, a in actions.items() if a == "train"} == set(job["picked"])
+
+
+def test_full_job_refuses_more_clients_and_changes_nothing(store, raw_db):
+    job_id = new_job()
+    subscribe_all(job_id, 3)
+    before = snapshot(raw_db)
+    assert "error" in call("subscribe", {"job_id": job_id}, expect=409)
+    assert snapshot(raw_db) == before
+
+
+def test_concurrent_subscribers_get_distinct_partitions(store):
+    job_id = new_job(num_clients=12, clients_per_round=4)
+    out, errors = [], []
+
+    def worker():
+        try:
+            out.append(call("subscribe", {"job_id": job_id}))
+        except AssertionError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(12)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors
+    assert sorted(s["index"] for s in out) == list(range(12))
+    assert store.get_job(job_id)["state"] == "running"
+
+
+def test_a_round_aggregates_exactly_the_picked_updates(store, raw_db):
+    job_id = new_job()
+    subs = {s["client_id"]: s for s in subscribe_all(job_id, 3)}
+    picked = store.get_job(job_id)["picked"]
+    for i, cid in enumerate(picked):
+        assert submit(subs[cid], 1, seed=10 + i, n=100 * (i + 1))["accepted"] is True
+    # a retried submit is a no-op
+    before = snapshot(raw_db)
+    assert submit(subs[picked[0]], 1, seed=99)["duplicate"] is True
+    assert snapshot(raw_db) == before
+    # a client that was not picked cannot submit
+    other = next(c for c in subs if c not in picked)
+    submit(subs[other], 1, seed=5, expect=409)
+    # the next poll closes the round
+    reply = call("poll", token=subs[picked[0]]["token"])
+    assert reply["round"] == 2
+    status = call("status", {"job_id": job_id})
+    entry = status["history"][0]
+    assert entry["client_ids"] == sorted(picked) and entry["clients"] == 2 and entry["examples"] == 300
+    expected = fedavg([(random_weights(seed=10), 100), (random_weights(seed=11), 200)])
+    got = wcodec.from_b64(call("get_model", {"job_id": job_id})["weights"])
+    for k in expected:
+        np.testing.assert_allclose(got[k], expected[k], rtol=1e-6)
+    assert raw_db.updates.count_documents({"job_id": job_id, "round": 1}) == 2
+
+
+def test_late_submit_for_a_closed_round_is_refused(store, raw_db):
+    job_id = new_job(rounds=3)
+    subs = {s["client_id"]: s for s in subscribe_all(job_id, 3)}
+    picked = store.get_job(job_id)["picked"]
+    for i, cid in enumerate(picked):
+        submit(subs[cid], 1, seed=i)
+    call("aggregate", {"job_id": job_id})
+    before = snapshot(raw_db)
+    outsider = next(c for c in subs if c not in picked)
+    submit(subs[outsider], 1, seed=7, expect=409)
+    assert snapshot(raw_db) == before
+
+
+def test_simultaneous_closers_aggregate_once(store):
+    job_id = new_job(rounds=5)
+    subs = {s["client_id"]: s for s in subscribe_all(job_id, 3)}
+    for i, cid in enumerate(store.get_job(job_id)["picked"]):
+        submit(subs[cid], 1, seed=i)
+    barrier = threading.Barrier(8)
+
+    def closer():
+        barrier.wait()
+        rounds.advance(store, store.get_job(job_id))
+
+    threads = [threading.Thread(target=closer) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    job = store.get_job(job_id, history=True)
+    assert job["round"] == 2
+    assert [h["round"] for h in job["history"]] == [1]
+
+
+def test_an_expired_lease_is_taken_over(store):
+    job_id = new_job()
+    subs = {s["client_id"]: s for s in subscribe_all(job_id, 3)}
+    for i, cid in enumerate(store.get_job(job_id)["picked"]):
+        submit(subs[cid], 1, seed=i)
+    now = time.time()
+    # an aggregator takes the lease and vanishes
+    assert store.transition(job_id, {"round": 1}, {"$set": {"lease_owner": "ghost", "lease_until": now + 30}})
+    assert rounds.advance(store, store.get_job(job_id), now)["round"] == 1
+    after = rounds.advance(store, store.get_job(job_id), now + 31)
+    assert after["round"] == 2 and len(store.get_job(job_id, history=True)["history"]) == 1
+
+
+def test_deadline_closes_a_round_with_the_minimum(store):
+    job_id = new_job(round_timeout_s=5, min_updates=1)
+    subs = {s["client_id"]: s for s in subscribe_all(job_id, 3)}
+    job = store.get_job(job_id)
+    submit(subs[job["picked"][0]], 1, seed=1)
+    assert rounds.advance(store, job, time.time())["round"] == 1
+    after = rounds.advance(store, store.get_job(job_id), job["deadline"] + 1)
+    assert after["round"] == 2
+    assert store.get_job(job_id, history=True)["history"][0]["closed"] == "deadline"
+
+
+def test_deadline_repicks_when_too_few_arrived(store):
+    job_id = new_job(round_timeout_s=5, min_updates=2)
+    subscribe_all(job_id, 3)
+    job = store.get_job(job_id)
+    after = rounds.advance(store, job, job["deadline"] + 1)
+    assert after["round"] == 1 and after["deadline"] > job["deadline"] and after["attempt"] == 1
+
+
+def test_job_finishes_after_its_rounds(store):
+    job_id = new_job(rounds=1)
+    subs = {s["client_id"]: s for s in subscribe_all(job_id, 3)}
+    for i, cid in enumerate(store.get_job(job_id)["picked"]):
+        submit(subs[cid], 1, seed=i)
+    assert call("poll", token=next(iter(subs.values()))["token"])["action"] == "done"
+    assert call("status", {"job_id": job_id})["state"] == "done"

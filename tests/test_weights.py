@@ -1,0 +1,55 @@
+import base64
+import pickle
+
+import numpy as np
+import pytest
+
+from conftest import random_weights
+from flcore import weights as wcodec
+from flcore.errors import ApiError
+from flcore.specs import ARCHS, model_bytes, tensor_spec
+
+
+def test_round_trip_is_exact():
+    w = random_weights()
+    blob, parsed = wcodec.parse_update(wcodec.to_b64(w), "cnn_mnist")
+    for k in w:
+        np.testing.assert_array_equal(parsed[k], w[k])
+    assert wcodec.decode(blob).keys() == w.keys()
+
+
+def _status(text: object, model: str = "cnn_mnist") -> int:
+    with pytest.raises(ApiError) as err:
+        wcodec.parse_update(text, model)
+    return err.value.status
+
+
+def test_rejects_wrong_tensors():
+    w = random_weights()
+    bad_shape = {**w, "fc2.bias": np.zeros(11, np.float32)}
+    bad_dtype = {**w, "fc2.bias": w["fc2.bias"].astype(np.float64)}
+    missing = {k: v for k, v in w.items() if k != "fc1.weight"}
+    extra = {**w, "fc3.weight": np.zeros(3, np.float32)}
+    nan = {**w, "conv1.bias": np.full_like(w["conv1.bias"], np.nan)}
+    inf = {**w, "conv1.bias": np.full_like(w["conv1.bias"], np.inf)}
+    for case in (bad_shape, bad_dtype, missing, extra, nan, inf):
+        assert _status(wcodec.to_b64(case)) == 400
+
+
+def test_rejects_what_is_not_safetensors():
+    assert _status(base64.b64encode(pickle.dumps({"a": 1})).decode()) == 400
+    assert _status("not base64 !!!") == 400
+    assert _status("") == 400
+    assert _status(123) == 400
+    assert _status(base64.b64encode(b"\xff" * 64).decode()) == 400
+
+
+def test_rejects_oversized_before_decoding():
+    huge = "A" * (2 * model_bytes("cnn_mnist"))
+    assert _status(huge) == 413
+
+
+def test_cifar_model_spec_is_consistent():
+    spec = tensor_spec("cnn_cifar10")
+    assert spec["conv1.weight"] == (16, 3, 5, 5)
+    assert spec["fc1.weight"][1] == ARCHS["cnn_cifar10"].flat == 32 * 5 * 5
