@@ -11,7 +11,7 @@ from flcore import data, models
 from flcore.specs import DATASET_MODELS
 
 
-def test_accuracy(dataset: str, weights: dict) -> dict:
+def evaluate_on_test_set(dataset: str, weights: dict) -> dict:
     """Centralised evaluation on the held-out test split (10,000 images for MNIST)."""
     model = models.build(DATASET_MODELS[dataset])
     models.set_weights(model, weights)

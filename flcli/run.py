@@ -82,7 +82,7 @@ def main() -> int:
         train_wall = final["finished_at"] - final["started_at"]
         per_round = []
         for entry in final["history"]:
-            acc = report.test_accuracy(cfg["dataset"], op.weights(job_id, entry["round"]))
+            acc = report.evaluate_on_test_set(cfg["dataset"], op.weights(job_id, entry["round"]))
             per_round.append({"round": entry["round"], "test_accuracy": acc["accuracy"], "test_loss": acc["loss"],
                               "seconds": entry["seconds"], "clients": entry["clients"],
                               "examples": entry["examples"], "closed": entry["closed"],

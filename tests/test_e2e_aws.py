@@ -20,7 +20,7 @@ from clients.transport import HttpTransport
 from conftest import ADMIN
 from flcli.devstack import ROOT, free_port_block
 from flcli.operator import Operator
-from flcli.report import test_accuracy
+from flcli.report import evaluate_on_test_set
 from flcore import data, models
 
 N = 3
@@ -49,8 +49,8 @@ def client_env(tmp_path, function_url):
 def test_three_clients_two_rounds(function_url, mongodb_url, client_env):
     env, base_port = client_env
     op = Operator(function_url, ADMIN)
-    job_id = op.start_job({"num_clients": N, "clients_per_round": N, "rounds": 2, "local_epochs": 2,
-                           "max_train_examples": 1000})["job_id"]
+    job_id = op.start_job({"num_clients": N, "clients_per_round": N, "rounds": 2, "local_epochs": 2, "lr": 0.05,
+                           "max_train_examples": 1500})["job_id"]
     subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), str(N)], env=env, cwd=ROOT, check=True)
     pids = [int(p) for p in Path(env["FL_RUN_DIR"], "clients_aws.pid").read_text().split()]
     try:
@@ -85,7 +85,7 @@ def test_three_clients_two_rounds(function_url, mongodb_url, client_env):
     assert len(set(blobs)) == 3, "the global weights did not change every round"
 
     final_weights = op.weights(job_id)
-    acc = test_accuracy("mnist", final_weights)["accuracy"]
+    acc = evaluate_on_test_set("mnist", final_weights)["accuracy"]
     assert acc > 0.8, f"test accuracy {acc:.3f} is not far above chance"
 
     model = models.build("cnn_mnist")

@@ -22,14 +22,17 @@ def test_malformed_bodies(store, raw_db, raw, status):
     assert snapshot(raw_db) == before
 
 
-@pytest.mark.parametrize("body", [
-    {"num_clients": 0}, {"num_clients": "20"}, {"rounds": 1.5}, {"lr": -1}, {"lr": 1e309},
-    {"dataset": "imagenet"}, {"clients_per_round": 30}, {"batch_size": True}, {"partition": "weird"},
-    {"weights": "AAAA"}, {"weights": wcodec.to_b64(random_weights("cnn_cifar10"))},
+@pytest.mark.parametrize("body, status", [
+    ({"num_clients": 0}, 400), ({"num_clients": "20"}, 400), ({"rounds": 1.5}, 400), ({"lr": -1}, 400),
+    ({"lr": 1e309}, 400), ({"dataset": "imagenet"}, 400), ({"clients_per_round": 30}, 400),
+    ({"batch_size": True}, 400), ({"partition": "weird"}, 400), ({"weights": "AAAA"}, 400),
+    # CIFAR-10 weights for an MNIST job: larger than the job's model can be
+    ({"weights": wcodec.to_b64(random_weights("cnn_cifar10"))}, 413),
+    ({"dataset": "cifar10", "weights": wcodec.to_b64(random_weights("cnn_mnist"))}, 400),
 ])
-def test_start_training_refuses_bad_config(store, raw_db, body):
+def test_start_training_refuses_bad_config(store, raw_db, body, status):
     before = snapshot(raw_db)
-    assert "error" in call("start_training", body, expect=400)
+    assert "error" in call("start_training", body, expect=status)
     assert snapshot(raw_db) == before
 
 
