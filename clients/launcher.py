@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--state-dir", default=None)
     p.add_argument("--log-dir", default="logs")
     p.add_argument("--pid-file", default=None)
-    p.add_argument("--preload", default=None, help="data set to load once before forking (e.g. mnist)")
+    p.add_argument("--preload", default=None,
+                   help="data set to load once before forking, shared by all clients (default: FL_DATASET or mnist)")
     return p.parse_args(argv)
 
 
@@ -52,10 +53,13 @@ def main(argv: list[str] | None = None) -> None:
     from clients import main as client_main
 
     torch.set_num_threads(1)
-    if args.preload:
+    preload = args.preload or settings.get("FL_DATASET") or "mnist"
+    try:
         from flcore import data
 
-        data.load_raw(args.preload, True)
+        data.load_raw(preload.lower())
+    except Exception as exc:  # clients load it themselves later, unshared
+        print(f"could not preload {preload}: {exc}", file=sys.stderr, flush=True)
     gc.collect()
     gc.freeze()  # keep the collector from touching (and so copying) the shared pages
 

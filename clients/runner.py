@@ -11,9 +11,10 @@ import copy
 import json
 import logging
 import os
+import random
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -29,6 +30,7 @@ from flcore.partition import partition_indices, train_eval_split
 log = logging.getLogger("clients")
 
 IDLE_RETRY_S = 2.0
+TICK_S = 0.25  # how often the scheduler checks whether a protocol step is due
 MAX_BACKOFF_S = 30.0
 
 
@@ -45,6 +47,7 @@ class FederatedClient:
         self._model: torch.nn.Module | None = None
         self._model_lock = threading.Lock()
         self._failures = 0
+        self._next_due = 0.0
         self._scheduler: BackgroundScheduler | None = None
 
     # identity -----------------------------------------------------------
@@ -168,6 +171,14 @@ class FederatedClient:
 
     # scheduling ---------------------------------------------------------
     def _run_tick(self) -> None:
+        """Runs every TICK_S; does a protocol step only when the last one asked to be called again.
+
+        One interval job, never re-added from inside itself: a job that re-adds
+        itself while still running is skipped by APScheduler (max_instances=1),
+        and a skipped one-shot job never runs again.
+        """
+        if time.monotonic() < self._next_due:
+            return
         try:
             delay = self.tick()
             self._failures = 0
@@ -177,15 +188,16 @@ class FederatedClient:
             self.info["last_error"] = f"{type(exc).__name__}: {exc}"[:300]
             delay = min(MAX_BACKOFF_S, 0.5 * 2 ** self._failures)
             log.warning("%s: %s; retrying in %.1fs", self.name, self.info["last_error"], delay)
-        if self._scheduler is not None and self._scheduler.running:
-            self._scheduler.add_job(self._run_tick, "date", run_date=datetime.now() + timedelta(seconds=delay),
-                                    id="poll", replace_existing=True, misfire_grace_time=None)
+        # +-20 % jitter keeps a fleet of clients from calling the function in lockstep
+        self._next_due = time.monotonic() + delay * random.uniform(0.8, 1.2)
 
     def start(self) -> BackgroundScheduler:
         self._scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)},
-                                              job_defaults={"coalesce": True, "max_instances": 1})
+                                              job_defaults={"coalesce": True, "max_instances": 1,
+                                                            "misfire_grace_time": None})
+        self._scheduler.add_job(self._run_tick, "interval", seconds=TICK_S, id="poll",
+                                next_run_time=datetime.now())
         self._scheduler.start()
-        self._scheduler.add_job(self._run_tick, "date", run_date=datetime.now(), id="poll")
         return self._scheduler
 
     def stop(self) -> None:

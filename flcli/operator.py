@@ -7,7 +7,6 @@ import time
 from tqdm import tqdm
 
 from clients.transport import HttpTransport
-from flcore import models
 from flcore import weights as wcodec
 from flcore.config import JobConfig
 from flcore.specs import DATASET_MODELS
@@ -21,11 +20,20 @@ class Operator:
     def call(self, action: str, body: dict | None = None) -> dict:
         return self.transport.call(action, body, token=self.token)
 
-    def start_job(self, overrides: dict) -> dict:
-        """Create a job whose round-0 model is a seeded initialisation made here, where torch is."""
-        cfg = JobConfig(**overrides)
-        init = models.build(DATASET_MODELS[cfg.dataset], seed=cfg.seed)
-        return self.call("start_training", {**overrides, "weights": wcodec.to_b64(models.get_weights(init))})
+    def start_job(self, overrides: dict, initial_weights: bool = True) -> dict:
+        """Create a job; with ``initial_weights``, round 0's model is a seeded initialisation made here.
+
+        Without them, clients build the same seeded initialisation themselves,
+        and this process need not import torch.
+        """
+        body = dict(overrides)
+        if initial_weights:
+            from flcore import models  # torch: only when asked for
+
+            cfg = JobConfig(**overrides)
+            init = models.build(DATASET_MODELS[cfg.dataset], seed=cfg.seed)
+            body["weights"] = wcodec.to_b64(models.get_weights(init))
+        return self.call("start_training", body)
 
     def status(self, job_id: str) -> dict:
         return self.call("status", {"job_id": job_id})

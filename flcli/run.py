@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +20,6 @@ from pathlib import Path
 from flcli.devstack import ROOT, LocalStack, free_port
 from flcli.memory import PeakMemory
 from flcli.operator import Operator
-from flcli import report
 from flcore import data, settings
 
 # FL_* setting -> (job field, type)
@@ -48,7 +48,12 @@ def _pids(pid_file: Path) -> list[int]:
         return []
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C, so everything started is stopped
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     settings.load()
     t0 = time.time()
     overrides = job_overrides()
@@ -57,14 +62,16 @@ def main() -> int:
     results_dir = Path(settings.get("FL_RESULTS_DIR", str(ROOT / "results")))
     token = settings.get("FL_ADMIN_TOKEN") or secrets.token_urlsafe(24)
     print(f"preparing {dataset} in {data.data_dir()} ...", flush=True)
-    data.load_split(dataset, train=False)  # fail early if the data is not there
+    data.prepare(dataset)
 
     with LocalStack(log_dir, env={"FL_ADMIN_TOKEN": token}) as stack:
         mongodb_url = settings.get("MONGODB_URL") or stack.start_database()
         base_url = stack.start_function(mongodb_url, http_port=free_port(), lambda_port=free_port())
         print(f"function at {base_url} (database {mongodb_url.split('@')[-1]})", flush=True)
         op = Operator(base_url, token)
-        job = op.start_job(overrides)
+        # No initial weights: the clients build the job's seeded initialisation, so
+        # this process imports torch only after training, for the evaluation.
+        job = op.start_job(overrides, initial_weights=False)
         job_id, cfg = job["job_id"], job["config"]
         print(f"job {job_id}: {cfg['dataset']}, {cfg['num_clients']} clients, {cfg['clients_per_round']} per round, "
               f"{cfg['local_epochs']} local epochs, {cfg['rounds']} rounds", flush=True)
@@ -80,6 +87,8 @@ def main() -> int:
         finally:
             subprocess.run([str(ROOT / "scripts" / "stop_clients_aws.sh")], env=env, cwd=ROOT, check=False)
         train_wall = final["finished_at"] - final["started_at"]
+        from flcli import report  # torch, now that the clients are gone
+
         per_round = []
         for entry in final["history"]:
             acc = report.evaluate_on_test_set(cfg["dataset"], op.weights(job_id, entry["round"]))

@@ -1,4 +1,7 @@
-"""Datasets through torchvision, as tensors; client and CLI side only (imports torch).
+"""Datasets through torchvision, as tensors; client and CLI side only.
+
+torch and torchvision are imported where they are used, so that preparing the
+data folder (the operator does it before any client starts) stays light.
 
 Batches are sliced from one normalised tensor rather than drawn through a
 DataLoader: for a model this small, per-sample Python overhead would cost more
@@ -13,7 +16,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
 
 # name -> (torchvision class, per-channel mean, per-channel std)
 _NORMALISE = {
@@ -59,12 +61,16 @@ def _torchvision_dataset(name: str, root: Path, train: bool):
     return cls(str(root), train=train, download=True)
 
 
-@functools.lru_cache(maxsize=4)
 def load_raw(name: str, train: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """All images (uint8, N x C x H x W) and labels of a split; cached per process.
 
     The client launcher calls this before forking, so every client shares one copy.
     """
+    return _load_raw_cached(name, bool(train))  # one cache key however it is called
+
+
+@functools.lru_cache(maxsize=4)
+def _load_raw_cached(name: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
     root = prepare(name)
     ds = _torchvision_dataset(name, root, train)
     images = np.asarray(ds.data)
@@ -76,15 +82,18 @@ def load_raw(name: str, train: bool = True) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(images), labels
 
 
-def to_tensors(name: str, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def to_tensors(name: str, images: np.ndarray, labels: np.ndarray) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Normalised float images and int64 labels, ready to slice into batches."""
+    import torch
+
     mean, std = _NORMALISE[name]
     x = torch.from_numpy(images).float().div_(255.0)
     x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
     return x.contiguous(), torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
 
-def load_split(name: str, indices: np.ndarray | None = None, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(name: str, indices: np.ndarray | None = None,
+               train: bool = True) -> tuple["torch.Tensor", "torch.Tensor"]:
     images, labels = load_raw(name, train)
     if indices is not None:
         images, labels = images[indices], labels[indices]
