@@ -22,7 +22,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from clients import trainer
-from clients.transport import FunctionError, HttpTransport
+from clients.transport import FunctionError, Transport
 from flcore import data, models
 from flcore import weights as wcodec
 from flcore.partition import partition_indices, train_eval_split
@@ -37,7 +37,7 @@ MAX_BACKOFF_S = 30.0
 class FederatedClient:
     """One client: its identity (kept in a state file), its shard, its latest global model."""
 
-    def __init__(self, transport: HttpTransport, state_path: Path, name: str):
+    def __init__(self, transport: Transport, state_path: Path, name: str):
         self.transport = transport
         self.state_path = state_path
         self.name = name

@@ -6,7 +6,7 @@ import time
 
 from tqdm import tqdm
 
-from clients.transport import HttpTransport
+from clients.transport import make_transport
 from flcore import weights as wcodec
 from flcore.config import JobConfig
 from flcore.specs import DATASET_MODELS
@@ -14,7 +14,7 @@ from flcore.specs import DATASET_MODELS
 
 class Operator:
     def __init__(self, base_url: str, admin_token: str = ""):
-        self.transport = HttpTransport(base_url)
+        self.transport = make_transport(base_url)
         self.token = admin_token or None
 
     def call(self, action: str, body: dict | None = None) -> dict:

@@ -20,25 +20,30 @@ def evaluate_on_test_set(dataset: str, weights: dict) -> dict:
 
 
 def plot(summary: dict, path: Path) -> None:
+    """Accuracy per round: the whole range, and a zoom on where the curves end up."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rounds = [r["round"] for r in summary["per_round"]]
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    ax.plot(rounds, [100 * r["test_accuracy"] for r in summary["per_round"]], "o-",
-            label="global model, test set")
-    fed = [r.get("federated_eval_accuracy") for r in summary["per_round"]]
-    if any(v is not None for v in fed):
-        ax.plot(rounds, [None if v is None else 100 * v for v in fed], "s--", alpha=0.8,
-                label="received model, clients' held-out data")
+    rows = summary["per_round"]
+    rounds = [r["round"] for r in rows]
+    test = [100 * r["test_accuracy"] for r in rows]
+    fed = [None if r.get("federated_eval_accuracy") is None else 100 * r["federated_eval_accuracy"] for r in rows]
     cfg = summary["config"]
-    ax.set(xlabel="round", ylabel="accuracy (%)", xticks=rounds,
-           title=f"{cfg['dataset']}: {cfg['num_clients']} clients, {cfg['clients_per_round']} per round, "
-                 f"{cfg['local_epochs']} local epochs")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    for ax in axes:
+        ax.plot(rounds, test, "o-", label="global model after the round, test set")
+        if any(v is not None for v in fed):
+            ax.plot(rounds, fed, "s--", alpha=0.8, label="model received in the round, clients' held-out data")
+        ax.set(xlabel="round", ylabel="accuracy (%)", xticks=rounds)
+        ax.grid(alpha=0.3)
+    tail = test[len(test) // 2:] + [v for v in fed[len(fed) // 2:] if v is not None]
+    axes[1].set_ylim(max(0.0, min(tail) - 1.0), min(100.0, max(tail) + 0.5))
+    axes[1].set_title("zoom on the later rounds")
+    axes[0].set_title(f"{cfg['dataset']}: {cfg['num_clients']} clients, {cfg['clients_per_round']} per round, "
+                      f"{cfg['local_epochs']} local epochs")
+    axes[0].legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Deploy the function to Apache OpenWhisk as a web action, with API routes and a
+# schedule that closes rounds nobody pokes. Needs `wsk` configured for your host.
+#
+#   MONGODB_URL=mongodb://... FL_ADMIN_TOKEN=... scripts/deploy_ow.sh
+#
+# Settings: FL_OW_ACTION (serverless-fl), FL_OW_IMAGE (a runtime image built from
+# server_ow/Dockerfile; default: the stock python:3.11 kind with the
+# dependencies zipped in), FL_OW_API (create API-gateway routes: 1), FL_OW_SCHEDULE
+# (alarm cron, default every minute).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${MONGODB_URL:?set MONGODB_URL to a MongoDB the OpenWhisk action can reach}"
+action=${FL_OW_ACTION:-serverless-fl}
+build=build/ow
+rm -rf "$build" && mkdir -p "$build/pkg"
+
+# The action package: __main__.py + the core (no torch modules).
+cp server_ow/__main__.py "$build/pkg/__main__.py"
+cp -r flcore "$build/pkg/flcore"
+rm -f "$build/pkg/flcore/models.py" "$build/pkg/flcore/data.py"
+find "$build/pkg" -name __pycache__ -prune -exec rm -rf {} +
+if [ -z "${FL_OW_IMAGE:-}" ]; then
+  # stock runtime: vendor the dependencies, built for the runtime's Linux and Python
+  python3 -m pip install -q -r server_ow/requirements.txt --target "$build/pkg" \
+    --platform manylinux2014_x86_64 --python-version 3.11 --only-binary=:all:
+fi
+(cd "$build/pkg" && zip -qr ../action.zip .)
+echo "action package: $(du -h "$build/action.zip" | cut -f1)"
+
+kind=(--kind python:3.11)
+[ -n "${FL_OW_IMAGE:-}" ] && kind=(--docker "$FL_OW_IMAGE")
+params=(-p MONGODB_URL "$MONGODB_URL" -p FL_DB_NAME "${FL_DB_NAME:-fl}" -p FL_ADMIN_TOKEN "${FL_ADMIN_TOKEN:-}")
+wsk action update "$action" "$build/action.zip" "${kind[@]}" --web true --web-secure false \
+  -a final true "${params[@]}" --timeout 60000 --memory 512
+
+# API gateway routes, one per action (clients may also use the web action URL directly).
+if [ "${FL_OW_API:-1}" = 1 ]; then
+  for a in start_training subscribe partition poll get_model submit aggregate status; do
+    wsk api create /fl "/$a" post "$action" --response-type http >/dev/null
+  done
+fi
+
+# Close rounds nobody pokes: an alarm trigger and a rule that invokes the action.
+wsk trigger update fl-tick --feed /whisk.system/alarms/alarm \
+  -p cron "${FL_OW_SCHEDULE:-* * * * *}" -p trigger_payload '{"fl_tick": true}' >/dev/null 2>&1 \
+  || wsk trigger create fl-tick --feed /whisk.system/alarms/alarm \
+       -p cron "${FL_OW_SCHEDULE:-* * * * *}" -p trigger_payload '{"fl_tick": true}'
+wsk rule update fl-tick-rule fl-tick "$action" >/dev/null 2>&1 || wsk rule create fl-tick-rule fl-tick "$action"
+
+web_url=$(wsk action get "$action" --url | tail -n 1)
+echo "BASE_URL_OW=$web_url"
+[ "${FL_OW_API:-1}" = 1 ] && echo "API routes: $(wsk api list /fl | awk '/\/fl\/poll/ {print $NF}' | sed 's#/poll$##')"

@@ -1,0 +1,97 @@
+"""The OpenWhisk adapter against the parameter shapes OpenWhisk documents for web actions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+import pytest
+
+from conftest import random_weights
+from flcore import weights as wcodec
+from server_ow.__main__ import main
+
+
+def web(path: str, body: dict | None = None, headers: dict | None = None, **extra) -> dict:
+    """A web action invoked with a JSON body: OpenWhisk merges the body's fields into params."""
+    return {"__ow_method": "post", "__ow_path": path, "__ow_headers": {"content-type": "application/json",
+                                                                        **(headers or {})},
+            **(body or {}), **extra}
+
+
+def raw(path: str, text: str, b64: bool = False, headers: dict | None = None) -> dict:
+    """A raw-http web action: the body arrives as ``__ow_body`` (base64 when binary)."""
+    return {"__ow_method": "post", "__ow_path": path, "__ow_query": "",
+            "__ow_headers": {"content-type": "application/octet-stream" if b64 else "application/json",
+                             **(headers or {})},
+            "__ow_body": base64.b64encode(text.encode()).decode() if b64 else text}
+
+
+def payload(resp: dict) -> dict:
+    assert resp["headers"]["Content-Type"] == "application/json"
+    return json.loads(resp["body"])
+
+
+def test_json_body_merged_into_params(store):
+    resp = main(web("/start_training", {"num_clients": 2, "clients_per_round": 1}))
+    assert resp["statusCode"] == 200
+    job_id = payload(resp)["job_id"]
+    resp = main(web("/status", {"job_id": job_id}))
+    assert resp["statusCode"] == 200 and payload(resp)["config"]["num_clients"] == 2
+
+
+def test_raw_body_plain_and_base64(store):
+    assert main(raw("/start_training", json.dumps({"num_clients": 3, "clients_per_round": 3})))["statusCode"] == 200
+    resp = main(raw("/start_training", json.dumps({"num_clients": 4, "clients_per_round": 2}), b64=True))
+    assert resp["statusCode"] == 200 and payload(resp)["config"]["num_clients"] == 4
+    bad = main(raw("/start_training", "{broken", b64=True))
+    assert bad["statusCode"] == 400 and "JSON" in payload(bad)["error"]
+
+
+def test_api_gateway_forwarded_url(store):
+    params = web("", {"num_clients": 2, "clients_per_round": 1},
+                 headers={"x-forwarded-url": "https://gw.example/api/123/fl/start_training"})
+    assert main(params)["statusCode"] == 200
+
+
+def test_headers_carry_the_client_token(store):
+    job = payload(main(web("/start_training", {"num_clients": 1, "clients_per_round": 1})))["job_id"]
+    sub = payload(main(web("/subscribe", {"job_id": job})))
+    assert main(web("/poll"))["statusCode"] == 401
+    resp = main(web("/poll", headers={"authorization": f"Bearer {sub['token']}"}))
+    assert resp["statusCode"] == 200 and payload(resp)["action"] == "train"
+
+
+def test_settings_params_configure_and_are_not_request_fields(store, db_name, monkeypatch):
+    monkeypatch.setenv("FL_ADMIN_TOKEN", "")
+    resp = main(web("/start_training", {"num_clients": 1, "clients_per_round": 1}, FL_DB_NAME=db_name,
+                    MONGODB_URL=os.environ["MONGODB_URL"], FL_ADMIN_TOKEN="ow-secret"))
+    assert resp["statusCode"] == 401  # the deploy-time token now applies
+    resp = main(web("/start_training", {"num_clients": 1, "clients_per_round": 1},
+                    headers={"authorization": "Bearer ow-secret"}, FL_ADMIN_TOKEN="ow-secret"))
+    assert resp["statusCode"] == 200
+
+
+def test_errors_and_unknown_paths(store):
+    assert main(web("/nope"))["statusCode"] == 404
+    assert main(web("/subscribe"))["statusCode"] == 404  # no job yet
+    resp = main(web("/submit", {"round": 1}))
+    assert resp["statusCode"] == 401 and payload(resp)["error"]
+
+
+def test_alarm_trigger_and_plain_invoke(store):
+    assert main({"fl_tick": True}) == {"jobs": []}
+    out = main({"action": "start_training", "num_clients": 2, "clients_per_round": 1})
+    assert out["statusCode"] == 200 and out["job_id"]
+
+
+@pytest.mark.parametrize("model, dataset", [("cnn_mnist", "mnist"), ("cnn_cifar10", "cifar10")])
+def test_update_messages_fit_openwhisk_with_room(model, dataset, capsys):
+    body = {"round": 1, "weights": wcodec.to_b64(random_weights(model)), "num_examples": 2400,
+            "metrics": {"train_loss": 0.1, "train_accuracy": 0.9, "eval_loss": 0.2, "eval_accuracy": 0.9,
+                        "eval_examples": 600.0, "train_seconds": 20.0}}
+    size = len(json.dumps(body).encode())
+    with capsys.disabled():
+        print(f"\n{dataset} submit message: {size} bytes ({size / 2**20:.3f} MiB of OpenWhisk's 1 MiB)")
+    assert size < 0.5 * 2**20
