@@ -196,8 +196,11 @@ def submit(store: Store, body: dict, headers: Mapping[str, str]) -> dict:
         raise ApiError(409, f"client {client['_id']} was not picked for round {rnd}")
     cfg = config_from_doc(job["config"])
     blob, _ = wcodec.parse_update(body.get("weights"), cfg.model)
+    now = time.time()
     stored = store.add_update({"job_id": job["_id"], "round": rnd, "client_id": client["_id"], "weights": blob,
-                               "num_examples": n, "metrics": metrics, "received_at": time.time()})
+                               "num_examples": n, "metrics": metrics, "received_at": now})
+    if stored:
+        store.touch_client(client["_id"], now)  # a client that just delivered is alive
     return {"accepted": stored, "duplicate": not stored, "round": rnd}
 
 

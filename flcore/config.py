@@ -29,6 +29,8 @@ class JobConfig:
     # A round closes at its deadline if at least min_updates arrived.
     round_timeout_s: float = 600.0
     min_updates: int = 0  # 0: half of clients_per_round, at least 1
+    # A client not heard from for this long (no poll, no submit) is not picked.
+    client_timeout_s: float = 60.0
     # Cap on each client's training examples (0: its whole share), for quick tries.
     max_train_examples: int = 0
 
@@ -59,6 +61,7 @@ _RANGES: dict[str, tuple[type, float, float]] = {
     "train_fraction": (float, 0.05, 1.0),
     "round_timeout_s": (float, 1.0, 86_400.0),
     "min_updates": (int, 0, 10_000),
+    "client_timeout_s": (float, 1.0, 86_400.0),
     "max_train_examples": (int, 0, 10_000_000),
 }
 

@@ -33,8 +33,8 @@ def pick_clients(candidates: list[str], cfg: JobConfig, rnd: int, attempt: int =
 
 
 def live_clients(store: Store, job: dict, cfg: JobConfig, now: float) -> list[str]:
-    """Clients heard from within a round's timeout; the rest have stopped polling."""
-    return store.client_ids(job["_id"], seen_since=now - cfg.round_timeout_s)
+    """Clients heard from (a poll or a submit) within ``client_timeout_s``; the rest have gone."""
+    return store.client_ids(job["_id"], seen_since=now - cfg.client_timeout_s)
 
 
 def round_fields(picked: list[str], rnd: int, cfg: JobConfig, now: float) -> dict:
@@ -112,22 +112,37 @@ def close_round(store: Store, job: dict, now: float) -> dict | None:
     )
     if leased is None:
         return None
-    cfg = config_from_doc(job["config"])
+    try:
+        return _aggregate(store, leased, owner, now)
+    except BaseException:
+        # Give the round back at once, so a retry need not wait for the lease to expire.
+        # If the database is down this fails too, and the lease simply expires.
+        try:
+            store.transition(job["_id"], {"round": rnd, "lease_owner": owner},
+                             {"$unset": {"lease_owner": "", "lease_until": ""}})
+        except Exception:
+            log.warning("could not release the lease of job %s round %s", job["_id"], rnd)
+        raise
+
+
+def _aggregate(store: Store, leased: dict, owner: str, now: float) -> dict | None:
+    """FedAvg the round's updates, store the model, advance the job: the lease holder's work."""
+    job_id, rnd = leased["_id"], leased["round"]
+    cfg = config_from_doc(leased["config"])
     picked = set(leased["picked"])
-    docs = [d for d in store.load_updates(job["_id"], rnd) if d["client_id"] in picked]
+    docs = [d for d in store.load_updates(job_id, rnd) if d["client_id"] in picked]
     started = time.perf_counter()
     new_weights = fedavg([(wcodec.decode(d["weights"]), int(d["num_examples"])) for d in docs])
-    store.put_model(job["_id"], rnd, wcodec.encode(new_weights))
+    store.put_model(job_id, rnd, wcodec.encode(new_weights))
     entry = history_entry(docs, leased, now, time.perf_counter() - started)
-    done = rnd >= cfg.rounds
     fields: dict = {"model_round": rnd, "attempt": 0}
-    if done:
+    if rnd >= cfg.rounds:
         fields.update({"state": "done", "finished_at": time.time(), "picked": []})
     else:
-        candidates = live_clients(store, leased, cfg, now) or store.client_ids(job["_id"])
+        candidates = live_clients(store, leased, cfg, now) or store.client_ids(job_id)
         fields.update(round_fields(pick_clients(candidates, cfg, rnd + 1), rnd + 1, cfg, time.time()))
     return store.transition(
-        job["_id"], {"round": rnd, "lease_owner": owner},
+        job_id, {"round": rnd, "lease_owner": owner},
         {"$set": fields, "$push": {"history": entry}, "$unset": {"lease_owner": "", "lease_until": ""}},
     )
 

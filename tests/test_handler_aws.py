@@ -55,3 +55,17 @@ def test_handler_module_does_not_import_torch():
     code = "import sys, server_aws.handler; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_scheduled_event_closes_a_round_nobody_pokes(store):
+    from conftest import random_weights
+    from flcore import weights as wcodec
+    from test_protocol import call, new_job, subscribe_all
+
+    job_id = new_job(num_clients=2, clients_per_round=2)
+    for i, sub in enumerate(subscribe_all(job_id, 2)):
+        call("submit", {"round": 1, "weights": wcodec.to_b64(random_weights(seed=i)), "num_examples": 5},
+             sub["token"])
+    assert store.get_job(job_id)["round"] == 1  # complete, but nobody has polled since
+    out = handler({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}})
+    assert out["jobs"] == [{"job_id": job_id, "state": "running", "round": 2}]

@@ -1,0 +1,146 @@
+"""A corpus of hostile requests through serverless-offline: all 4xx, no 5xx, database unchanged."""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+from collections import Counter
+
+import numpy as np
+import requests
+from pymongo import MongoClient
+
+from conftest import ADMIN, random_weights, snapshot
+from flcore import weights as wcodec
+from flcore.specs import tensor_spec
+
+
+def _b64(tensors: dict) -> str:
+    return wcodec.to_b64(tensors)
+
+
+def corpus(base: str, picked: dict, other: dict, old_round: int) -> list[tuple[str, dict]]:
+    """(description, requests.post kwargs) for each hostile request."""
+    good = random_weights()
+    auth = {"Authorization": f"Bearer {picked['token']}"}
+    cases: list[tuple[str, dict]] = []
+
+    def add(desc, action, body=None, headers=None, data=None):
+        kw = {"url": f"{base}/{action}", "headers": {"Content-Type": "application/json", **(headers or {})},
+              "timeout": 30}
+        kw["data"] = data if data is not None else json.dumps(body if body is not None else {})
+        cases.append((desc, kw))
+
+    # malformed bodies, on every action
+    for action in ("start_training", "subscribe", "partition", "poll", "get_model", "submit", "aggregate", "status"):
+        for desc, data in [("truncated", '{"a": '), ("array", "[1,2,3]"), ("string", '"hi"'), ("NaN", '{"x": NaN}'),
+                           ("binary", b"\x00\xff\xfe\x80"), ("deep", "[" * 5000 + "]" * 5000)]:
+            add(f"{action}: {desc} body", action, data=data, headers=auth if action != "start_training" else None)
+    # operator actions without or with a wrong token
+    add("start_training without token", "start_training", {"num_clients": 2})
+    add("start_training with a client token", "start_training", {"num_clients": 2}, auth)
+    add("start_training forged token", "start_training", {"num_clients": 2}, {"Authorization": "Bearer " + "A" * 40})
+    # wrong types and ranges in a job (with the operator token: validation, not auth, refuses them)
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    for field, values in {"num_clients": [0, -1, "20", 1e400, 2**70, None, [20], {"$gt": 1}, True],
+                          "rounds": [0, 1.5, "10", 10**9], "lr": [-1, 0, "0.1", 1e400], "momentum": [1, -0.1, "x"],
+                          "batch_size": [0, 2**40, 2.5], "dataset": ["imagenet", 7, {"$ne": 1}, ""],
+                          "clients_per_round": [10**6], "seed": [-1, 2**80, "s"], "partition": [1, "evil"],
+                          "round_timeout_s": [0, -5, 1e12]}.items():
+        for v in values:
+            add(f"start_training {field}={v!r:.30}", "start_training", {field: v}, admin)
+    add("start_training NaN weights", "start_training",
+        {"weights": _b64({**good, "fc1.bias": np.full(64, np.nan, np.float32)})}, admin)
+    add("start_training pickle weights", "start_training",
+        {"weights": base64.b64encode(pickle.dumps(good)).decode()}, admin)
+    # client actions without, with forged, malformed or other clients' tokens
+    forged = [("none", {}), ("empty", {"Authorization": "Bearer "}), ("basic", {"Authorization": "Basic dXNlcjpw"}),
+              ("garbage", {"Authorization": "Bearer garbage"}),
+              ("wrong secret", {"Authorization": f"Bearer {picked['client_id']}.not-the-secret"}),
+              ("swapped", {"Authorization": f"Bearer {other['client_id']}.{picked['token'].split('.', 1)[1]}"}),
+              ("injection", {"Authorization": 'Bearer {"$ne": null}.x'}), ("long", {"Authorization": "Bearer " + "x.y" * 5000})]
+    for action in ("partition", "poll", "submit"):
+        for desc, headers in forged:
+            add(f"{action} token {desc}", action, {"round": 1}, headers)
+    # tensors that do not fit the model
+    spec = tensor_spec("cnn_mnist")
+    bad_tensors = {
+        "NaN": {**good, "conv1.weight": np.full(spec["conv1.weight"], np.nan, np.float32)},
+        "+Inf": {**good, "fc2.weight": np.full(spec["fc2.weight"], np.inf, np.float32)},
+        "-Inf": {**good, "fc2.bias": np.full(10, -np.inf, np.float32)},
+        "wrong shape": {**good, "fc1.weight": np.zeros((64, 511), np.float32)},
+        "transposed": {**good, "fc2.weight": good["fc2.weight"].T.copy()},
+        "float64": {**good, "fc1.bias": good["fc1.bias"].astype(np.float64)},
+        "float16": {**good, "fc1.bias": good["fc1.bias"].astype(np.float16)},
+        "int32": {**good, "conv1.bias": np.zeros(16, np.int32)},
+        "missing": {k: v for k, v in good.items() if k != "conv2.weight"},
+        "extra": {**good, "backdoor": np.zeros(1, np.float32)},
+        "empty": {},
+        "scalar": {**good, "fc2.bias": np.float32(1.0).reshape(())},
+    }
+    for desc, tensors in bad_tensors.items():
+        try:
+            payload = _b64(tensors)
+        except Exception:
+            continue
+        add(f"submit {desc} tensors", "submit", {"round": 1, "weights": payload, "num_examples": 10}, auth)
+    for desc, payload in [("pickle", base64.b64encode(pickle.dumps(good)).decode()),
+                          ("pickle RCE", base64.b64encode(b"cos\nsystem\n(S'echo pwned'\ntR.").decode()),
+                          ("not base64", "%%%%"), ("truncated", _b64(good)[:1000]), ("number", 12345),
+                          ("list", [1, 2]), ("header bomb", base64.b64encode(b"\xff" * 8 + b"{}").decode())]:
+        add(f"submit {desc} weights", "submit", {"round": 1, "weights": payload, "num_examples": 10}, auth)
+    # bad numbers and metrics with valid weights
+    ok = _b64(good)
+    for desc, extra in [("num_examples 0", {"num_examples": 0}), ("num_examples -1", {"num_examples": -1}),
+                        ("num_examples huge", {"num_examples": 10**30}), ("num_examples str", {"num_examples": "10"}),
+                        ("num_examples float", {"num_examples": 10.5}), ("round str", {"round": "1"}),
+                        ("round float", {"round": 1.0}), ("round null", {"round": None}),
+                        ("metrics str", {"metrics": "x"}), ("metrics NaN-ish", {"metrics": {"loss": "nan"}}),
+                        ("metrics operator", {"metrics": {"$set": 1}}), ("metrics dotted", {"metrics": {"a.b": 1}}),
+                        ("metrics many", {"metrics": {f"m{i}": 1 for i in range(100)}}),
+                        ("metrics nested", {"metrics": {"a": {"b": 1}}})]:
+        add(f"submit {desc}", "submit", {"round": 1, "weights": ok, "num_examples": 10, **extra}, auth)
+    # replays and submits out of turn
+    for rnd in (old_round, 0, 2, 99, -1, 10**12):
+        add(f"submit replay round {rnd}", "submit", {"round": rnd, "weights": ok, "num_examples": 10}, auth)
+    add("submit by a client not picked", "submit", {"round": 1, "weights": ok, "num_examples": 10},
+        {"Authorization": f"Bearer {other['token']}"})
+    add("subscribe to a full job", "subscribe", {"job_id": picked["job_id"]})
+    add("subscribe job_id object", "subscribe", {"job_id": {"$ne": None}})
+    add("subscribe unknown job", "subscribe", {"job_id": "job-doesnotexist"})
+    add("status of unknown job", "status", {"job_id": "job-nope"}, admin)
+    add("get_model bad round", "get_model", {"round": 5}, auth)
+    add("get_model round object", "get_model", {"round": {"$gt": 0}}, auth)
+    add("unknown action", "drop_database", {})
+    add("oversized body", "submit", data="x" * (7 * 2**20), headers=auth)
+    return cases
+
+
+def test_hostile_requests_are_refused_and_change_nothing(function_url, mongodb_url, capsys):
+    post = lambda action, body, token=None: requests.post(  # noqa: E731
+        f"{function_url}/{action}", json=body, timeout=30,
+        headers={"Authorization": f"Bearer {token}"} if token else {})
+    job_id = post("start_training", {"num_clients": 2, "clients_per_round": 1, "rounds": 3}, ADMIN).json()["job_id"]
+    subs = [post("subscribe", {"job_id": job_id}).json() for _ in range(2)]
+    picked_ids = post("status", {"job_id": job_id}, ADMIN).json()["picked"]
+    picked = next(s for s in subs if s["client_id"] in picked_ids)
+    other = next(s for s in subs if s["client_id"] not in picked_ids)
+
+    with MongoClient(mongodb_url) as mc:
+        db = mc["e2e"]
+        before = snapshot(db)
+        cases = corpus(function_url, picked, other, old_round=0)
+        codes: Counter = Counter()
+        bad = []
+        for desc, kw in cases:
+            resp = requests.post(**kw)
+            codes[resp.status_code] += 1
+            if not 400 <= resp.status_code < 500:
+                bad.append((desc, resp.status_code, resp.text[:120]))
+        after = snapshot(db)
+    with capsys.disabled():
+        print(f"\nhostile requests: {len(cases)} sent; status codes {dict(sorted(codes.items()))}")
+    assert len(cases) >= 100
+    assert not bad, bad
+    assert after == before
