@@ -114,7 +114,7 @@ class FederatedClient:
         if self._data is None or self._data[0] != job_id:
             spec = self._call("partition")
             images, labels = data.load_raw(spec["dataset"])
-            mine = partition_indices(len(labels), spec)
+            mine = partition_indices(labels, spec)
             train_idx, eval_idx = train_eval_split(mine, spec["train_fraction"])
             if spec.get("max_train_examples"):
                 train_idx = train_idx[: spec["max_train_examples"]]
@@ -148,8 +148,9 @@ class FederatedClient:
             self.info.update(model_round=reply["model_round"], dataset=cfg["dataset"])
         _, xt, yt, xe, ye = self._shard(reply["job_id"])
         before = trainer.evaluate(model, xe, ye)  # federated evaluation of the received model
-        fit = trainer.train(model, xt, yt, epochs=cfg["local_epochs"], batch_size=cfg["batch_size"],
-                            lr=cfg["lr"], momentum=cfg["momentum"],
+        hp = reply["round_config"]  # this round's hyperparameters, as the job sets them
+        fit = trainer.train(model, xt, yt, epochs=hp["local_epochs"], batch_size=hp["batch_size"], lr=hp["lr"],
+                            momentum=hp["momentum"], proximal_mu=hp.get("proximal_mu", 0.0),
                             seed=int(cfg["seed"]) * 1_000_003 + rnd * 1009 + self.identity["index"])
         metrics = {**fit, "eval_loss": before["loss"], "eval_accuracy": before["accuracy"],
                    "eval_examples": float(len(xe)), "train_seconds": time.perf_counter() - started}

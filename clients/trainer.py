@@ -8,10 +8,15 @@ from torch import nn
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-          momentum: float, seed: int) -> dict[str, float]:
-    """Plain SGD with momentum over shuffled mini-batches; returns the last epoch's loss and accuracy."""
+          momentum: float, seed: int, proximal_mu: float = 0.0) -> dict[str, float]:
+    """SGD with momentum over shuffled mini-batches; returns the last epoch's loss and accuracy.
+
+    With ``proximal_mu`` > 0 (FedProx) the loss gains (mu/2)·||w - w_start||², which
+    keeps the local model near the global one it started from.
+    """
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     gen = torch.Generator().manual_seed(seed)
     n = len(x)
     loss_sum, correct = 0.0, 0
@@ -24,7 +29,11 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
             opt.zero_grad(set_to_none=True)
             out = model(xb)
             loss = F.cross_entropy(out, yb)
-            loss.backward()
+            if anchor is not None:
+                prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+                (loss + 0.5 * proximal_mu * prox).backward()
+            else:
+                loss.backward()
             opt.step()
             loss_sum += loss.item() * len(idx)
             correct += int((out.argmax(1) == yb).sum())

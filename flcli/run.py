@@ -28,7 +28,10 @@ ENV_OVERRIDES = {
     "FL_CLIENTS_PER_ROUND": ("clients_per_round", int), "FL_ROUNDS": ("rounds", int),
     "FL_LOCAL_EPOCHS": ("local_epochs", int), "FL_BATCH_SIZE": ("batch_size", int), "FL_LR": ("lr", float),
     "FL_MOMENTUM": ("momentum", float), "FL_SEED": ("seed", int), "FL_ROUND_TIMEOUT": ("round_timeout_s", float),
-    "FL_MAX_TRAIN_EXAMPLES": ("max_train_examples", int),
+    "FL_MAX_TRAIN_EXAMPLES": ("max_train_examples", int), "FL_PARTITION": ("partition", str),
+    "FL_STRATEGY": ("strategy", str), "FL_TARGET_ACCURACY": ("target_accuracy", float),
+    "FL_MIN_CLIENTS": ("min_clients", int), "FL_LR_DECAY": ("lr_decay", float),
+    "FL_PROXIMAL_MU": ("proximal_mu", float), "FL_SERVER_LR": ("server_lr", float),
 }
 
 

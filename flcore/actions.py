@@ -101,12 +101,12 @@ def start_training(store: Store, body: dict, headers: Mapping[str, str]) -> dict
 def subscribe(store: Store, body: dict, headers: Mapping[str, str]) -> dict:
     """Join a job (the named one, or the newest still waiting for clients)."""
     job_id = _job_id(body, required=False)
-    job = _get_job(store, job_id) if job_id else store.newest_job(("waiting",))
+    job = _get_job(store, job_id) if job_id else (store.newest_job(("waiting",)) or store.newest_job(("running",)))
     if job is None:
         raise ApiError(404, "no job is waiting for clients")
-    if job["state"] != "waiting":
-        raise ApiError(409, f"job {job['_id']} is {job['state']} and takes no new clients")
     cfg = config_from_doc(job["config"])
+    if job["state"] == "done" or (job["state"] == "running" and cfg.clients_to_start >= cfg.num_clients):
+        raise ApiError(409, f"job {job['_id']} is {job['state']} and takes no new clients")
     client_id = "c-" + secrets.token_hex(6)
     token, token_hash = auth.new_client_token(client_id)
     now = time.time()
@@ -127,6 +127,7 @@ def partition(store: Store, body: dict, headers: Mapping[str, str]) -> dict:
     cfg = config_from_doc(_get_job(store, client["job_id"])["config"])
     return {"dataset": cfg.dataset, "strategy": cfg.partition, "seed": cfg.seed, "index": client["index"],
             "num_partitions": cfg.num_clients, "train_fraction": cfg.train_fraction,
+            "alpha": cfg.partition_alpha, "shards": cfg.shards_per_client,
             "max_train_examples": cfg.max_train_examples}
 
 
@@ -159,7 +160,7 @@ def get_model(store: Store, body: dict, headers: Mapping[str, str]) -> dict:
     blob = store.get_model(job_id, model_round) if model_round is not None else None
     return {"job_id": job_id, "round": job["round"], "model_round": model_round, "state": job["state"],
             "weights": wcodec.to_b64(wcodec.decode(blob)) if blob is not None else None,
-            "config": job["config"]}
+            "config": job["config"], "round_config": config_from_doc(job["config"]).round_config(job["round"])}
 
 
 def _metrics(raw: object) -> dict[str, float]:
@@ -232,6 +233,7 @@ def status(store: Store, body: dict, headers: Mapping[str, str]) -> dict:
         "subscribed": store.count_clients(job_id), "picked": job.get("picked", []),
         "submitted": len(store.submitted_clients(job_id, job["round"])) if job["state"] == "running" else 0,
         "model_round": job.get("model_round"), "created_at": job["created_at"],
+        "stopped_because": job.get("stopped_because"),
         "started_at": job.get("started_at"), "finished_at": job.get("finished_at"),
         "config": job["config"], "history": job.get("history", []),
     }

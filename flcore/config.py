@@ -6,8 +6,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
+from flcore import partition as partitions
+from flcore import strategies
 from flcore.errors import ApiError
-from flcore.partition import STRATEGIES
 from flcore.specs import DATASET_MODELS
 
 
@@ -24,8 +25,26 @@ class JobConfig:
     lr: float = 0.01
     momentum: float = 0.5
     seed: int = 0
+    # lr in round r is lr * lr_decay ** (r - 1)
+    lr_decay: float = 1.0
+    # iid | dirichlet (partition_alpha) | shards (shards_per_client); "dirichlet:0.5" also works
     partition: str = "iid"
+    partition_alpha: float = 0.5
+    shards_per_client: int = 2
     train_fraction: float = 0.8
+    # fedavg | fedprox | fedavgm | fedadam | median | trimmed_mean
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.01
+    server_lr: float = 0.0  # 0: the strategy's own default (fedavgm 1.0, fedadam 0.01)
+    server_momentum: float = 0.9
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    adam_tau: float = 1e-3
+    trim_fraction: float = 0.1
+    # stop early once the clients' evaluation of the global model reaches this (0: off)
+    target_accuracy: float = 0.0
+    # start the first round once this many have subscribed (0: all num_clients)
+    min_clients: int = 0
     # A round closes at its deadline if at least min_updates arrived.
     round_timeout_s: float = 600.0
     min_updates: int = 0  # 0: half of clients_per_round, at least 1
@@ -37,6 +56,16 @@ class JobConfig:
     @property
     def model(self) -> str:
         return DATASET_MODELS[self.dataset]
+
+    @property
+    def clients_to_start(self) -> int:
+        return self.min_clients or self.num_clients
+
+    def round_config(self, rnd: int) -> dict:
+        """What clients train with in round ``rnd``: hyperparameters come from the job, never the client."""
+        return {"lr": self.lr * self.lr_decay ** max(0, rnd - 1), "momentum": self.momentum,
+                "local_epochs": self.local_epochs, "batch_size": self.batch_size,
+                "proximal_mu": 0.0, **strategies.get(self).client_config()}
 
     @property
     def min_updates_needed(self) -> int:
@@ -63,7 +92,20 @@ _RANGES: dict[str, tuple[type, float, float]] = {
     "min_updates": (int, 0, 10_000),
     "client_timeout_s": (float, 1.0, 86_400.0),
     "max_train_examples": (int, 0, 10_000_000),
+    "lr_decay": (float, 0.01, 1.0),
+    "partition_alpha": (float, 0.001, 1000.0),
+    "shards_per_client": (int, 1, 1000),
+    "proximal_mu": (float, 0.0, 100.0),
+    "server_lr": (float, 0.0, 100.0),
+    "server_momentum": (float, 0.0, 0.999),
+    "adam_beta1": (float, 0.0, 0.999),
+    "adam_beta2": (float, 0.0, 0.99999),
+    "adam_tau": (float, 1e-9, 1.0),
+    "trim_fraction": (float, 0.0, 0.49),
+    "target_accuracy": (float, 0.0, 1.0),
+    "min_clients": (int, 0, 10_000),
 }
+_TEXT = ("dataset", "partition", "strategy")
 
 
 def parse_config(body: Mapping) -> JobConfig:
@@ -73,9 +115,9 @@ def parse_config(body: Mapping) -> JobConfig:
     for name, raw in body.items():
         if name not in known:
             continue
-        if name in ("dataset", "partition"):
-            if not isinstance(raw, str):
-                raise ApiError(400, f"{name} must be a string")
+        if name in _TEXT:
+            if not isinstance(raw, str) or len(raw) > 64:
+                raise ApiError(400, f"{name} must be a short string")
             values[name] = raw.lower()
             continue
         kind, low, high = _RANGES[name]
@@ -86,11 +128,21 @@ def parse_config(body: Mapping) -> JobConfig:
         if not math.isfinite(raw) or not low <= raw <= high:
             raise ApiError(400, f"{name} must be between {low:g} and {high:g}")
         values[name] = kind(raw)
+    if ":" in values.get("partition", ""):
+        try:
+            parsed = partitions.parse(values["partition"])
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        return parse_config({**body, **parsed})
     cfg = JobConfig(**values)
     if cfg.dataset not in DATASET_MODELS:
         raise ApiError(400, f"dataset must be one of {sorted(DATASET_MODELS)}")
-    if cfg.partition not in STRATEGIES:
-        raise ApiError(400, f"partition must be one of {list(STRATEGIES)}")
+    if cfg.partition not in partitions.STRATEGIES:
+        raise ApiError(400, f"partition must be one of {sorted(partitions.STRATEGIES)}")
+    if cfg.strategy not in strategies.REGISTRY:
+        raise ApiError(400, f"strategy must be one of {sorted(strategies.REGISTRY)}")
+    if cfg.min_clients > cfg.num_clients:
+        raise ApiError(400, "min_clients cannot exceed num_clients")
     if cfg.clients_per_round > cfg.num_clients:
         raise ApiError(400, "clients_per_round cannot exceed num_clients")
     if cfg.min_updates > cfg.clients_per_round:

@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
+from flcore import strategies
 from flcore import weights as wcodec
-from flcore.aggregation import fedavg
 from flcore.config import JobConfig, config_from_doc
 from flcore.store import Store
 
@@ -42,12 +42,12 @@ def round_fields(picked: list[str], rnd: int, cfg: JobConfig, now: float) -> dic
 
 
 def maybe_start(store: Store, job: dict, now: float) -> dict:
-    """Start round 1 once the configured number of clients has subscribed."""
+    """Start round 1 once enough clients (``min_clients``, default all) have subscribed."""
     if job["state"] != "waiting":
         return job
     cfg = config_from_doc(job["config"])
     clients = store.client_ids(job["_id"])
-    if len(clients) < cfg.num_clients:
+    if len(clients) < cfg.clients_to_start:
         return job
     picked = pick_clients(clients, cfg, 1)
     moved = store.transition(
@@ -132,12 +132,18 @@ def _aggregate(store: Store, leased: dict, owner: str, now: float) -> dict | Non
     picked = set(leased["picked"])
     docs = [d for d in store.load_updates(job_id, rnd) if d["client_id"] in picked]
     started = time.perf_counter()
-    new_weights = fedavg([(wcodec.decode(d["weights"]), int(d["num_examples"])) for d in docs])
-    store.put_model(job_id, rnd, wcodec.encode(new_weights))
+    blob, state_blob = store.get_model_and_state(job_id, leased.get("model_round"))
+    current = wcodec.decode(blob) if blob is not None else None
+    state = wcodec.decode(state_blob) if state_blob is not None else {}
+    updates = [(wcodec.decode(d["weights"]), int(d["num_examples"])) for d in docs]
+    new_weights, new_state = strategies.get(cfg).aggregate(current, updates, state)
+    store.put_model(job_id, rnd, wcodec.encode(new_weights), wcodec.encode(new_state) if new_state else None)
     entry = history_entry(docs, leased, now, time.perf_counter() - started)
     fields: dict = {"model_round": rnd, "attempt": 0}
-    if rnd >= cfg.rounds:
-        fields.update({"state": "done", "finished_at": time.time(), "picked": []})
+    reached = cfg.target_accuracy > 0 and entry["metrics"].get("eval_accuracy", 0.0) >= cfg.target_accuracy
+    if rnd >= cfg.rounds or reached:
+        fields.update({"state": "done", "finished_at": time.time(), "picked": [],
+                       "stopped_because": "target accuracy reached" if reached else "all rounds done"})
     else:
         candidates = live_clients(store, leased, cfg, now) or store.client_ids(job_id)
         fields.update(round_fields(pick_clients(candidates, cfg, rnd + 1), rnd + 1, cfg, time.time()))
@@ -147,15 +153,24 @@ def _aggregate(store: Store, leased: dict, owner: str, now: float) -> dict | Non
     )
 
 
+def _weight(doc: dict, key: str) -> float:
+    metrics = doc.get("metrics") or {}
+    if key.startswith("eval_") and key != "eval_examples" and "eval_examples" in metrics:
+        return float(metrics["eval_examples"])
+    return float(doc["num_examples"])
+
+
 def history_entry(docs: list[dict], job: dict, now: float, agg_s: float) -> dict:
     """What status shows for a closed round: who, how much data, what they reported."""
     examples = sum(int(d["num_examples"]) for d in docs)
     metrics: dict[str, float] = {}
     keys = {k for d in docs for k in (d.get("metrics") or {})}
     for key in sorted(keys):
-        pairs = [(float(d["metrics"][key]), int(d["num_examples"])) for d in docs if key in (d.get("metrics") or {})]
+        # evaluation metrics weigh by the examples evaluated, the rest by those trained on
+        pairs = [(float(d["metrics"][key]), _weight(d, key)) for d in docs if key in (d.get("metrics") or {})]
         weight = sum(n for _, n in pairs)
-        metrics[key] = sum(v * n for v, n in pairs) / weight if weight else float("nan")
+        if weight:
+            metrics[key] = sum(v * n for v, n in pairs) / weight
     return {
         "round": job["round"],
         "clients": len(docs),

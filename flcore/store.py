@@ -141,14 +141,22 @@ class Store:
         return list(self.updates.find({"job_id": job_id, "round": rnd}))
 
     # models -------------------------------------------------------------
-    def put_model(self, job_id: str, rnd: int, blob: bytes) -> None:
-        """Idempotent: an aggregator taking over a round rewrites the same document."""
-        self.models.replace_one(
-            {"job_id": job_id, "round": rnd},
-            {"job_id": job_id, "round": rnd, "weights": Binary(blob)},
-            upsert=True,
-        )
+    def put_model(self, job_id: str, rnd: int, blob: bytes, state: bytes | None = None) -> None:
+        """Idempotent: an aggregator taking over a round rewrites the same document.
+
+        ``state`` holds a strategy's tensors between rounds (server momentum, Adam moments).
+        """
+        doc = {"job_id": job_id, "round": rnd, "weights": Binary(blob)}
+        if state is not None:
+            doc["state"] = Binary(state)
+        self.models.replace_one({"job_id": job_id, "round": rnd}, doc, upsert=True)
 
     def get_model(self, job_id: str, rnd: int) -> bytes | None:
-        doc = self.models.find_one({"job_id": job_id, "round": rnd})
+        doc = self.models.find_one({"job_id": job_id, "round": rnd}, {"state": False})
         return bytes(doc["weights"]) if doc else None
+
+    def get_model_and_state(self, job_id: str, rnd: int | None) -> tuple[bytes | None, bytes | None]:
+        doc = self.models.find_one({"job_id": job_id, "round": rnd}) if rnd is not None else None
+        if doc is None:
+            return None, None
+        return bytes(doc["weights"]), bytes(doc["state"]) if doc.get("state") is not None else None

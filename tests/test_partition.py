@@ -1,23 +1,55 @@
 import numpy as np
 import pytest
 
-from flcore.partition import partition_indices, train_eval_split
+from flcore.config import parse_config
+from flcore.errors import ApiError
+from flcore.partition import all_partitions, parse, partition_indices, train_eval_split
+
+LABELS = np.repeat(np.arange(10), 600)[np.random.default_rng(3).permutation(6000)]  # 6000 examples, 10 classes
 
 
-def spec(index, n=20, seed=0):
-    return {"strategy": "iid", "seed": seed, "index": index, "num_partitions": n}
+def spec(strategy="iid", n=20, seed=0, **extra):
+    return {"strategy": strategy, "seed": seed, "num_partitions": n, **extra}
 
 
-def test_iid_partitions_are_disjoint_equal_and_cover():
-    parts = [partition_indices(60000, spec(i)) for i in range(20)]
-    allidx = np.concatenate(parts)
-    assert len(allidx) == 60000 and len(np.unique(allidx)) == 60000
-    assert {len(p) for p in parts} == {3000}
+@pytest.mark.parametrize("s", [spec("iid"), spec("dirichlet", alpha=0.5), spec("dirichlet", alpha=0.05),
+                               spec("shards", shards=2), spec("shards", shards=5)])
+def test_partitions_are_disjoint_and_cover(s):
+    parts = all_partitions(LABELS, s)
+    assert len(parts) == 20
+    everything = np.concatenate(parts)
+    assert len(everything) == len(np.unique(everything)) == len(LABELS)  # no example in two shares
+
+
+def test_iid_sizes_and_mixed_labels():
+    parts = all_partitions(LABELS, spec("iid"))
+    assert {len(p) for p in parts} == {300}
+    assert all(len(np.unique(LABELS[p])) == 10 for p in parts)
+
+
+def test_shards_give_each_client_few_labels():
+    parts = all_partitions(LABELS, spec("shards", shards=2))
+    assert {len(p) for p in parts} == {300}  # 40 shards of 150
+    assert max(len(np.unique(LABELS[p])) for p in parts) <= 4  # a shard straddles at most one label boundary
+    assert np.mean([len(np.unique(LABELS[p])) for p in parts]) <= 2.6
+
+
+def test_dirichlet_skew_grows_as_alpha_shrinks():
+    def dominant_share(alpha):
+        parts = all_partitions(LABELS, spec("dirichlet", alpha=alpha))
+        assert min(len(p) for p in parts) >= 10
+        return np.mean([np.bincount(LABELS[p], minlength=10).max() / len(p) for p in parts])
+
+    skewed, mild, flat = dominant_share(0.1), dominant_share(1.0), dominant_share(100.0)
+    assert skewed > 0.5 > mild > flat and flat < 0.2
 
 
 def test_partitions_are_deterministic_and_depend_on_seed():
-    np.testing.assert_array_equal(partition_indices(1000, spec(3)), partition_indices(1000, spec(3)))
-    assert not np.array_equal(partition_indices(1000, spec(3)), partition_indices(1000, spec(3, seed=1)))
+    for s in (spec("iid"), spec("dirichlet", alpha=0.3), spec("shards", shards=2)):
+        np.testing.assert_array_equal(partition_indices(LABELS, {**s, "index": 4}),
+                                      partition_indices(LABELS, {**s, "index": 4}))
+        assert not np.array_equal(partition_indices(LABELS, {**s, "index": 4}),
+                                  partition_indices(LABELS, {**s, "index": 4, "seed": 1}))
 
 
 def test_train_eval_split_keeps_80_percent_for_training():
@@ -28,6 +60,16 @@ def test_train_eval_split_keeps_80_percent_for_training():
 
 def test_bad_specs_are_refused():
     with pytest.raises(ValueError):
-        partition_indices(100, {**spec(0), "strategy": "nope"})
+        partition_indices(LABELS, {**spec("nope"), "index": 0})
     with pytest.raises(ValueError):
-        partition_indices(100, spec(20))
+        partition_indices(LABELS, {**spec(), "index": 20})
+
+
+def test_partition_text_in_jobs():
+    assert parse("shards:2") == {"partition": "shards", "shards_per_client": 2}
+    assert parse("dirichlet:0.5") == {"partition": "dirichlet", "partition_alpha": 0.5}
+    cfg = parse_config({"partition": "Dirichlet:0.1"})
+    assert (cfg.partition, cfg.partition_alpha) == ("dirichlet", 0.1)
+    for bad in ("shards:x", "iid:3", "random:1", "dirichlet:-1"):
+        with pytest.raises(ApiError):
+            parse_config({"partition": bad})

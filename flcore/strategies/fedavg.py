@@ -1,0 +1,27 @@
+"""FedAvg (McMahan et al., 2017) and FedProx (Li et al., 2020)."""
+
+from __future__ import annotations
+
+from flcore.aggregation import weighted_mean
+from flcore.strategies import Strategy, register
+
+
+@register
+class FedAvg(Strategy):
+    """Average client weights, each weighted by its number of training examples."""
+
+    name = "fedavg"
+
+    def aggregate(self, current, updates, state):
+        return weighted_mean(updates), {}
+
+
+@register
+class FedProx(FedAvg):
+    """FedAvg on the server; clients add (mu/2)·||w - w_global||² to their loss,
+    which keeps local models near the global one when data differ between clients."""
+
+    name = "fedprox"
+
+    def client_config(self) -> dict:
+        return {"proximal_mu": self.cfg.proximal_mu}
