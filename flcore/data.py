@@ -11,6 +11,7 @@ than the arithmetic.
 from __future__ import annotations
 
 import functools
+import gzip
 import os
 import shutil
 from pathlib import Path
@@ -31,7 +32,7 @@ def data_dir() -> Path:
 
 
 def seed_dirs() -> list[Path]:
-    """Read-only places holding archives to copy from before anything is downloaded."""
+    """Read-only places holding archives in torchvision's layout, copied before anything is downloaded."""
     env = os.environ.get("FL_SEED_DATA_DIRS")
     if env:
         return [Path(p) for p in env.split(os.pathsep) if p]
@@ -39,17 +40,36 @@ def seed_dirs() -> list[Path]:
     return [here.parent / "shared" / "datasets"]
 
 
+# Debian packages that ship a data set's archives in one flat folder.
+_DEBIAN_DIRS = {"fashionmnist": Path("/usr/share/datasets/fashion-mnist")}
+
+
 def prepare(name: str, root: Path | None = None) -> Path:
-    """Copy a dataset's archives into our own data folder (never writing into the seed)."""
+    """Copy a dataset's archives into our own data folder (never writing into the source).
+
+    Looks in the seed folders (torchvision's layout) and then in Debian's package
+    folder; when neither has it, torchvision downloads it on first load.
+    """
     root = root or data_dir()
-    folder = _FOLDERS[name]
-    if not (root / folder).exists():
-        for seed in seed_dirs():
-            if (seed / folder).exists():
-                shutil.copytree(seed / folder, root / folder)
-                for path in (root / folder).rglob("*"):
-                    path.chmod(0o755 if path.is_dir() else 0o644)
-                break
+    folder = root / _FOLDERS[name]
+    if folder.exists():
+        return root
+    for seed in seed_dirs():
+        if (seed / _FOLDERS[name]).exists():
+            shutil.copytree(seed / _FOLDERS[name], folder)
+            break
+    else:
+        flat = _DEBIAN_DIRS.get(name)
+        if flat is not None and flat.is_dir():
+            # Debian re-compressed the archives, so their checksums differ from torchvision's;
+            # the decompressed idx files are what torchvision reads, and it checks no sums on them.
+            (folder / "raw").mkdir(parents=True)
+            for archive in flat.glob("*.gz"):
+                with gzip.open(archive) as src, open(folder / "raw" / archive.stem, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    if folder.exists():
+        for path in folder.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
     return root
 
 

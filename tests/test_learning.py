@@ -1,0 +1,73 @@
+"""Job settings that shape learning, through the core's entry point and a real database."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import random_weights
+from flcore import weights as wcodec
+from test_protocol import call, new_job, subscribe_all
+
+
+def _submit_all(store, job_id, subs, rnd, value, metrics=None):
+    by_id = {s["client_id"]: s for s in subs}
+    for cid in store.get_job(job_id)["picked"]:
+        weights = {k: np.full(v.shape, value, np.float32) for k, v in random_weights().items()}
+        call("submit", {"round": rnd, "weights": wcodec.to_b64(weights), "num_examples": 10,
+                        "metrics": metrics or {}}, by_id[cid]["token"])
+    call("aggregate", {"job_id": job_id})
+
+
+def test_target_accuracy_stops_early(store):
+    job_id = new_job(num_clients=2, clients_per_round=2, rounds=10, target_accuracy=0.9)
+    subs = subscribe_all(job_id, 2)
+    _submit_all(store, job_id, subs, 1, 0.1, {"eval_accuracy": 0.5, "eval_examples": 100})
+    assert call("status", {"job_id": job_id})["state"] == "running"
+    _submit_all(store, job_id, subs, 2, 0.1, {"eval_accuracy": 0.95, "eval_examples": 100})
+    st = call("status", {"job_id": job_id})
+    assert st["state"] == "done" and len(st["history"]) == 2 and st["stopped_because"] == "target accuracy reached"
+
+
+def test_min_clients_starts_early_and_late_clients_join(store):
+    job_id = new_job(num_clients=4, clients_per_round=2, min_clients=2)
+    subs = subscribe_all(job_id, 2)
+    assert store.get_job(job_id)["state"] == "running"
+    late = call("subscribe", {})  # no job id: joins the running job that still has room
+    assert late["job_id"] == job_id and late["index"] == 2
+    call("subscribe", {"job_id": job_id})
+    call("subscribe", {"job_id": job_id}, expect=409)  # now full
+    assert len(subs) == 2
+
+
+def test_server_momentum_state_carries_across_rounds(store):
+    job_id = new_job(num_clients=2, clients_per_round=2, rounds=3, strategy="fedavgm", server_momentum=0.5,
+                     weights=wcodec.to_b64({k: np.zeros(v.shape, np.float32) for k, v in random_weights().items()}))
+    subs = subscribe_all(job_id, 2)
+    _submit_all(store, job_id, subs, 1, 1.0)   # delta 1, v = 1, w = 1
+    _submit_all(store, job_id, subs, 2, 1.0)   # delta 0, v = 0.5, w = 1.5 (momentum remembered)
+    w = wcodec.from_b64(call("get_model", {"job_id": job_id})["weights"])
+    np.testing.assert_allclose(w["fc2.bias"], 1.5)
+
+
+def test_round_config_carries_the_schedule_and_fedprox_mu(store):
+    job_id = new_job(num_clients=2, clients_per_round=2, rounds=3, lr=0.1, lr_decay=0.5, strategy="fedprox",
+                     proximal_mu=0.2)
+    subs = subscribe_all(job_id, 2)
+    rc = call("get_model", {}, subs[0]["token"])["round_config"]
+    assert rc == {"lr": 0.1, "momentum": 0.5, "local_epochs": 10, "batch_size": 50, "proximal_mu": 0.2}
+    _submit_all(store, job_id, subs, 1, 0.0)
+    assert call("get_model", {}, subs[0]["token"])["round_config"]["lr"] == 0.05
+
+
+def test_federated_evaluation_is_weighted_by_evaluated_examples(store):
+    job_id = new_job(num_clients=2, clients_per_round=2, rounds=2)
+    subs = subscribe_all(job_id, 2)
+    by_id = {s["client_id"]: s for s in subs}
+    for cid, (acc, n_eval) in zip(store.get_job(job_id)["picked"], [(1.0, 300), (0.0, 100)]):
+        call("submit", {"round": 1, "weights": wcodec.to_b64(random_weights()), "num_examples": 10,
+                        "metrics": {"eval_accuracy": acc, "eval_examples": n_eval, "train_loss": acc}},
+             by_id[cid]["token"])
+    call("aggregate", {"job_id": job_id})
+    m = call("status", {"job_id": job_id})["history"][0]["metrics"]
+    assert m["eval_accuracy"] == 0.75  # (1.0*300 + 0*100) / 400
+    assert m["train_loss"] == 0.5      # by training examples: (1*10 + 0*10) / 20
