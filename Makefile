@@ -1,12 +1,13 @@
 # make run    set up if needed, then a whole local federated training (MNIST, 20 clients)
 # make test   set up if needed, then the test suite
 # make serve  the embedded database + the function under serverless-offline, in the foreground
+# make bench-accuracy, make bench-package: benchmarks, results in bench/results/
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run test serve clean
+.PHONY: setup run test serve bench-accuracy bench-package clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,14 @@ test: setup
 
 serve: setup
 	$(BIN)/python -m flcli.serve
+
+# learning quality on the default workload (about 5 minutes a run, 8 runs)
+bench-accuracy: setup
+	$(BIN)/python bench/accuracy.py
+
+# deployable size and cold import time of the function
+bench-package: setup
+	$(BIN)/python bench/package.py
 
 clean:
 	rm -rf logs run .fl results/latest

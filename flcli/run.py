@@ -55,19 +55,15 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)  # unwinds like Ctrl-C, so everything started is stopped
 
 
-def main() -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    settings.load()
+def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
+    """Run one job on a fresh local stack; its summary (written to ``results_dir`` if given)."""
     t0 = time.time()
-    overrides = job_overrides()
     dataset = overrides.get("dataset", "mnist")
-    log_dir = ROOT / "logs"
-    results_dir = Path(settings.get("FL_RESULTS_DIR", str(ROOT / "results")))
     token = settings.get("FL_ADMIN_TOKEN") or secrets.token_urlsafe(24)
     print(f"preparing {dataset} in {data.data_dir()} ...", flush=True)
     data.prepare(dataset)
 
-    with LocalStack(log_dir, env={"FL_ADMIN_TOKEN": token}) as stack:
+    with LocalStack(ROOT / "logs", env={"FL_ADMIN_TOKEN": token}) as stack:
         mongodb_url = settings.get("MONGODB_URL") or stack.start_database()
         base_url = stack.start_function(mongodb_url, http_port=free_port(), lambda_port=free_port())
         print(f"function at {base_url} (database {mongodb_url.split('@')[-1]})", flush=True)
@@ -76,8 +72,9 @@ def main() -> int:
         # this process imports torch only after training, for the evaluation.
         job = op.start_job(overrides, initial_weights=False)
         job_id, cfg = job["job_id"], job["config"]
-        print(f"job {job_id}: {cfg['dataset']}, {cfg['num_clients']} clients, {cfg['clients_per_round']} per round, "
-              f"{cfg['local_epochs']} local epochs, {cfg['rounds']} rounds", flush=True)
+        print(f"job {job_id}: {cfg['dataset']} ({cfg['partition']}, {cfg['strategy']}), {cfg['num_clients']} "
+              f"clients, {cfg['clients_per_round']} per round, {cfg['local_epochs']} local epochs, "
+              f"{cfg['rounds']} rounds", flush=True)
         pid_file = Path(settings.get("FL_RUN_DIR", str(ROOT / "run"))) / "clients_aws.pid"
         env = {**os.environ, "BASE_URL_AWS": base_url, "FL_PRELOAD": dataset,
                "FL_STATE_DIR": str(ROOT / ".fl" / "state" / job_id), "PYTHON": sys.executable}
@@ -104,14 +101,23 @@ def main() -> int:
     summary = {
         "job_id": job_id, "config": cfg, "test_accuracy": per_round[-1]["test_accuracy"],
         "test_loss": per_round[-1]["test_loss"], "rounds_completed": len(per_round),
+        "stopped_because": final.get("stopped_because"),
         "wall_seconds": round(wall, 1), "training_seconds": round(train_wall, 1),
         "round_seconds": [r["seconds"] for r in per_round], "per_round": per_round,
         "memory": mem.as_dict(), "cpu_count": os.cpu_count(),
     }
-    out = report.write(summary, results_dir)
     print(f"\ntest accuracy {100 * summary['test_accuracy']:.2f}% after {len(per_round)} rounds; "
-          f"wall {wall:.0f}s (training {train_wall:.0f}s); peak memory {mem.peak_pss_mb:.0f} MB (PSS)")
-    print(f"results: {out}/summary.json, {out}/accuracy.png (copied to {results_dir / 'latest'})")
+          f"wall {wall:.0f}s (training {train_wall:.0f}s); peak memory {mem.peak_pss_mb:.0f} MB (PSS)", flush=True)
+    if results_dir is not None:
+        out = report.write(summary, results_dir)
+        print(f"results: {out}/summary.json, {out}/accuracy.png (copied to {results_dir / 'latest'})")
+    return summary
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    settings.load()
+    run_job(job_overrides(), Path(settings.get("FL_RESULTS_DIR", str(ROOT / "results"))))
     return 0
 
 

@@ -1,0 +1,89 @@
+"""``make bench-accuracy``: learning quality on the default workload, IID and not.
+
+Every run is a whole job through the real stack (serverless-offline, the
+embedded database, 20 client processes): 20 clients, 10 per round, 10 local
+epochs, 10 rounds. Writes bench/results/accuracy.json and per-round curves
+(bench/results/accuracy.png); ``BENCH_ONLY=mnist-shards`` runs a subset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from flcli.run import _exit_on_sigterm, run_job
+
+OUT = Path(__file__).resolve().parent / "results"
+
+# (scenario, dataset, partition, strategies, target on the test set after 10 rounds)
+SCENARIOS = [
+    ("mnist-iid", "mnist", "iid", ["fedavg"], 0.985),
+    ("mnist-shards", "mnist", "shards:2", ["fedavg", "fedprox", "fedavgm"], 0.93),
+    ("mnist-dirichlet", "mnist", "dirichlet:0.5", ["fedavg", "fedprox"], None),
+    ("fashionmnist-iid", "fashionmnist", "iid", ["fedavg"], 0.88),
+]
+EXTRA = {"fedprox": {"proximal_mu": 0.01}, "fedavgm": {"server_momentum": 0.5}}
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(dict.fromkeys(r["scenario"] for r in results))
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(4.6 * len(scenarios), 4), dpi=110, squeeze=False)
+    for ax, name in zip(axes[0], scenarios):
+        for r in (r for r in results if r["scenario"] == name):
+            ax.plot(range(1, len(r["per_round_test_accuracy"]) + 1), [100 * a for a in r["per_round_test_accuracy"]],
+                    "o-", ms=3, label=f"{r['strategy']} ({100 * r['test_accuracy']:.2f}%)")
+        target = next(r["target"] for r in results if r["scenario"] == name)
+        if target:
+            ax.axhline(100 * target, color="grey", ls=":", lw=1, label=f"target {100 * target:.1f}%")
+        ax.set(title=name, xlabel="round", ylabel="test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    only = {s for s in os.environ.get("BENCH_ONLY", "").split(",") if s}
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / "accuracy.json"
+    results = json.loads(path.read_text())["runs"] if path.exists() else []
+    for name, dataset, partition, strategies, target in SCENARIOS:
+        if only and name not in only:
+            continue
+        for strategy in strategies:
+            print(f"\n=== {name}: {strategy} ===", flush=True)
+            summary = run_job({"dataset": dataset, "partition": partition, "strategy": strategy,
+                               **EXTRA.get(strategy, {})})
+            results = [r for r in results if (r["scenario"], r["strategy"]) != (name, strategy)]
+            results.append({"scenario": name, "dataset": dataset, "partition": partition, "strategy": strategy,
+                            "settings": EXTRA.get(strategy, {}), "target": target,
+                            "test_accuracy": summary["test_accuracy"],
+                            "per_round_test_accuracy": [r["test_accuracy"] for r in summary["per_round"]],
+                            "per_round_federated_eval": [r["federated_eval_accuracy"] for r in summary["per_round"]],
+                            "training_seconds": summary["training_seconds"], "wall_seconds": summary["wall_seconds"],
+                            "peak_memory_mb": summary["memory"]["peak_pss_mb"],
+                            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+            order = {(s[0], st): i for i, s in enumerate(SCENARIOS) for st in s[3]}
+            results.sort(key=lambda r: order.get((r["scenario"], r["strategy"]), 99))
+            path.write_text(json.dumps({"workload": "20 clients, 10 per round, 10 local epochs, 10 rounds, "
+                                                    "batch 50, SGD lr 0.01 momentum 0.5", "runs": results},
+                                       indent=2) + "\n")
+            plot(results, OUT / "accuracy.png")
+    print("\n" + "\n".join(f"{r['scenario']:18s} {r['strategy']:8s} {100 * r['test_accuracy']:6.2f}%"
+                           + (f"  (target {100 * r['target']:.1f}%)" if r["target"] else "") for r in results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
