@@ -15,8 +15,12 @@ import gzip
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 # name -> (torchvision class, per-channel mean, per-channel std)
 _NORMALISE = {

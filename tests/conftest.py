@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pymongo import MongoClient
 
-from flcli.devstack import LocalStack
+from flcli.devstack import LocalStack, free_port_block
 from flcore import store as store_mod
 from flcore.specs import tensor_spec
 
@@ -53,6 +53,19 @@ def raw_db(mongodb_url, db_name):
 def function_url(stack, mongodb_url) -> str:
     """The real handler behind serverless-offline, on its own database."""
     return stack.start_function(mongodb_url, extra_env={"FL_DB_NAME": "e2e", "FL_ADMIN_TOKEN": ADMIN})
+
+
+@pytest.fixture
+def fleet_env(tmp_path, function_url):
+    """Environment for scripts/start_clients_aws.sh: n free ports, files under tmp_path."""
+
+    def make(n: int) -> tuple[dict, int]:
+        base_port = free_port_block(n)
+        return {**os.environ, "BASE_URL_AWS": function_url, "FL_CLIENT_BASE_PORT": str(base_port),
+                "FL_STATE_DIR": str(tmp_path / "state"), "FL_PRELOAD": "mnist",
+                "FL_RUN_DIR": str(tmp_path / "run"), "FL_LOG_DIR": str(tmp_path / "logs")}, base_port
+
+    return make
 
 
 def random_weights(model: str = "cnn_mnist", seed: int = 0, scale: float = 0.1) -> dict[str, np.ndarray]:

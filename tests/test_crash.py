@@ -12,17 +12,14 @@ from pathlib import Path
 import requests
 
 from conftest import ADMIN
-from flcli.devstack import ROOT, free_port_block
+from flcli.devstack import ROOT
 from flcli.operator import Operator
 
 N = 6
 
 
-def test_killing_a_third_of_the_clients(function_url, tmp_path, capsys):
-    base_port = free_port_block(N)
-    env = {**os.environ, "BASE_URL_AWS": function_url, "FL_CLIENT_BASE_PORT": str(base_port),
-           "FL_STATE_DIR": str(tmp_path / "state"), "FL_RUN_DIR": str(tmp_path / "run"),
-           "FL_LOG_DIR": str(tmp_path / "logs")}
+def test_killing_a_third_of_the_clients(function_url, fleet_env, capsys):
+    env, base_port = fleet_env(N)
     op = Operator(function_url, ADMIN)
     job_id = op.start_job({"num_clients": N, "clients_per_round": 3, "rounds": 4, "local_epochs": 10,
                            "max_train_examples": 600, "lr": 0.05, "round_timeout_s": 6, "client_timeout_s": 4,

@@ -4,13 +4,10 @@ the embedded database, and real client processes started by the scripts."""
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
-import pytest
 import requests
 from PIL import Image
 from pymongo import MongoClient
@@ -18,7 +15,7 @@ from pymongo import MongoClient
 from clients.runner import FederatedClient
 from clients.transport import HttpTransport
 from conftest import ADMIN
-from flcli.devstack import ROOT, free_port_block
+from flcli.devstack import ROOT
 from flcli.operator import Operator
 from flcli.report import evaluate_on_test_set
 from flcore import data, models
@@ -37,17 +34,8 @@ def _alive(pids: list[int]) -> list[int]:
     return out
 
 
-@pytest.fixture
-def client_env(tmp_path, function_url):
-    base_port = free_port_block(N)
-    env = {**os.environ, "BASE_URL_AWS": function_url, "FL_CLIENT_BASE_PORT": str(base_port),
-           "FL_STATE_DIR": str(tmp_path / "state"), "FL_PRELOAD": "mnist",
-           "FL_RUN_DIR": str(tmp_path / "run"), "FL_LOG_DIR": str(tmp_path / "logs")}
-    return env, base_port
-
-
-def test_three_clients_two_rounds(function_url, mongodb_url, client_env):
-    env, base_port = client_env
+def test_three_clients_two_rounds(function_url, mongodb_url, fleet_env):
+    env, base_port = fleet_env(N)
     op = Operator(function_url, ADMIN)
     job_id = op.start_job({"num_clients": N, "clients_per_round": N, "rounds": 2, "local_epochs": 2, "lr": 0.05,
                            "max_train_examples": 1500})["job_id"]
@@ -107,8 +95,8 @@ def test_a_restarted_client_keeps_its_identity(function_url, tmp_path):
     assert op.status(job_id)["subscribed"] == 1
 
 
-def test_a_non_iid_job_with_fedprox(function_url, client_env):
-    env, _ = client_env
+def test_a_non_iid_job_with_fedprox(function_url, fleet_env):
+    env, _ = fleet_env(4)
     op = Operator(function_url, ADMIN)
     job_id = op.start_job({"num_clients": 4, "clients_per_round": 4, "rounds": 2, "local_epochs": 2, "lr": 0.05,
                            "partition": "shards:2", "strategy": "fedprox", "proximal_mu": 0.01,

@@ -6,7 +6,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 
 from conftest import random_weights, snapshot
 from flcore import api, rounds
