@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run test serve bench-accuracy bench-package clean
+.PHONY: setup run test serve deploy deploy-image bench-accuracy bench-package clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,17 @@ test: setup
 
 serve: setup
 	$(BIN)/python -m flcli.serve
+
+# Deploy to AWS, e.g. make deploy ARGS="--stage prod --region eu-west-1".
+# SOURCE_DATE_EPOCH makes pip write hash-checked bytecode, which stays valid in
+# the zip (zip rounds file times), so cold starts do not compile numpy and pymongo.
+DEPLOY_ENV := SOURCE_DATE_EPOCH=315532800 SLS_TELEMETRY_DISABLED=1
+deploy: node_modules/.installed
+	$(DEPLOY_ENV) npx serverless deploy $(ARGS)
+
+# the same function as a container image (needs Docker; pushes to ECR)
+deploy-image: node_modules/.installed
+	$(DEPLOY_ENV) npx serverless deploy --config serverless.image.yml $(ARGS)
 
 # learning quality on the default workload (about 5 minutes a run, 8 runs)
 bench-accuracy: setup

@@ -1,0 +1,48 @@
+"""The deploy configurations, as the Serverless Framework itself resolves them.
+
+Both ways of deploying (zip package and container image) must expose every
+action of the core, and only those, plus the schedule that closes stale rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from flcore.actions import ACTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVERLESS = ROOT / "node_modules" / ".bin" / "serverless"
+
+
+def resolved(config: str, *args: str) -> dict:
+    env = {**os.environ, "SLS_TELEMETRY_DISABLED": "1", "SLS_NOTIFICATIONS_MODE": "off"}
+    out = subprocess.run([str(SERVERLESS), "print", "--config", config, "--format", "json", *args],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr + out.stdout
+    return json.loads(out.stdout[out.stdout.index("{"):])
+
+
+@pytest.mark.parametrize("config", ["serverless.yml", "serverless.image.yml"])
+def test_every_action_is_routed_and_rounds_are_closed_on_a_schedule(config):
+    service = resolved(config, "--stage", "prod", "--region", "eu-west-1")
+    assert service["provider"]["stage"] == "prod" and service["provider"]["region"] == "eu-west-1"
+    events = service["functions"]["api"]["events"]
+    routes = {e["http"]["path"] for e in events if "http" in e}
+    assert routes == set(ACTIONS)
+    assert all(e["http"]["method"] == "post" for e in events if "http" in e)
+    assert [e["schedule"] for e in events if "schedule" in e] == ["rate(1 minute)"]
+
+
+def test_zip_runs_the_handler_and_image_runs_the_dockerfile():
+    zipped = resolved("serverless.yml")["functions"]["api"]
+    image = resolved("serverless.image.yml")
+    assert zipped["handler"] == "server_aws/handler.handler" and "image" not in zipped
+    name = image["functions"]["api"]["image"]["name"]
+    assert "handler" not in image["functions"]["api"]
+    assert image["provider"]["ecr"]["images"][name]["file"] == "server_aws/Dockerfile"
+    assert "CMD [\"server_aws.handler.handler\"]" in (ROOT / "server_aws" / "Dockerfile").read_text()
