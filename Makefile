@@ -1,13 +1,13 @@
 # make run    set up if needed, then a whole local federated training (MNIST, 20 clients)
 # make test   set up if needed, then the test suite
 # make serve  the embedded database + the function under serverless-offline, in the foreground
-# make bench-accuracy, make bench-package: benchmarks, results in bench/results/
+# make bench-default, bench-accuracy, bench-package: benchmarks, results in bench/results/
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run test serve deploy deploy-image bench-accuracy bench-package clean
+.PHONY: setup run test serve deploy deploy-image bench-default bench-accuracy bench-package clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ deploy: node_modules/.installed
 # the same function as a container image (needs Docker; pushes to ECR)
 deploy-image: node_modules/.installed
 	$(DEPLOY_ENV) npx serverless deploy --config serverless.image.yml $(ARGS)
+
+# the default `make run` job three times: medians of accuracy, time, memory
+bench-default: setup
+	$(BIN)/python bench/default_run.py
 
 # learning quality on the default workload (about 5 minutes a run, 8 runs)
 bench-accuracy: setup

@@ -32,6 +32,7 @@ ENV_OVERRIDES = {
     "FL_STRATEGY": ("strategy", str), "FL_TARGET_ACCURACY": ("target_accuracy", float),
     "FL_MIN_CLIENTS": ("min_clients", int), "FL_LR_DECAY": ("lr_decay", float),
     "FL_PROXIMAL_MU": ("proximal_mu", float), "FL_SERVER_LR": ("server_lr", float),
+    "FL_SERVER_MOMENTUM": ("server_momentum", float), "FL_TRAIN_FRACTION": ("train_fraction", float),
 }
 
 
