@@ -151,6 +151,7 @@ class FederatedClient:
         hp = reply["round_config"]  # this round's hyperparameters, as the job sets them
         fit = trainer.train(model, xt, yt, epochs=hp["local_epochs"], batch_size=hp["batch_size"], lr=hp["lr"],
                             momentum=hp["momentum"], proximal_mu=hp.get("proximal_mu", 0.0),
+                            restricted_softmax=hp.get("restricted_softmax", 1.0),
                             seed=int(cfg["seed"]) * 1_000_003 + rnd * 1009 + self.identity["index"])
         metrics = {**fit, "eval_loss": before["loss"], "eval_accuracy": before["accuracy"],
                    "eval_examples": float(len(xe)), "train_seconds": time.perf_counter() - started}

@@ -8,13 +8,17 @@ from torch import nn
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-          momentum: float, seed: int, proximal_mu: float = 0.0) -> dict[str, float]:
+          momentum: float, seed: int, proximal_mu: float = 0.0,
+          restricted_softmax: float = 1.0) -> dict[str, float]:
     """SGD with momentum over shuffled mini-batches; returns the last epoch's loss and accuracy.
 
     With ``proximal_mu`` > 0 (FedProx) the loss gains (mu/2)·||w - w_start||², which
-    keeps the local model near the global one it started from.
+    keeps the local model near the global one it started from. With
+    ``restricted_softmax`` < 1 (FedRS) the logits of classes absent from ``y`` are
+    scaled by it, so local training does not push those classes down everywhere.
     """
     model.train()
+    scale = class_scale(y, restricted_softmax, model.fc2.out_features) if restricted_softmax < 1 else None
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     gen = torch.Generator().manual_seed(seed)
@@ -27,7 +31,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
             idx = order[start:start + batch_size]
             xb, yb = x[idx], y[idx]
             opt.zero_grad(set_to_none=True)
-            out = model(xb)
+            out = model(xb) if scale is None else model(xb) * scale
             loss = F.cross_entropy(out, yb)
             if anchor is not None:
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
@@ -38,6 +42,13 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
             loss_sum += loss.item() * len(idx)
             correct += int((out.argmax(1) == yb).sum())
     return {"train_loss": loss_sum / max(n, 1), "train_accuracy": correct / max(n, 1)}
+
+
+def class_scale(y: torch.Tensor, alpha: float, classes: int) -> torch.Tensor:
+    """Per-class logit factors: 1 for classes present in ``y``, ``alpha`` for the others."""
+    scale = torch.full((classes,), float(alpha))
+    scale[torch.unique(y)] = 1.0
+    return scale
 
 
 @torch.inference_mode()

@@ -33,6 +33,7 @@ ENV_OVERRIDES = {
     "FL_MIN_CLIENTS": ("min_clients", int), "FL_LR_DECAY": ("lr_decay", float),
     "FL_PROXIMAL_MU": ("proximal_mu", float), "FL_SERVER_LR": ("server_lr", float),
     "FL_SERVER_MOMENTUM": ("server_momentum", float), "FL_TRAIN_FRACTION": ("train_fraction", float),
+    "FL_FEDRS_ALPHA": ("fedrs_alpha", float),
 }
 
 

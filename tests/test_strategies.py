@@ -16,11 +16,12 @@ def agg(name, current, updates, state=None, **cfg):
 
 
 def test_registry_has_every_unit():
-    assert set(strategies.REGISTRY) == {"fedavg", "fedprox", "fedavgm", "fedadam", "median", "trimmed_mean"}
+    assert set(strategies.REGISTRY) == {"fedavg", "fedprox", "fedrs", "fedavgm", "fedadam", "median",
+                                          "trimmed_mean"}
 
 
 def test_fedavg_and_fedprox_weight_by_examples():
-    for name in ("fedavg", "fedprox"):
+    for name in ("fedavg", "fedprox", "fedrs"):
         new, state = agg(name, None, [(w(1, 2), 100), (w(3, 6), 300)])
         np.testing.assert_allclose(new["x"], [2.5, 5.0])  # (1*100+3*300)/400, (2*100+6*300)/400
         assert state == {}
@@ -29,6 +30,11 @@ def test_fedavg_and_fedprox_weight_by_examples():
 def test_fedprox_sends_mu_to_clients():
     assert JobConfig(strategy="fedprox", proximal_mu=0.1).round_config(1)["proximal_mu"] == 0.1
     assert JobConfig(strategy="fedavg").round_config(1)["proximal_mu"] == 0.0
+
+
+def test_fedrs_sends_alpha_to_clients():
+    assert JobConfig(strategy="fedrs", fedrs_alpha=0.3).round_config(1)["restricted_softmax"] == 0.3
+    assert JobConfig(strategy="fedprox").round_config(1)["restricted_softmax"] == 1.0
 
 
 def test_fedavgm_by_hand():

@@ -1,4 +1,5 @@
-"""FedAvg (McMahan et al., 2017) and FedProx (Li et al., 2020)."""
+"""FedAvg (McMahan et al., 2017), FedProx (Li et al., 2020) and FedRS (Li and Zhan, 2021):
+one server rule, weighted averaging; the latter two change how clients train."""
 
 from __future__ import annotations
 
@@ -25,3 +26,16 @@ class FedProx(FedAvg):
 
     def client_config(self) -> dict:
         return {"proximal_mu": self.cfg.proximal_mu}
+
+
+@register
+class FedRS(FedAvg):
+    """FedAvg on the server; clients scale the logits of classes missing from their
+    data by ``fedrs_alpha`` while training ("restricted softmax"). Under label skew
+    a client otherwise drives those classes' outputs down for every input, and the
+    average inherits that bias; restricting them keeps the classifier balanced."""
+
+    name = "fedrs"
+
+    def client_config(self) -> dict:
+        return {"restricted_softmax": self.cfg.fedrs_alpha}
