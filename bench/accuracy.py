@@ -3,7 +3,8 @@
 Every run is a whole job through the real stack (serverless-offline, the
 embedded database, 20 client processes): 20 clients, 10 per round, 10 local
 epochs, 10 rounds. Writes bench/results/accuracy.json and per-round curves
-(bench/results/accuracy.png); ``BENCH_ONLY=mnist-shards`` runs a subset.
+(bench/results/accuracy.png). ``BENCH_ONLY=mnist-shards,mnist-iid:fedavg`` runs a
+subset (scenarios, or scenario:variant) and keeps the other results.
 """
 
 from __future__ import annotations
@@ -68,9 +69,9 @@ def main() -> int:
     path = OUT / "accuracy.json"
     results = [r for r in (json.loads(path.read_text())["runs"] if path.exists() else []) if "label" in r]
     for name, dataset, partition, labels, target in SCENARIOS:
-        if only and name not in only:
-            continue
         for label in labels:
+            if only and name not in only and f"{name}:{label}" not in only:
+                continue
             strategy, extra = VARIANTS[label]
             print(f"\n=== {name}: {label} ===", flush=True)
             summary = run_job({"dataset": dataset, "partition": partition, "strategy": strategy, **extra})
