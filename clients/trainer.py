@@ -9,18 +9,22 @@ from torch import nn
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
           momentum: float, seed: int, proximal_mu: float = 0.0,
-          restricted_softmax: float = 1.0) -> dict[str, float]:
+          restricted_softmax: float = 1.0,
+          correction: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """SGD with momentum over shuffled mini-batches; returns the last epoch's loss and accuracy.
 
     With ``proximal_mu`` > 0 (FedProx) the loss gains (mu/2)·||w - w_start||², which
     keeps the local model near the global one it started from. With
     ``restricted_softmax`` < 1 (FedRS) the logits of classes absent from ``y`` are
     scaled by it, so local training does not push those classes down everywhere.
+    With ``correction`` (SCAFFOLD's c - c_i, by parameter name) every gradient is
+    shifted by it, steering local steps towards the global direction.
     """
     model.train()
     scale = class_scale(y, restricted_softmax, model.fc2.out_features) if restricted_softmax < 1 else None
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
+    params = dict(model.named_parameters())
     gen = torch.Generator().manual_seed(seed)
     n = len(x)
     loss_sum, correct = 0.0, 0
@@ -38,6 +42,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
                 (loss + 0.5 * proximal_mu * prox).backward()
             else:
                 loss.backward()
+            if correction is not None:
+                for name, p in params.items():
+                    p.grad.add_(correction[name])
             opt.step()
             loss_sum += loss.item() * len(idx)
             correct += int((out.argmax(1) == yb).sum())

@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 
-from flcore import auth, rounds
+from flcore import auth, rounds, strategies
 from flcore import weights as wcodec
 from flcore.config import config_from_doc, parse_config
 from flcore.errors import ApiError
@@ -157,10 +157,21 @@ def get_model(store: Store, body: dict, headers: Mapping[str, str]) -> dict:
                 or not 0 <= wanted <= model_round:
             raise ApiError(404, f"no model for round {wanted!r}; latest is {model_round}")
         model_round = wanted
-    blob = store.get_model(job_id, model_round) if model_round is not None else None
-    return {"job_id": job_id, "round": job["round"], "model_round": model_round, "state": job["state"],
-            "weights": wcodec.to_b64(wcodec.decode(blob)) if blob is not None else None,
-            "config": job["config"], "round_config": config_from_doc(job["config"]).round_config(job["round"])}
+    cfg = config_from_doc(job["config"])
+    strategy = strategies.get(cfg)
+    reply = {"job_id": job_id, "round": job["round"], "model_round": model_round, "state": job["state"],
+             "weights": None, "config": job["config"], "round_config": cfg.round_config(job["round"])}
+    if model_round is None:
+        return reply
+    if strategy.shares_state:  # SCAFFOLD: the server's control variate goes with the model
+        blob, state_blob = store.get_model_and_state(job_id, model_round)
+        extra = strategy.client_tensors(wcodec.decode(state_blob) if state_blob is not None else {})
+        if extra:
+            reply["tensors"] = wcodec.to_b64(extra)
+    else:
+        blob = store.get_model(job_id, model_round)
+    reply["weights"] = wcodec.to_b64(wcodec.decode(blob)) if blob is not None else None
+    return reply
 
 
 def _metrics(raw: object) -> dict[str, float]:
@@ -196,7 +207,7 @@ def submit(store: Store, body: dict, headers: Mapping[str, str]) -> dict:
     if client["_id"] not in job["picked"]:
         raise ApiError(409, f"client {client['_id']} was not picked for round {rnd}")
     cfg = config_from_doc(job["config"])
-    blob, _ = wcodec.parse_update(body.get("weights"), cfg.model)
+    blob, _ = wcodec.parse_update(body.get("weights"), cfg.model, strategies.get(cfg).update_prefixes)
     now = time.time()
     stored = store.add_update({"job_id": job["_id"], "round": rnd, "client_id": client["_id"], "weights": blob,
                                "num_examples": n, "metrics": metrics, "received_at": now})

@@ -66,7 +66,8 @@ class JobConfig:
         """What clients train with in round ``rnd``: hyperparameters come from the job, never the client."""
         return {"lr": self.lr * self.lr_decay ** max(0, rnd - 1), "momentum": self.momentum,
                 "local_epochs": self.local_epochs, "batch_size": self.batch_size,
-                "proximal_mu": 0.0, "restricted_softmax": 1.0, **strategies.get(self).client_config()}
+                "proximal_mu": 0.0, "restricted_softmax": 1.0, "control_variates": False,
+                **strategies.get(self).client_config()}
 
     @property
     def min_updates_needed(self) -> int:

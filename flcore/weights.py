@@ -41,15 +41,17 @@ def from_b64(text: str) -> Weights:
     return decode(base64.b64decode(text))
 
 
-def parse_update(text: object, model: str) -> tuple[bytes, Weights]:
+def parse_update(text: object, model: str, prefixes: tuple[str, ...] = ()) -> tuple[bytes, Weights]:
     """Decode and check an update from the network; return its bytes and tensors.
 
     Every tensor must match the job's model exactly (names, shapes, float32)
-    and be finite, so one bad client cannot poison the average.
+    and be finite, so one bad client cannot poison the average. ``prefixes``
+    name extra copies of the model's tensors the strategy expects (SCAFFOLD's
+    ``control/``).
     """
     if not isinstance(text, str) or not text:
         raise ApiError(400, "weights must be a non-empty base64 string")
-    limit = model_bytes(model) + _HEADER_SLACK
+    limit = model_bytes(model) * (1 + len(prefixes)) + _HEADER_SLACK
     if len(text) > (limit * 4) // 3 + 8:
         raise ApiError(413, f"weights are larger than model {model!r} allows ({limit} bytes)")
     try:
@@ -60,13 +62,14 @@ def parse_update(text: object, model: str) -> tuple[bytes, Weights]:
         tensors = _st_load(blob)
     except Exception:  # safetensors raises its own error type for any malformed input
         raise ApiError(400, "weights are not a valid safetensors payload") from None
-    check(tensors, model)
+    check(tensors, model, prefixes)
     return blob, tensors
 
 
-def check(tensors: Weights, model: str) -> None:
+def check(tensors: Weights, model: str, prefixes: tuple[str, ...] = ()) -> None:
     """Raise a 400 naming the first way ``tensors`` differs from the model's spec."""
-    spec = tensor_spec(model)
+    base = tensor_spec(model)
+    spec = {p + name: shape for p in ("", *prefixes) for name, shape in base.items()}
     missing = sorted(set(spec) - set(tensors))
     extra = sorted(set(tensors) - set(spec))
     if missing or extra:

@@ -95,20 +95,21 @@ def test_a_restarted_client_keeps_its_identity(function_url, tmp_path):
     assert op.status(job_id)["subscribed"] == 1
 
 
-def test_a_non_iid_job_with_fedprox(function_url, fleet_env):
+def test_a_non_iid_job_with_scaffold(function_url, fleet_env):
     env, _ = fleet_env(4)
     op = Operator(function_url, ADMIN)
     job_id = op.start_job({"num_clients": 4, "clients_per_round": 4, "rounds": 2, "local_epochs": 2, "lr": 0.05,
-                           "partition": "shards:2", "strategy": "fedprox", "proximal_mu": 0.01,
+                           "partition": "shards:2", "strategy": "scaffold",
                            "max_train_examples": 800})["job_id"]
     subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), "4"], env=env, cwd=ROOT, check=True)
     try:
         final = op.follow(job_id, timeout=240, interval=0.5)
     finally:
         subprocess.run([str(ROOT / "scripts" / "stop_clients_aws.sh")], env=env, cwd=ROOT, check=True)
-    assert final["config"]["partition"] == "shards" and final["config"]["strategy"] == "fedprox"
+    assert final["config"]["partition"] == "shards" and final["config"]["strategy"] == "scaffold"
     assert [h["clients"] for h in final["history"]] == [4, 4]
-    # each client saw about two labels, so its own held-out accuracy of the first (untrained) model is
+    # SCAFFOLD rejects updates without their control part, so two full rounds show the clients send it.
+    # Each client saw about two labels, so its own held-out accuracy of the first (untrained) model is
     # near chance while the averaged model learns all ten classes
     acc = evaluate_on_test_set("mnist", op.weights(job_id))["accuracy"]
     assert acc > 0.3, f"non-IID job did not learn: test accuracy {acc:.3f}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from conftest import random_weights
+from conftest import random_weights, snapshot
 from flcore import weights as wcodec
 from test_protocol import call, new_job, subscribe_all
 
@@ -49,13 +49,35 @@ def test_server_momentum_state_carries_across_rounds(store):
     np.testing.assert_allclose(w["fc2.bias"], 1.5)
 
 
+def test_scaffold_control_variates_travel_both_ways(store, raw_db):
+    """Clients send weights plus ``control/`` changes; the next model comes with c = sum / num_clients."""
+    job_id = new_job(num_clients=2, clients_per_round=2, rounds=3, strategy="scaffold")
+    subs = subscribe_all(job_id, 2)
+    first = call("get_model", {}, subs[0]["token"])
+    assert first["round_config"]["control_variates"] is True and "tensors" not in first  # c = 0 so far
+    weights = random_weights()
+    before = snapshot(raw_db)
+    call("submit", {"round": 1, "weights": wcodec.to_b64(weights), "num_examples": 10}, subs[0]["token"],
+         expect=400)  # a SCAFFOLD update without its control part changes nothing
+    assert snapshot(raw_db) == before
+    for sub, change in zip(subs, (0.5, 0.1)):
+        update = {**weights, **{"control/" + k: np.full(v.shape, change, np.float32) for k, v in weights.items()}}
+        call("submit", {"round": 1, "weights": wcodec.to_b64(update), "num_examples": 10}, sub["token"])
+    call("aggregate", {"job_id": job_id})
+    reply = call("get_model", {}, subs[1]["token"])
+    assert reply["model_round"] == 1 and wcodec.from_b64(reply["weights"]).keys() == weights.keys()
+    c = wcodec.from_b64(reply["tensors"])
+    assert c.keys() == weights.keys()
+    np.testing.assert_allclose(c["fc2.bias"], (0.5 + 0.1) / 2, rtol=1e-6)
+
+
 def test_round_config_carries_the_schedule_and_fedprox_mu(store):
     job_id = new_job(num_clients=2, clients_per_round=2, rounds=3, lr=0.1, lr_decay=0.5, strategy="fedprox",
                      proximal_mu=0.2)
     subs = subscribe_all(job_id, 2)
     rc = call("get_model", {}, subs[0]["token"])["round_config"]
     assert rc == {"lr": 0.1, "momentum": 0.5, "local_epochs": 10, "batch_size": 50, "proximal_mu": 0.2,
-                  "restricted_softmax": 1.0}
+                  "restricted_softmax": 1.0, "control_variates": False}
     _submit_all(store, job_id, subs, 1, 0.0)
     assert call("get_model", {}, subs[0]["token"])["round_config"]["lr"] == 0.05
 

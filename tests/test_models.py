@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from clients import trainer
+from clients import control, trainer
 from flcore import models
 from flcore.specs import ARCHS, tensor_spec
 
@@ -45,3 +45,39 @@ def test_fedrs_leaves_the_outputs_of_missing_classes_alone_at_alpha_zero():
         after = model.fc2.weight.detach()
         assert not torch.equal(after[:2], before[:2])
         assert (not torch.equal(after[2:], before[2:])) is moved
+
+
+def test_scaffold_correction_shifts_every_step_and_c_i_estimates_the_mean_gradient():
+    x = torch.randn(40, 1, 28, 28)
+    y = torch.tensor([0, 1] * 20)
+    start = models.get_weights(models.build("cnn_mnist", seed=1))
+    zero = {k: np.zeros_like(v) for k, v in start.items()}
+    runs = {}
+    for label, corr in (("none", None), ("zero", control.correction(zero, zero)),
+                        ("shift", control.correction({k: v + 0.05 for k, v in zero.items()}, zero))):
+        model = models.build("cnn_mnist", seed=1)
+        trainer.train(model, x, y, epochs=1, batch_size=10, lr=0.1, momentum=0.0, seed=0, correction=corr)
+        runs[label] = models.get_weights(model)
+    for k in start:
+        np.testing.assert_array_equal(runs["zero"][k], runs["none"][k])
+        assert not np.allclose(runs["shift"][k], runs["none"][k])
+    # option II by hand: c_i+ = c_i - c + (start - end) / (steps * lr / (1 - momentum))
+    c_i, c = {"x": np.float32([0.5])}, {"x": np.float32([0.2])}
+    new = control.updated(c_i, c, {"x": np.float32([1.0])}, {"x": np.float32([0.4])}, steps=3, lr=0.1,
+                          momentum=0.5)
+    np.testing.assert_allclose(new["x"], [0.5 - 0.2 + 0.6 / (3 * 0.2)], rtol=1e-6)
+    assert control.local_steps(examples=101, batch_size=50, epochs=10) == 30
+    update = control.as_update({"x": np.float32([9.0])}, c_i, new)
+    np.testing.assert_allclose(update["control/x"], new["x"] - c_i["x"], rtol=1e-6)
+
+
+def test_control_variate_survives_a_restart_and_is_cleared_for_a_new_job(tmp_path):
+    like = {"a": np.zeros(3, np.float32)}
+    cv = control.ControlVariate(tmp_path / "client.control")
+    assert np.array_equal(cv.load(like)["a"], like["a"])  # nothing stored: zeros
+    cv.save({"a": np.float32([1, 2, 3])})
+    again = control.ControlVariate(tmp_path / "client.control")
+    np.testing.assert_array_equal(again.load(like)["a"], [1, 2, 3])
+    assert np.array_equal(again.load({"a": np.zeros(4, np.float32)})["a"], np.zeros(4))  # other model: zeros
+    again.clear()
+    assert not (tmp_path / "client.control").exists()

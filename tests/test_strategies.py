@@ -17,7 +17,7 @@ def agg(name, current, updates, state=None, **cfg):
 
 def test_registry_has_every_unit():
     assert set(strategies.REGISTRY) == {"fedavg", "fedprox", "fedrs", "fedavgm", "fedadam", "median",
-                                          "trimmed_mean"}
+                                          "trimmed_mean", "scaffold"}
 
 
 def test_fedavg_and_fedprox_weight_by_examples():
@@ -81,3 +81,20 @@ def test_trimmed_mean_by_hand(fraction, expected):
 def test_lr_schedule():
     cfg = JobConfig(lr=0.1, lr_decay=0.5)
     assert [cfg.round_config(r)["lr"] for r in (1, 2, 3)] == [0.1, 0.05, 0.025]
+
+
+def test_scaffold_by_hand():
+    """Weights: the weighted mean. Control: c + sum of the clients' changes / num_clients."""
+    ups = [({"x": np.float32([1.0]), "control/x": np.float32([0.4])}, 100),
+           ({"x": np.float32([3.0]), "control/x": np.float32([-0.1])}, 300)]
+    new, state = agg("scaffold", w(0.0), ups, {"c/x": np.float32([1.0])}, num_clients=10)
+    assert set(new) == {"x"}  # the control changes are not part of the model
+    np.testing.assert_allclose(new["x"], [2.5])  # (1*100 + 3*300) / 400
+    np.testing.assert_allclose(state["c/x"], [1.0 + (0.4 - 0.1) / 10], rtol=1e-6)
+    # the first round starts from c = 0, and clients receive c under the model's names
+    _, first = agg("scaffold", None, ups, num_clients=5)
+    np.testing.assert_allclose(first["c/x"], [0.06], rtol=1e-6)
+    strategy = strategies.get(JobConfig(strategy="scaffold"))
+    assert strategy.client_tensors(first).keys() == {"x"}
+    assert JobConfig(strategy="scaffold").round_config(1)["control_variates"] is True
+    assert JobConfig(strategy="fedavg").round_config(1)["control_variates"] is False

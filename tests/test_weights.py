@@ -36,6 +36,21 @@ def test_rejects_wrong_tensors():
         assert _status(wcodec.to_b64(case)) == 400
 
 
+def test_scaffold_updates_carry_one_control_tensor_per_weight():
+    w = random_weights()
+    full = {**w, **{"control/" + k: np.zeros_like(v) for k, v in w.items()}}
+    _, parsed = wcodec.parse_update(wcodec.to_b64(full), "cnn_mnist", ("control/",))
+    assert parsed.keys() == full.keys()
+    assert _status(wcodec.to_b64(full)) == 413  # twice what other strategies take
+    with pytest.raises(ApiError) as err:  # the control part missing, or not finite
+        wcodec.parse_update(wcodec.to_b64(w), "cnn_mnist", ("control/",))
+    assert err.value.status == 400
+    with pytest.raises(ApiError) as err:
+        wcodec.parse_update(wcodec.to_b64({**full, "control/fc2.bias": np.full(10, np.nan, np.float32)}),
+                            "cnn_mnist", ("control/",))
+    assert err.value.status == 400
+
+
 def test_rejects_what_is_not_safetensors():
     assert _status(base64.b64encode(pickle.dumps({"a": 1})).decode()) == 400
     assert _status("not base64 !!!") == 400

@@ -2,7 +2,8 @@
 
 A strategy decides how the function combines the round's updates into the new
 global model, may keep tensors between rounds (server momentum, Adam moments),
-and may ask clients to train differently (FedProx's proximal term). Adding one
+and may ask clients to train differently (FedProx's proximal term, SCAFFOLD's
+control variates, which travel as extra tensors both ways). Adding one
 means adding a module with one ``@register``-ed class.
 """
 
@@ -19,6 +20,11 @@ class Strategy:
     """Base: subclasses set ``name`` and implement :meth:`aggregate`."""
 
     name = ""
+    # Name prefixes of extra tensors a client sends with its weights, one copy of
+    # the model's tensors per prefix (SCAFFOLD's control-variate change).
+    update_prefixes: tuple[str, ...] = ()
+    # Whether clients receive tensors from the server state (see client_tensors).
+    shares_state = False
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -26,6 +32,10 @@ class Strategy:
     def client_config(self) -> dict:
         """Extra settings clients receive with each round."""
         return {}
+
+    def client_tensors(self, state: Weights) -> Weights | None:
+        """Tensors from the server state that clients receive with the model (None: nothing)."""
+        return None
 
     def aggregate(self, current: Weights | None, updates: Sequence[Update], state: Weights) -> tuple[Weights, Weights]:
         """The new global weights and the server state to keep for the next round.
@@ -48,4 +58,4 @@ def get(cfg) -> Strategy:
 
 
 # the units register themselves on import
-from flcore.strategies import fedavg, fedopt, robust  # noqa: E402,F401
+from flcore.strategies import fedavg, fedopt, robust, scaffold  # noqa: E402,F401

@@ -1,0 +1,71 @@
+"""SCAFFOLD's client side: the client's control variate c_i, kept on disk beside its identity.
+
+c_i must survive a client restart like the identity does: a client that forgot
+it would report its whole estimate again as a change, and the server's average
+c would drift.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flcore import weights as wcodec
+from flcore.strategies.scaffold import PREFIX
+
+Weights = dict[str, np.ndarray]
+
+
+class ControlVariate:
+    """The c_i of one client for its current job (cleared when it joins another)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self, like: Weights) -> Weights:
+        """The stored c_i, or zeros (a client's first round) shaped like ``like``."""
+        try:
+            stored = wcodec.decode(self.path.read_bytes())
+        except Exception:  # missing or unreadable (safetensors has its own error type): start from zero
+            stored = {}
+        if set(stored) != set(like) or any(stored[k].shape != like[k].shape for k in like):
+            stored = {k: np.zeros_like(v) for k, v in like.items()}
+        return stored
+
+    def save(self, c_i: Weights) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_bytes(wcodec.encode(c_i))
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def correction(c: Weights, c_i: Weights) -> dict[str, torch.Tensor]:
+    """What each local gradient gets added: c - c_i, the global minus the local bias."""
+    return {k: torch.from_numpy(c[k] - c_i[k]) for k in c_i}
+
+
+def local_steps(examples: int, batch_size: int, epochs: int) -> int:
+    return epochs * math.ceil(examples / batch_size)
+
+
+def updated(c_i: Weights, c: Weights, start: Weights, end: Weights, steps: int, lr: float,
+            momentum: float) -> Weights:
+    """SCAFFOLD's option II: c_i+ = c_i - c + (start - end) / (steps · step).
+
+    ``step`` is lr / (1 - momentum), the effective step of SGD with heavy-ball
+    momentum, so that (start - end) / (steps · step) is the mean local gradient.
+    """
+    step = lr / (1.0 - momentum) * steps
+    return {k: (c_i[k] - c[k] + (start[k] - end[k]) / step).astype(np.float32) for k in c_i}
+
+
+def as_update(weights: Weights, old: Weights, new: Weights) -> Weights:
+    """The model's weights plus the change of c_i, as the server expects them."""
+    return {**weights, **{PREFIX + k: (new[k] - old[k]).astype(np.float32) for k in new}}
