@@ -8,12 +8,12 @@ c would drift.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from clients import files
 from flcore import weights as wcodec
 from flcore.strategies.scaffold import PREFIX
 
@@ -37,10 +37,7 @@ class ControlVariate:
         return stored
 
     def save(self, c_i: Weights) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(wcodec.encode(c_i))
-        os.replace(tmp, self.path)
+        files.write_atomic(self.path, wcodec.encode(c_i))
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)

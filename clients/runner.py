@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -22,7 +21,7 @@ import torch
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from clients import control, trainer
+from clients import control, files, trainer
 from clients.transport import FunctionError, Transport
 from flcore import data, models
 from flcore import weights as wcodec
@@ -65,10 +64,7 @@ class FederatedClient:
         if identity is None:
             self.state_path.unlink(missing_ok=True)
             return
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(identity))
-        os.replace(tmp, self.state_path)
+        files.write_atomic(self.state_path, json.dumps(identity).encode())
 
     def _call(self, action: str, body: dict | None = None) -> dict:
         return self.transport.call(action, body, token=self.identity["token"] if self.identity else None)

@@ -76,6 +76,7 @@ def test_control_variate_survives_a_restart_and_is_cleared_for_a_new_job(tmp_pat
     cv = control.ControlVariate(tmp_path / "client.control")
     assert np.array_equal(cv.load(like)["a"], like["a"])  # nothing stored: zeros
     cv.save({"a": np.float32([1, 2, 3])})
+    assert [p.name for p in tmp_path.iterdir()] == ["client.control"]  # written whole, nothing left beside
     again = control.ControlVariate(tmp_path / "client.control")
     np.testing.assert_array_equal(again.load(like)["a"], [1, 2, 3])
     assert np.array_equal(again.load({"a": np.zeros(4, np.float32)})["a"], np.zeros(4))  # other model: zeros
