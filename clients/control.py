@@ -43,6 +43,32 @@ class ControlVariate:
         self.path.unlink(missing_ok=True)
 
 
+class ScaffoldRound:
+    """One SCAFFOLD round on the client: c (from the server) and c_i (from disk) in,
+    the update carrying the change of c_i out, c_i kept once the server has it."""
+
+    def __init__(self, variate: ControlVariate, server_tensors: str | None, start: Weights):
+        self.variate = variate
+        self.start = start
+        self.c_i = variate.load(start)
+        # before the first aggregation the server's c is zero and not sent
+        self.c = wcodec.from_b64(server_tensors) if server_tensors else {k: np.zeros_like(v) for k, v in start.items()}
+        self.new_c_i: Weights | None = None
+
+    def correction(self) -> dict[str, torch.Tensor]:
+        return correction(self.c, self.c_i)
+
+    def update(self, end: Weights, examples: int, hp: dict) -> Weights:
+        """The trained weights plus the change of c_i, for ``submit``."""
+        steps = local_steps(examples, hp["batch_size"], hp["local_epochs"])
+        self.new_c_i = updated(self.c_i, self.c, self.start, end, steps, hp["lr"], hp["momentum"])
+        return as_update(end, self.c_i, self.new_c_i)
+
+    def commit(self) -> None:
+        """Keep the new c_i; call only once the server has the change it was computed from."""
+        self.variate.save(self.new_c_i)
+
+
 def correction(c: Weights, c_i: Weights) -> dict[str, torch.Tensor]:
     """What each local gradient gets added: c - c_i, the global minus the local bias."""
     return {k: torch.from_numpy(c[k] - c_i[k]) for k in c_i}

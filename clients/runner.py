@@ -16,7 +16,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -148,27 +147,22 @@ class FederatedClient:
         _, xt, yt, xe, ye = self._shard(reply["job_id"])
         before = trainer.evaluate(model, xe, ye)  # federated evaluation of the received model
         hp = reply["round_config"]  # this round's hyperparameters, as the job sets them
-        start = models.get_weights(model)
-        if hp.get("control_variates"):  # SCAFFOLD: c from the server, c_i from our disk
-            c = wcodec.from_b64(reply["tensors"]) if reply.get("tensors") else {}
-            c_i = self.control.load(start)
-            c = c or {k: np.zeros_like(v) for k, v in c_i.items()}
+        scaffold = control.ScaffoldRound(self.control, reply.get("tensors"), models.get_weights(model)) \
+            if hp.get("control_variates") else None
         fit = trainer.train(model, xt, yt, epochs=hp["local_epochs"], batch_size=hp["batch_size"], lr=hp["lr"],
                             momentum=hp["momentum"], proximal_mu=hp.get("proximal_mu", 0.0),
                             restricted_softmax=hp.get("restricted_softmax", 1.0),
-                            correction=control.correction(c, c_i) if hp.get("control_variates") else None,
+                            correction=scaffold.correction() if scaffold else None,
                             seed=int(cfg["seed"]) * 1_000_003 + rnd * 1009 + self.identity["index"])
         metrics = {**fit, "eval_loss": before["loss"], "eval_accuracy": before["accuracy"],
                    "eval_examples": float(len(xe)), "train_seconds": time.perf_counter() - started}
         update = models.get_weights(model)
-        if hp.get("control_variates"):
-            steps = control.local_steps(len(xt), hp["batch_size"], hp["local_epochs"])
-            new_c_i = control.updated(c_i, c, start, update, steps, hp["lr"], hp["momentum"])
-            update = control.as_update(update, c_i, new_c_i)
+        if scaffold:
+            update = scaffold.update(update, len(xt), hp)
         result = self._call("submit", {"round": rnd, "weights": wcodec.to_b64(update),
                                        "num_examples": len(xt), "metrics": metrics})
-        if hp.get("control_variates"):
-            self.control.save(new_c_i)  # only once the server has the change it was computed for
+        if scaffold:
+            scaffold.commit()
         self.info["last"] = {"round": rnd, **metrics, "accepted": result.get("accepted")}
         log.info("%s: round %d trained in %.1fs, loss %.4f, eval acc of received model %.4f", self.name, rnd,
                  metrics["train_seconds"], fit["train_loss"], before["accuracy"])

@@ -82,3 +82,19 @@ def test_control_variate_survives_a_restart_and_is_cleared_for_a_new_job(tmp_pat
     assert np.array_equal(again.load({"a": np.zeros(4, np.float32)})["a"], np.zeros(4))  # other model: zeros
     again.clear()
     assert not (tmp_path / "client.control").exists()
+
+
+def test_a_scaffold_round_starts_from_zero_and_keeps_c_i_only_when_committed(tmp_path):
+    start = models.get_weights(models.build("cnn_mnist", seed=1))
+    end = {k: v - 0.01 for k, v in start.items()}
+    hp = {"batch_size": 50, "local_epochs": 2, "lr": 0.1, "momentum": 0.5}
+    variate = control.ControlVariate(tmp_path / "client.control")
+    first = control.ScaffoldRound(variate, None, start)  # no server c yet, no c_i on disk: both zero
+    assert all(not t.any() for t in first.correction().values())
+    update = first.update(end, examples=100, hp=hp)
+    # c_i+ = 0 - 0 + 0.01 / (4 steps * 0.1 / (1 - 0.5)) = 0.0125, sent as the change from 0
+    np.testing.assert_allclose(update["control/fc2.bias"], 0.0125, rtol=1e-5)
+    assert not variate.path.exists()  # not kept before the server has it
+    first.commit()
+    second = control.ScaffoldRound(variate, None, start)
+    np.testing.assert_allclose(second.c_i["fc2.bias"], 0.0125, rtol=1e-5)
