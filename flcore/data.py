@@ -48,6 +48,10 @@ def seed_dirs() -> list[Path]:
 _DEBIAN_DIRS = {"fashionmnist": Path("/usr/share/datasets/fashion-mnist")}
 
 
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
+
+
 def prepare(name: str, root: Path | None = None) -> Path:
     """Copy a dataset's archives into our own data folder (never writing into the source).
 
@@ -56,18 +60,19 @@ def prepare(name: str, root: Path | None = None) -> Path:
     """
     root = root or data_dir()
     folder = root / _FOLDERS[name]
-    if folder.exists():
+    if _has_files(folder):
         return root
+    # what is there is empty: left by a download that failed (no internet), so seed it now
     for seed in seed_dirs():
-        if (seed / _FOLDERS[name]).exists():
-            shutil.copytree(seed / _FOLDERS[name], folder)
+        if _has_files(seed / _FOLDERS[name]):
+            shutil.copytree(seed / _FOLDERS[name], folder, dirs_exist_ok=True)
             break
     else:
         flat = _DEBIAN_DIRS.get(name)
         if flat is not None and flat.is_dir():
             # Debian re-compressed the archives, so their checksums differ from torchvision's;
             # the decompressed idx files are what torchvision reads, and it checks no sums on them.
-            (folder / "raw").mkdir(parents=True)
+            (folder / "raw").mkdir(parents=True, exist_ok=True)
             for archive in flat.glob("*.gz"):
                 with gzip.open(archive) as src, open(folder / "raw" / archive.stem, "wb") as dst:
                     shutil.copyfileobj(src, dst)

@@ -90,3 +90,14 @@ def test_mnist_from_the_seed_folder():
     images, labels = data.load_raw("mnist")
     assert images.shape == (60000, 1, 28, 28) and np.bincount(labels).sum() == 60000
     assert data.load_raw("mnist", train=False)[0].shape == (10000, 1, 28, 28)
+
+
+def test_an_empty_folder_left_by_a_failed_download_is_seeded(tmp_path, monkeypatch):
+    seed = tmp_path / "seed"
+    (seed / "MNIST" / "raw").mkdir(parents=True)
+    (seed / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"archive")
+    monkeypatch.setattr(data, "seed_dirs", lambda: [seed])
+    root = tmp_path / "data"
+    (root / "MNIST" / "raw").mkdir(parents=True)  # what torchvision leaves when it cannot download
+    data.prepare("mnist", root)
+    assert (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").read_bytes() == b"archive"
