@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run test serve deploy deploy-image bench-default bench-accuracy bench-package clean
+.PHONY: setup run test serve deploy deploy-check deploy-image bench-default bench-accuracy bench-package clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,11 +34,16 @@ serve: setup
 # SOURCE_DATE_EPOCH makes pip write hash-checked bytecode, which stays valid in
 # the zip (zip rounds file times), so cold starts do not compile numpy and pymongo.
 DEPLOY_ENV := SOURCE_DATE_EPOCH=315532800 SLS_TELEMETRY_DISABLED=1
-deploy: node_modules/.installed
+# A public endpoint without an operator token would let anyone create jobs: refuse.
+deploy-check:
+	@test -n "$$FL_ADMIN_TOKEN" || { echo "set FL_ADMIN_TOKEN before deploying (see README, Deploying)" >&2; exit 1; }
+	@test -n "$$MONGODB_URL" || { echo "set MONGODB_URL to a MongoDB the function can reach" >&2; exit 1; }
+
+deploy: node_modules/.installed deploy-check
 	$(DEPLOY_ENV) npx serverless deploy $(ARGS)
 
 # the same function as a container image (needs Docker; pushes to ECR)
-deploy-image: node_modules/.installed
+deploy-image: node_modules/.installed deploy-check
 	$(DEPLOY_ENV) npx serverless deploy --config serverless.image.yml $(ARGS)
 
 # the default `make run` job three times: medians of accuracy, time, memory

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from clients.launcher import base_url_for
-from clients.main import run_client, setup_logging
-from flcore import settings
+from clients.serve import run_client, setup_logging
+from fllocal import env
 
 
 def main() -> None:
@@ -20,7 +20,7 @@ def main() -> None:
     p.add_argument("--state-dir", default=None)
     args = p.parse_args()
     setup_logging()
-    state_dir = Path(args.state_dir or settings.get("FL_STATE_DIR", ".fl/state")) / args.transport
+    state_dir = Path(args.state_dir or env.get("FL_STATE_DIR", ".fl/state")) / args.transport
     run_client(args.name, args.host, args.port, base_url_for(args.transport, args.base_url), state_dir)
 
 

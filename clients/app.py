@@ -9,8 +9,8 @@ import torch
 from flask import Flask, jsonify, request
 from PIL import Image
 
-from clients.runner import FederatedClient
-from flcore import data
+from clients.federated_client import FederatedClient
+from fllocal import data
 from flcore.specs import ARCHS, DATASET_MODELS
 
 MAX_UPLOAD_BYTES = 1024 * 1024

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from flcore import settings
+from fllocal import env
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def base_url_for(transport: str, override: str | None) -> str:
-    url = override or settings.get(f"BASE_URL_{transport.upper()}")
+    url = override or env.get(f"BASE_URL_{transport.upper()}")
     if not url:
         sys.exit(f"no function URL: set BASE_URL_{transport.upper()} (see .env.template) or pass --base-url")
     return url
@@ -43,19 +43,19 @@ def base_url_for(transport: str, override: str | None) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     url = base_url_for(args.transport, args.base_url)
-    base_port = args.base_port or settings.get_int("FL_CLIENT_BASE_PORT", 5001)
-    state_dir = Path(args.state_dir or settings.get("FL_STATE_DIR", ".fl/state")) / args.transport
+    base_port = args.base_port or env.get_int("FL_CLIENT_BASE_PORT", 5001)
+    state_dir = Path(args.state_dir or env.get("FL_STATE_DIR", ".fl/state")) / args.transport
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
 
     import torch  # noqa: F401  (imported here, before fork, to be shared)
 
-    from clients import main as client_main
+    from clients import serve as client_serve
 
     torch.set_num_threads(1)
-    preload = args.preload or settings.get("FL_DATASET") or "mnist"
+    preload = args.preload or env.get("FL_DATASET") or "mnist"
     try:
-        from flcore import data
+        from fllocal import data
 
         data.load_raw(preload.lower())
     except Exception as exc:  # clients load it themselves later, unshared
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     for i in range(args.count):
         pid = os.fork()
         if pid == 0:
-            _child(i, args.host, base_port + i, url, state_dir, log_dir, client_main)
+            _child(i, args.host, base_port + i, url, state_dir, log_dir, client_serve)
         children.append(pid)
     if args.pid_file:
         Path(args.pid_file).parent.mkdir(parents=True, exist_ok=True)
@@ -77,17 +77,17 @@ def main(argv: list[str] | None = None) -> None:
     _supervise(children)
 
 
-def _child(i: int, host: str, port: int, url: str, state_dir: Path, log_dir: Path, client_main) -> None:
+def _child(i: int, host: str, port: int, url: str, state_dir: Path, log_dir: Path, client_serve) -> None:
     name = f"client-{i:02d}"
     fd = os.open(log_dir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    client_main.setup_logging()
+    client_serve.setup_logging()
     code = 0
     try:
-        client_main.run_client(name, host, port, url, state_dir)
+        client_serve.run_client(name, host, port, url, state_dir)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0
     except BaseException:

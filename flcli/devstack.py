@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -68,6 +71,89 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
+def _children() -> dict[int, list[int]]:
+    """Every process's children, from /proc."""
+    out: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        out.setdefault(ppid, []).append(int(entry))
+    return out
+
+
+def handler_pids(root: int) -> set[int]:
+    """The Python handler processes serverless-offline started under ``root``."""
+    tree, found, todo = _children(), set(), [root]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            todo.append(child)
+            try:
+                if "invoke.py" in Path(f"/proc/{child}/cmdline").read_text(errors="replace"):
+                    found.add(child)
+            except OSError:
+                pass
+    return found
+
+
+class FunctionWatchdog(threading.Thread):
+    """Restarts serverless-offline when it exits or one of its handler processes dies.
+
+    serverless-offline keeps a handler process that died mid-request in its pool
+    (every later call to it times out) or crashes on the broken pipe. The stack
+    runs it with idle reaping off, so a handler that vanishes has crashed; the
+    watchdog then restarts the function on the same ports, and the round's lease
+    expires and is taken over as it would be on Lambda.
+    """
+
+    MAX_RESTARTS = 5  # within WINDOW_S; more means something is broken for good
+    WINDOW_S = 120.0
+    INTERVAL_S = 0.25  # a handler born and killed within one interval goes unseen
+
+    def __init__(self, stack: "LocalStack", start: Callable[[], None]):
+        super().__init__(name="function-watchdog", daemon=True)
+        self.stack, self.start_function = stack, start
+        self.halt = threading.Event()
+        self.restarts: list[float] = []
+        self.failure: str | None = None
+        self.known: set[int] = set()  # the handler processes seen alive
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            proc = self.stack.function_proc
+            if proc is not None and proc.poll() is not None:
+                self._restart(f"serverless-offline exited with {proc.returncode}")
+                self.known = set()
+            elif proc is not None:
+                alive = handler_pids(proc.pid)
+                dead = self.known - alive
+                self.known = alive if not dead else set()
+                if dead:
+                    self._restart(f"handler process {sorted(dead)} died")
+            self.halt.wait(self.INTERVAL_S)
+
+    def _restart(self, why: str) -> None:
+        now = time.time()
+        self.restarts = [t for t in self.restarts if now - t < self.WINDOW_S] + [now]
+        if self.halt.is_set():
+            return
+        if len(self.restarts) > self.MAX_RESTARTS:
+            self.failure = f"the function keeps dying ({why}); see {self.stack.log_dir / 'function.log'}"
+            print(f"error: {self.failure}; stopping", file=sys.stderr, flush=True)
+            self.halt.set()
+            os.kill(os.getpid(), signal.SIGTERM)  # make serve / make run stop with that message
+            return
+        print(f"the local function stopped ({why}); restarting it", file=sys.stderr, flush=True)
+        try:
+            self.start_function()
+        except Exception as exc:  # counted: the next check tries again
+            print(f"restart failed: {exc}", file=sys.stderr, flush=True)
+
+
 class LocalStack:
     """Start what is missing (database, function), remember it, stop it again."""
 
@@ -79,6 +165,8 @@ class LocalStack:
         self.mongodb_url: str | None = None
         self.base_url: str | None = None
         self.lambda_endpoint: str | None = None
+        self.function_proc: subprocess.Popen | None = None
+        self.watchdog: FunctionWatchdog | None = None
 
     def _spawn(self, args: list[str], log_name: str, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
         log = self.log_dir / log_name
@@ -108,8 +196,11 @@ class LocalStack:
         return url
 
     def start_function(self, mongodb_url: str, http_port: int | None = None, lambda_port: int | None = None,
-                       stage: str = "dev", extra_env: dict[str, str] | None = None) -> str:
-        """The real handler behind serverless-offline's emulated API Gateway and Lambda API."""
+                       stage: str = "dev", extra_env: dict[str, str] | None = None, watch: bool = True) -> str:
+        """The real handler behind serverless-offline's emulated API Gateway and Lambda API.
+
+        With ``watch``, a :class:`FunctionWatchdog` restarts it when it or a handler dies.
+        """
         sls = ROOT / "node_modules" / ".bin" / "serverless"
         if not sls.exists():
             raise RuntimeError("serverless is not installed: run `npm ci` (make does this for you)")
@@ -119,20 +210,44 @@ class LocalStack:
                "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{self.env.get('PATH', '')}",
                "SLS_TELEMETRY_DISABLED": "1", "SLS_NOTIFICATIONS_MODE": "off", "SLS_DEPRECATION_DISABLE": "*",
                "PYTHONPATH": str(ROOT)}
+        # idle handlers are never reaped, so a handler process that vanishes has crashed
         args = [str(sls), "offline", "start", "--httpPort", str(http_port), "--lambdaPort", str(lambda_port),
-                "--host", "127.0.0.1", "--stage", stage]
-        proc, log = self._spawn(args, "function.log", env)
+                "--host", "127.0.0.1", "--stage", stage, "--terminateIdleLambdaTime", "100000000"]
         base = f"http://127.0.0.1:{http_port}/{stage}"
 
-        def ready() -> bool:
-            return requests.post(f"{base}/status", json={}, timeout=30).status_code < 500
+        def start() -> None:
+            if self.function_proc is not None:
+                self._kill(self.function_proc)
+                self.procs.remove(self.function_proc)
+            proc, log = self._spawn(args, "function.log", env)
+            self.function_proc = proc
 
-        _wait(ready, "serverless offline", proc, log, 120)
+            def ready() -> bool:
+                return requests.post(f"{base}/status", json={}, timeout=30).status_code < 500
+
+            _wait(ready, "serverless offline", proc, log, 120)
+
+        start()
         self.base_url = base
         self.lambda_endpoint = f"http://127.0.0.1:{lambda_port}"
+        if watch:
+            self.watchdog = FunctionWatchdog(self, start)
+            self.watchdog.start()
         return base
 
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
     def stop(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.halt.set()
+            if self.watchdog is not threading.current_thread():
+                self.watchdog.join()
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 try:

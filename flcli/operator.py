@@ -8,8 +8,7 @@ from tqdm import tqdm
 
 from clients.transport import make_transport
 from flcore import weights as wcodec
-from flcore.config import JobConfig
-from flcore.specs import DATASET_MODELS
+from flcore.config import parse_config
 
 
 class Operator:
@@ -28,10 +27,10 @@ class Operator:
         """
         body = dict(overrides)
         if initial_weights:
-            from flcore import models  # torch: only when asked for
+            from fllocal import models  # torch: only when asked for
 
-            cfg = JobConfig(**overrides)
-            init = models.build(DATASET_MODELS[cfg.dataset], seed=cfg.seed)
+            cfg = parse_config(overrides)
+            init = models.build(cfg.model, seed=cfg.seed)
             body["weights"] = wcodec.to_b64(models.get_weights(init))
         return self.call("start_training", body)
 

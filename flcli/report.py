@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from clients import trainer
-from flcore import data, models
+from fllocal import data, models
 from flcore.specs import DATASET_MODELS
 
 

@@ -6,15 +6,15 @@ import signal
 import sys
 
 from flcli.devstack import ROOT, LocalStack
-from flcore import settings
+from fllocal import env
 
 
 def main() -> int:
-    settings.load()
+    env.load()
     with LocalStack(ROOT / "logs") as stack:
-        mongodb_url = settings.get("MONGODB_URL") or stack.start_database(storage=str(ROOT / ".fl" / "db"))
-        base_url = stack.start_function(mongodb_url, http_port=settings.get_int("FL_HTTP_PORT", 3000),
-                                        lambda_port=settings.get_int("FL_LAMBDA_PORT", 3002))
+        mongodb_url = env.get("MONGODB_URL") or stack.start_database(storage=str(ROOT / ".fl" / "db"))
+        base_url = stack.start_function(mongodb_url, http_port=env.get_int("FL_HTTP_PORT", 3000),
+                                        lambda_port=env.get_int("FL_LAMBDA_PORT", 3002))
         print(f"BASE_URL_AWS={base_url}")
         print(f"Lambda invoke endpoint: {stack.lambda_endpoint} (function name serverless-fl-dev-api)")
         print(f"database: {mongodb_url}; logs in {ROOT / 'logs'}; Ctrl-C stops everything", flush=True)

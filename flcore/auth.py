@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Mapping
 
@@ -26,21 +25,16 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def admin_token() -> str:
-    return os.environ.get("FL_ADMIN_TOKEN", "")
-
-
-def is_admin(headers: Mapping[str, str]) -> bool:
+def is_admin(headers: Mapping[str, str], admin_token: str) -> bool:
     """True when no operator token is configured, or the request carries it."""
-    expected = admin_token()
-    if not expected:
+    if not admin_token:
         return True
     given = bearer(headers) or ""
-    return hmac.compare_digest(given.encode(), expected.encode())
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), admin_token.encode())
 
 
-def require_admin(headers: Mapping[str, str]) -> None:
-    if not is_admin(headers):
+def require_admin(headers: Mapping[str, str], admin_token: str) -> None:
+    if not is_admin(headers, admin_token):
         raise ApiError(401 if bearer(headers) is None else 403, "this action needs the operator token (FL_ADMIN_TOKEN)")
 
 

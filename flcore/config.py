@@ -1,10 +1,16 @@
-"""Job configuration: defaults users know, and strict checks on what operators send."""
+"""Job configuration: defaults users know, and strict checks on what operators send.
+
+A job's settings are the fields of :class:`JobConfig` plus the settings of its
+strategy (each strategy declares its own, with ranges). Anything else in a job
+definition is refused with a 400 that names it: a typo must not silently run
+the default job.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 
 from flcore import partition as partitions
 from flcore import strategies
@@ -32,16 +38,8 @@ class JobConfig:
     partition_alpha: float = 0.5
     shards_per_client: int = 2
     train_fraction: float = 0.9  # 0.8 gave 98.45 % on the default MNIST job, 0.9 gives 98.60 %
-    # fedavg | fedprox | fedrs | fedavgm | fedadam | median | trimmed_mean
+    # one of flcore.strategies.REGISTRY; its own settings are in strategy_params
     strategy: str = "fedavg"
-    proximal_mu: float = 0.01
-    fedrs_alpha: float = 0.5  # FedRS: scale of the logits of classes a client does not hold
-    server_lr: float = 0.0  # 0: the strategy's own default (fedavgm 1.0, fedadam 0.01)
-    server_momentum: float = 0.9
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.99
-    adam_tau: float = 1e-3
-    trim_fraction: float = 0.1
     # stop early once the clients' evaluation of the global model reaches this (0: off)
     target_accuracy: float = 0.0
     # start the first round once this many have subscribed (0: all num_clients)
@@ -53,6 +51,7 @@ class JobConfig:
     client_timeout_s: float = 60.0
     # Cap on each client's training examples (0: its whole share), for quick tries.
     max_train_examples: int = 0
+    strategy_params: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def model(self) -> str:
@@ -62,25 +61,44 @@ class JobConfig:
     def clients_to_start(self) -> int:
         return self.min_clients or self.num_clients
 
-    def round_config(self, rnd: int) -> dict:
-        """What clients train with in round ``rnd``: hyperparameters come from the job, never the client."""
-        return {"lr": self.lr * self.lr_decay ** max(0, rnd - 1), "momentum": self.momentum,
-                "local_epochs": self.local_epochs, "batch_size": self.batch_size,
-                "proximal_mu": 0.0, "restricted_softmax": 1.0, "control_variates": False,
-                **strategies.get(self).client_config()}
-
     @property
     def min_updates_needed(self) -> int:
         return self.min_updates or max(1, self.clients_per_round // 2)
 
+    def build_strategy(self) -> strategies.Strategy:
+        return strategies.build(self.strategy, self.strategy_params)
+
+    def round_config(self, rnd: int, strategy: strategies.Strategy) -> dict:
+        """What clients train with in round ``rnd``: hyperparameters come from the job, never the client."""
+        return {"lr": self.lr * self.lr_decay ** max(0, rnd - 1), "momentum": self.momentum,
+                "local_epochs": self.local_epochs, "batch_size": self.batch_size,
+                **strategies.CLIENT_DEFAULTS, **strategy.client_config()}
+
+    def partition_spec(self, index: int) -> dict:
+        """What a client needs to compute its own share (see :mod:`flcore.partition`)."""
+        return {"dataset": self.dataset, "scheme": self.partition, "seed": self.seed, "index": index,
+                "num_partitions": self.num_clients, "train_fraction": self.train_fraction,
+                "alpha": self.partition_alpha, "shards": self.shards_per_client,
+                "max_train_examples": self.max_train_examples}
+
     def to_dict(self) -> dict:
+        """The flat form stored in the job and shown to users: the strategy's settings beside the rest."""
         d = asdict(self)
+        d.update(d.pop("strategy_params"))
         d["model"] = self.model
         return d
 
+    @classmethod
+    def from_doc(cls, doc: Mapping) -> "JobConfig":
+        """Rebuild the config stored in a job document (trusted: we wrote it)."""
+        own = {f.name for f in fields(cls)} - {"strategy_params"}
+        params = strategies.REGISTRY[doc.get("strategy", cls.strategy)].params
+        return cls(**{k: v for k, v in doc.items() if k in own},
+                   strategy_params={k: doc[k] for k in params if k in doc})
+
 
 # name -> (type, lowest, highest)
-_RANGES: dict[str, tuple[type, float, float]] = {
+RANGES: dict[str, tuple[type, float, float]] = {
     "num_clients": (int, 1, 10_000),
     "clients_per_round": (int, 1, 10_000),
     "rounds": (int, 1, 10_000),
@@ -97,53 +115,88 @@ _RANGES: dict[str, tuple[type, float, float]] = {
     "lr_decay": (float, 0.01, 1.0),
     "partition_alpha": (float, 0.001, 1000.0),
     "shards_per_client": (int, 1, 1000),
-    "proximal_mu": (float, 0.0, 100.0),
-    "fedrs_alpha": (float, 0.0, 1.0),
-    "server_lr": (float, 0.0, 100.0),
-    "server_momentum": (float, 0.0, 0.999),
-    "adam_beta1": (float, 0.0, 0.999),
-    "adam_beta2": (float, 0.0, 0.99999),
-    "adam_tau": (float, 1e-9, 1.0),
-    "trim_fraction": (float, 0.0, 0.49),
     "target_accuracy": (float, 0.0, 1.0),
     "min_clients": (int, 0, 10_000),
 }
-_TEXT = ("dataset", "partition", "strategy")
+TEXT = ("dataset", "partition", "strategy")
+FIELDS = frozenset(RANGES) | frozenset(TEXT)
 
 
-def parse_config(body: Mapping) -> JobConfig:
-    """Build a :class:`JobConfig` from a request body, refusing anything odd with a 400."""
-    known = {f.name for f in fields(JobConfig)}
+def field_types() -> dict[str, type]:
+    """Every job setting a user can set, with its type (strategy settings included)."""
+    out: dict[str, type] = {name: str for name in TEXT}
+    out.update({name: kind for name, (kind, _, _) in RANGES.items()})
+    out.update({name: p.kind for name, p in strategies.all_params().items()})
+    return out
+
+
+def number(name: str, raw: object, kind: type, low: float, high: float) -> int | float:
+    """``raw`` as a ``kind`` within [low, high], or a 400 that says what is wrong."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise ApiError(400, f"{name} must be a number")
+    if kind is int and not isinstance(raw, int) and not float(raw).is_integer():
+        raise ApiError(400, f"{name} must be a whole number")
+    if not math.isfinite(raw) or not low <= raw <= high:
+        raise ApiError(400, f"{name} must be between {low:g} and {high:g}")
+    return kind(raw)
+
+
+def _short(name: str) -> str:
+    return repr(name if len(name) <= 40 else name[:37] + "...")
+
+
+def check_known(body: Mapping, strategy: str, extra: Iterable[str] = ()) -> None:
+    """Refuse fields that are not settings of a job with this strategy, naming each."""
+    allowed = FIELDS | set(strategies.REGISTRY[strategy].params) | set(extra) | {"model"}
+    unknown = [k for k in body if k not in allowed]
+    if not unknown:
+        return
+    described = []
+    for key in unknown[:10]:
+        others = strategies.owners(key)
+        described.append(f"{_short(key)} (a setting of {', '.join(others)}, not {strategy})" if others
+                         else _short(key))
+    more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+    raise ApiError(400, f"unknown job settings: {', '.join(described)}{more}")
+
+
+def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
+    """Build a :class:`JobConfig` from a request body, refusing anything odd with a 400.
+
+    ``extra`` names fields the action itself takes beside the settings (``weights``).
+    """
+    strategy = body.get("strategy", JobConfig.strategy)
+    if not isinstance(strategy, str) or strategy.lower() not in strategies.REGISTRY:
+        raise ApiError(400, f"strategy must be one of {sorted(strategies.REGISTRY)}")
+    strategy = strategy.lower()
+    check_known(body, strategy, extra)
     values: dict = {}
-    for name, raw in body.items():
-        if name not in known:
-            continue
-        if name in _TEXT:
-            if not isinstance(raw, str) or len(raw) > 64:
+    for name in TEXT:
+        if name in body:
+            raw = body[name]
+            if not isinstance(raw, str) or not 0 < len(raw) <= 64:
                 raise ApiError(400, f"{name} must be a short string")
             values[name] = raw.lower()
-            continue
-        kind, low, high = _RANGES[name]
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            raise ApiError(400, f"{name} must be a number")
-        if kind is int and (not isinstance(raw, int) and not float(raw).is_integer()):
-            raise ApiError(400, f"{name} must be a whole number")
-        if not math.isfinite(raw) or not low <= raw <= high:
-            raise ApiError(400, f"{name} must be between {low:g} and {high:g}")
-        values[name] = kind(raw)
     if ":" in values.get("partition", ""):
         try:
             parsed = partitions.parse(values["partition"])
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        return parse_config({**body, **parsed})
-    cfg = JobConfig(**values)
+        body = {**body, **parsed}
+        values["partition"] = parsed["partition"]
+    for name, (kind, low, high) in RANGES.items():
+        if name in body:
+            values[name] = number(name, body[name], kind, low, high)
+    params = {name: number(name, body[name], p.kind, p.lo, p.hi) if name in body else p.kind(p.default)
+              for name, p in strategies.REGISTRY[strategy].params.items()}
+    cfg = JobConfig(**values, strategy_params=params)
     if cfg.dataset not in DATASET_MODELS:
         raise ApiError(400, f"dataset must be one of {sorted(DATASET_MODELS)}")
-    if cfg.partition not in partitions.STRATEGIES:
-        raise ApiError(400, f"partition must be one of {sorted(partitions.STRATEGIES)}")
-    if cfg.strategy not in strategies.REGISTRY:
-        raise ApiError(400, f"strategy must be one of {sorted(strategies.REGISTRY)}")
+    if "model" in body and body["model"] != cfg.model:
+        raise ApiError(400, f"model must be {cfg.model!r} for dataset {cfg.dataset!r} "
+                            "(the model follows from the dataset)")
+    if cfg.partition not in partitions.SCHEMES:
+        raise ApiError(400, f"partition must be one of {sorted(partitions.SCHEMES)}")
     if cfg.min_clients > cfg.num_clients:
         raise ApiError(400, "min_clients cannot exceed num_clients")
     if cfg.clients_per_round > cfg.num_clients:
@@ -151,9 +204,3 @@ def parse_config(body: Mapping) -> JobConfig:
     if cfg.min_updates > cfg.clients_per_round:
         raise ApiError(400, "min_updates cannot exceed clients_per_round")
     return cfg
-
-
-def config_from_doc(doc: Mapping) -> JobConfig:
-    """Rebuild the config stored in a job document (trusted: we wrote it)."""
-    known = {f.name for f in fields(JobConfig)}
-    return JobConfig(**{k: v for k, v in doc.items() if k in known})

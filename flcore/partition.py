@@ -1,10 +1,15 @@
 """Deterministic data partitions from a spec the server sends and clients expand.
 
-The server never loads data: it hands each client ``{strategy, seed, index,
+The server never loads data: it hands each client ``{scheme, seed, index,
 num_partitions, ...}`` and the client computes its own indices from the labels
 it holds. Every client computes the same assignment, because it comes from a
 numpy generator seeded by the job, so shares are disjoint without anyone
 coordinating.
+
+The server can still compute how large each share is, from the data set's
+class counts (public metadata) alone: a generator's permutation of n items
+draws the same numbers whatever the items are, so :func:`share_sizes` replays
+the same draws on counts. That bounds what a client may claim to have trained on.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ def iid(labels: np.ndarray, n: int, rng: np.random.Generator, spec: Mapping) -> 
     return np.array_split(rng.permutation(len(labels)), n)
 
 
-def dirichlet(labels: np.ndarray, n: int, rng: np.random.Generator, spec: Mapping) -> list[np.ndarray]:
-    """Label skew: each class is split among clients in proportions drawn from Dir(alpha).
+def _dirichlet_cuts(counts: list[int], n: int, rng: np.random.Generator, spec: Mapping) -> list[np.ndarray]:
+    """Per class, where its (shuffled) examples are cut among the n clients.
 
     Small alpha gives each client few classes. Draws are repeated (from the same
     generator) until every client has at least ``min_examples``, as is usual, so
@@ -30,19 +35,30 @@ def dirichlet(labels: np.ndarray, n: int, rng: np.random.Generator, spec: Mappin
     """
     alpha = float(spec.get("alpha", 0.5))
     min_examples = int(spec.get("min_examples", 10))
-    classes = np.unique(labels)
-    by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
     for _ in range(1000):
-        shares: list[list[np.ndarray]] = [[] for _ in range(n)]
-        for idx in by_class:
-            props = rng.dirichlet(np.full(n, alpha))
-            cuts = (np.cumsum(props)[:-1] * len(idx)).astype(int)
-            for client, part in enumerate(np.split(idx, cuts)):
-                shares[client].append(part)
-        parts = [np.sort(np.concatenate(s)) for s in shares]
-        if min(len(p) for p in parts) >= min_examples:
-            return [rng.permutation(p) for p in parts]
+        cuts = [(np.cumsum(rng.dirichlet(np.full(n, alpha)))[:-1] * c).astype(int) for c in counts]
+        sizes = sum(np.diff(np.concatenate(([0], cut, [c]))) for cut, c in zip(cuts, counts))
+        if min(sizes) >= min_examples:
+            return cuts
     raise ValueError(f"no Dirichlet({alpha}) split gives each of {n} clients {min_examples} examples")
+
+
+def dirichlet(labels: np.ndarray, n: int, rng: np.random.Generator, spec: Mapping) -> list[np.ndarray]:
+    """Label skew: each class is split among clients in proportions drawn from Dir(alpha)."""
+    by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    cuts = _dirichlet_cuts([len(idx) for idx in by_class], n, rng, spec)
+    shares = [[] for _ in range(n)]
+    for idx, cut in zip(by_class, cuts):
+        for client, part in enumerate(np.split(idx, cut)):
+            shares[client].append(part)
+    return [rng.permutation(np.sort(np.concatenate(s))) for s in shares]
+
+
+def _dirichlet_sizes(counts: list[int], n: int, rng: np.random.Generator, spec: Mapping) -> list[int]:
+    for c in counts:
+        rng.permutation(c)  # the draws dirichlet() makes shuffling each class
+    cuts = _dirichlet_cuts(counts, n, rng, spec)
+    return [int(s) for s in sum(np.diff(np.concatenate(([0], cut, [c]))) for cut, c in zip(cuts, counts))]
 
 
 def shards(labels: np.ndarray, n: int, rng: np.random.Generator, spec: Mapping) -> list[np.ndarray]:
@@ -55,17 +71,46 @@ def shards(labels: np.ndarray, n: int, rng: np.random.Generator, spec: Mapping) 
     return [rng.permutation(np.concatenate([pieces[s] for s in dealt[i * k:(i + 1) * k]])) for i in range(n)]
 
 
-STRATEGIES: dict[str, Partitioner] = {"iid": iid, "dirichlet": dirichlet, "shards": shards}
+def _shards_sizes(counts: list[int], n: int, rng: np.random.Generator, spec: Mapping) -> list[int]:
+    k = int(spec.get("shards", 2))
+    total = sum(counts)
+    rng.permutation(total)  # the draw shards() sorts by label
+    pieces = [len(p) for p in np.array_split(np.arange(total), n * k)]
+    dealt = rng.permutation(n * k)
+    return [sum(pieces[s] for s in dealt[i * k:(i + 1) * k]) for i in range(n)]
+
+
+def _iid_sizes(counts: list[int], n: int, rng: np.random.Generator, spec: Mapping) -> list[int]:
+    return [len(p) for p in np.array_split(np.arange(sum(counts)), n)]
+
+
+SCHEMES: dict[str, Partitioner] = {"iid": iid, "dirichlet": dirichlet, "shards": shards}
+_SIZES = {"iid": _iid_sizes, "dirichlet": _dirichlet_sizes, "shards": _shards_sizes}
+
+
+def _rng(spec: Mapping) -> np.random.Generator:
+    return np.random.default_rng([int(spec["seed"]), 7919])
 
 
 def all_partitions(labels: np.ndarray, spec: Mapping) -> list[np.ndarray]:
-    """Every client's share; they are disjoint and (for these strategies) cover the data set."""
-    strategy = spec["strategy"]
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown partition strategy {strategy!r}")
-    n = int(spec["num_partitions"])
-    rng = np.random.default_rng([int(spec["seed"]), 7919])
-    return STRATEGIES[strategy](np.asarray(labels), n, rng, spec)
+    """Every client's share; they are disjoint and (for these schemes) cover the data set."""
+    scheme = spec["scheme"]
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown partition scheme {scheme!r}")
+    return SCHEMES[scheme](np.asarray(labels), int(spec["num_partitions"]), _rng(spec), spec)
+
+
+def share_sizes(class_counts: list[int], spec: Mapping) -> list[int]:
+    """How many examples each share holds, from the data set's class counts alone."""
+    return _SIZES[spec["scheme"]](list(class_counts), int(spec["num_partitions"]), _rng(spec), spec)
+
+
+def train_examples(class_counts: list[int], spec: Mapping) -> int:
+    """How many examples partition ``spec['index']`` trains on: the most it may claim."""
+    size = share_sizes(class_counts, spec)[int(spec["index"])]
+    train = _train_cut(size, float(spec["train_fraction"]))
+    cap = int(spec.get("max_train_examples") or 0)
+    return min(train, cap) if cap else train
 
 
 def partition_indices(labels: np.ndarray, spec: Mapping) -> np.ndarray:
@@ -78,19 +123,26 @@ def partition_indices(labels: np.ndarray, spec: Mapping) -> np.ndarray:
 
 def train_eval_split(indices: np.ndarray, train_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Split a client's share into the part it trains on and the part it keeps for evaluation."""
-    cut = int(round(len(indices) * train_fraction))
+    cut = _train_cut(len(indices), train_fraction)
     return indices[:cut], indices[cut:]
+
+
+def _train_cut(size: int, train_fraction: float) -> int:
+    return int(round(size * train_fraction))
 
 
 def parse(text: str) -> dict:
     """``iid``, ``dirichlet:0.5`` or ``shards:2`` -> the job fields that describe it."""
     name, _, arg = text.strip().lower().partition(":")
-    if name not in STRATEGIES:
-        raise ValueError(f"partition must be one of {sorted(STRATEGIES)} (e.g. dirichlet:0.5, shards:2)")
+    if name not in SCHEMES:
+        raise ValueError(f"partition must be one of {sorted(SCHEMES)} (e.g. dirichlet:0.5, shards:2)")
     if not arg:
         return {"partition": name}
-    if name == "dirichlet":
-        return {"partition": name, "partition_alpha": float(arg)}
-    if name == "shards":
-        return {"partition": name, "shards_per_client": int(arg)}
+    try:
+        if name == "dirichlet":
+            return {"partition": name, "partition_alpha": float(arg)}
+        if name == "shards":
+            return {"partition": name, "shards_per_client": int(arg)}
+    except ValueError:
+        raise ValueError(f"partition {text!r}: {arg!r} is not a number") from None
     raise ValueError(f"partition {name} takes no argument")

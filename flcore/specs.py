@@ -1,6 +1,6 @@
 """Model architectures as plain data, so the function can validate updates without torch.
 
-The torch modules in :mod:`flcore.models` are built from the same numbers, and a
+The torch modules in :mod:`fllocal.models` are built from the same numbers, and a
 test checks that their ``state_dict`` matches :func:`tensor_spec` exactly.
 """
 
@@ -36,6 +36,14 @@ ARCHS: dict[str, CnnArch] = {
 }
 
 DATASET_MODELS = {"mnist": "cnn_mnist", "fashionmnist": "cnn_mnist", "cifar10": "cnn_cifar10"}
+
+# Training examples per class, in label order: public facts about each data set,
+# from which the function computes how many examples each client's share holds.
+TRAIN_CLASS_COUNTS: dict[str, tuple[int, ...]] = {
+    "mnist": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+    "fashionmnist": (6000,) * 10,
+    "cifar10": (5000,) * 10,
+}
 
 DTYPE = "float32"
 

@@ -8,7 +8,6 @@ uniqueness comes from unique indexes, transitions from conditional
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable
 
@@ -17,6 +16,8 @@ from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from flcore.settings import Settings
+
 _clients: dict[str, MongoClient] = {}
 _lock = threading.Lock()
 
@@ -24,21 +25,20 @@ _lock = threading.Lock()
 _JOB_LIGHT = {"history": False}
 
 
-def connect(url: str | None = None, db_name: str | None = None) -> "Store":
+def connect(settings: Settings) -> "Store":
     """A store on a pooled client, reused across warm invocations of the function."""
-    url = url or os.environ.get("MONGODB_URL") or "mongodb://127.0.0.1:27017"
-    db_name = db_name or os.environ.get("FL_DB_NAME", "fl")
+    key = f"{settings.mongodb_url}#{settings.db_timeout_ms}"
     with _lock:
-        client = _clients.get(url)
+        client = _clients.get(key)
         if client is None:
             client = MongoClient(
-                url,
-                serverSelectionTimeoutMS=int(os.environ.get("FL_DB_TIMEOUT_MS", "5000")),
+                settings.mongodb_url,
+                serverSelectionTimeoutMS=settings.db_timeout_ms,
                 retryWrites=True,
                 appname="serverless-fl",
             )
-            _clients[url] = client
-    return Store(client[db_name])
+            _clients[key] = client
+    return Store(client[settings.db_name])
 
 
 class Store:
@@ -63,7 +63,13 @@ class Store:
         self.updates.create_index(
             [("job_id", ASCENDING), ("round", ASCENDING), ("client_id", ASCENDING)], unique=True
         )
-        self.models.create_index([("job_id", ASCENDING), ("round", ASCENDING)], unique=True)
+        # the same tensors twice in one round: a client copying another's update
+        self.updates.create_index(
+            [("job_id", ASCENDING), ("round", ASCENDING), ("sha256", ASCENDING)], unique=True,
+            partialFilterExpression={"sha256": {"$exists": True}}, name="one_copy_per_round",
+        )
+        # one model per (round, aggregation): a stale aggregator's write never replaces the committed one
+        self.models.create_index([("job_id", ASCENDING), ("round", ASCENDING), ("owner", ASCENDING)], unique=True)
         self.jobs.create_index([("state", ASCENDING), ("created_at", DESCENDING)])
         Store._indexed.add(key)
 
@@ -81,6 +87,12 @@ class Store:
 
     def running_job_ids(self) -> list[str]:
         return [d["_id"] for d in self.jobs.find({"state": "running"}, {"_id": True})]
+
+    def renew_lease(self, job_id: str, rnd: int, owner: str, until: float) -> bool:
+        """Extend a held aggregation lease; False once it is no longer this owner's."""
+        res = self.jobs.update_one({"_id": job_id, "round": rnd, "lease_owner": owner},
+                                   {"$set": {"lease_until": until}})
+        return res.matched_count == 1
 
     def transition(self, job_id: str, expect: dict, update: dict) -> dict | None:
         """Apply ``update`` only if the job still matches ``expect``; the new doc or None."""
@@ -123,13 +135,17 @@ class Store:
         return [d["_id"] for d in cursor]
 
     # updates ------------------------------------------------------------
-    def add_update(self, doc: dict) -> bool:
-        """Store an update once; False when this client already submitted for the round."""
+    def add_update(self, doc: dict) -> str:
+        """Store an update once: ``stored``, ``duplicate`` (this client already submitted
+        for the round) or ``copy`` (another client's identical update is stored)."""
         try:
             self.updates.insert_one({**doc, "weights": Binary(doc["weights"])})
-            return True
+            return "stored"
         except DuplicateKeyError:
-            return False
+            return "duplicate" if self.has_update(doc["job_id"], doc["round"], doc["client_id"]) else "copy"
+
+    def has_copy(self, job_id: str, rnd: int, sha256: str) -> bool:
+        return self.updates.count_documents({"job_id": job_id, "round": rnd, "sha256": sha256}, limit=1) > 0
 
     def has_update(self, job_id: str, rnd: int, client_id: str) -> bool:
         return self.updates.count_documents({"job_id": job_id, "round": rnd, "client_id": client_id}, limit=1) > 0
@@ -141,22 +157,29 @@ class Store:
         return list(self.updates.find({"job_id": job_id, "round": rnd}))
 
     # models -------------------------------------------------------------
-    def put_model(self, job_id: str, rnd: int, blob: bytes, state: bytes | None = None) -> None:
-        """Idempotent: an aggregator taking over a round rewrites the same document.
+    def put_model(self, job_id: str, rnd: int, owner: str, blob: bytes, state: bytes | None = None) -> None:
+        """A round's model as written by one aggregation (``owner``, its lease).
 
-        ``state`` holds a strategy's tensors between rounds (server momentum, Adam moments).
+        Which one counts is decided by the job's commit, which names the owner; an
+        aggregator that lost its lease writes a document nobody reads. ``state``
+        holds a strategy's tensors between rounds (server momentum, Adam moments).
         """
-        doc = {"job_id": job_id, "round": rnd, "weights": Binary(blob)}
+        doc = {"job_id": job_id, "round": rnd, "owner": owner, "weights": Binary(blob)}
         if state is not None:
             doc["state"] = Binary(state)
-        self.models.replace_one({"job_id": job_id, "round": rnd}, doc, upsert=True)
+        self.models.replace_one({"job_id": job_id, "round": rnd, "owner": owner}, doc, upsert=True)
 
-    def get_model(self, job_id: str, rnd: int) -> bytes | None:
-        doc = self.models.find_one({"job_id": job_id, "round": rnd}, {"state": False})
+    def get_model(self, job_id: str, rnd: int, owner: str) -> bytes | None:
+        doc = self.models.find_one({"job_id": job_id, "round": rnd, "owner": owner}, {"state": False})
         return bytes(doc["weights"]) if doc else None
 
-    def get_model_and_state(self, job_id: str, rnd: int | None) -> tuple[bytes | None, bytes | None]:
-        doc = self.models.find_one({"job_id": job_id, "round": rnd}) if rnd is not None else None
+    def get_model_and_state(self, job_id: str, rnd: int | None,
+                            owner: str | None) -> tuple[bytes | None, bytes | None]:
+        doc = self.models.find_one({"job_id": job_id, "round": rnd, "owner": owner}) if rnd is not None else None
         if doc is None:
             return None, None
         return bytes(doc["weights"]), bytes(doc["state"]) if doc.get("state") is not None else None
+
+    def drop_uncommitted_models(self, job_id: str, rnd: int, owner: str) -> None:
+        """Remove what aggregators that lost the round wrote (best effort: nobody reads them)."""
+        self.models.delete_many({"job_id": job_id, "round": rnd, "owner": {"$ne": owner}})

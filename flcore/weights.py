@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 from safetensors.numpy import load as _st_load
@@ -33,7 +35,12 @@ def decode(blob: bytes) -> Weights:
 
 
 def to_b64(weights: Weights) -> str:
-    return base64.b64encode(encode(weights)).decode("ascii")
+    return b64(encode(weights))
+
+
+def b64(blob: bytes) -> str:
+    """Stored bytes as they travel in JSON."""
+    return base64.b64encode(blob).decode("ascii")
 
 
 def from_b64(text: str) -> Weights:
@@ -41,8 +48,27 @@ def from_b64(text: str) -> Weights:
     return decode(base64.b64decode(text))
 
 
-def parse_update(text: object, model: str, prefixes: tuple[str, ...] = ()) -> tuple[bytes, Weights]:
-    """Decode and check an update from the network; return its bytes and tensors.
+@dataclass(frozen=True)
+class CheckedBlob:
+    """An update that passed every check: its safetensors bytes and a digest of its content."""
+
+    blob: bytes
+    sha256: str
+
+
+def content_digest(tensors: Weights) -> str:
+    """SHA-256 over names, shapes and values in name order: the same tensors give the
+    same digest however the safetensors header was written, so a copy is a copy."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}:{t.dtype}:{list(t.shape)}\n".encode())
+        h.update(t.tobytes())
+    return h.hexdigest()
+
+
+def parse_update(text: object, model: str, prefixes: tuple[str, ...] = ()) -> CheckedBlob:
+    """Decode and check an update from the network; its bytes and content digest.
 
     Every tensor must match the job's model exactly (names, shapes, float32)
     and be finite, so one bad client cannot poison the average. ``prefixes``
@@ -63,7 +89,7 @@ def parse_update(text: object, model: str, prefixes: tuple[str, ...] = ()) -> tu
     except Exception:  # safetensors raises its own error type for any malformed input
         raise ApiError(400, "weights are not a valid safetensors payload") from None
     check(tensors, model, prefixes)
-    return blob, tensors
+    return CheckedBlob(blob, content_digest(tensors))
 
 
 def check(tensors: Weights, model: str, prefixes: tuple[str, ...] = ()) -> None:

@@ -11,14 +11,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${MONGODB_URL:?set MONGODB_URL to a MongoDB the OpenWhisk action can reach}"
+: "${FL_ADMIN_TOKEN:?set FL_ADMIN_TOKEN: a public web action without an operator token lets anyone create jobs}"
 action=${FL_OW_ACTION:-serverless-fl}
 build=build/ow
 rm -rf "$build" && mkdir -p "$build/pkg"
 
-# The action package: __main__.py + the core (no torch modules).
+# The action package: __main__.py + the core (which imports no torch).
 cp server_ow/__main__.py "$build/pkg/__main__.py"
 cp -r flcore "$build/pkg/flcore"
-rm -f "$build/pkg/flcore/models.py" "$build/pkg/flcore/data.py"
 find "$build/pkg" -name __pycache__ -prune -exec rm -rf {} +
 if [ -z "${FL_OW_IMAGE:-}" ]; then
   # stock runtime: vendor the dependencies, built for the runtime's Linux and Python
@@ -30,9 +30,15 @@ echo "action package: $(du -h "$build/action.zip" | cut -f1)"
 
 kind=(--kind python:3.11)
 [ -n "${FL_OW_IMAGE:-}" ] && kind=(--docker "$FL_OW_IMAGE")
-params=(-p MONGODB_URL "$MONGODB_URL" -p FL_DB_NAME "${FL_DB_NAME:-fl}" -p FL_ADMIN_TOKEN "${FL_ADMIN_TOKEN:-}")
+# Settings go in a parameter file as JSON strings: `-p FL_ADMIN_TOKEN 20251123` would bind
+# the number 20251123, since wsk parses -p values as JSON.
+umask 077
+python3 -c 'import json, os, sys; json.dump({k: os.environ.get(k, d) for k, d in
+  [("MONGODB_URL", ""), ("FL_DB_NAME", "fl"), ("FL_ADMIN_TOKEN", "")]}, sys.stdout)' \
+  > "$build/params.json"
 wsk action update "$action" "$build/action.zip" "${kind[@]}" --web true --web-secure false \
-  -a final true "${params[@]}" --timeout 60000 --memory 512
+  -a final true --param-file "$build/params.json" --timeout 60000 --memory 512
+rm -f "$build/params.json"
 
 # API gateway routes, one per action (clients may also use the web action URL directly).
 if [ "${FL_OW_API:-1}" = 1 ]; then

@@ -17,9 +17,12 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from flcore import settings  # noqa: E402
 from flcore.api import JSON_HEADERS, handle, scheduled_tick, to_json  # noqa: E402
 
-logging.getLogger().setLevel(os.environ.get("FL_LOG_LEVEL", "INFO"))
+# read once per container, from the environment serverless.yml sets
+SETTINGS = settings.once(settings.Settings.from_env)
+logging.getLogger().setLevel(os.environ.get("FL_LOG_LEVEL", "INFO").upper())
 
 
 def action_name(event: dict) -> str:
@@ -33,12 +36,12 @@ def action_name(event: dict) -> str:
 
 def handler(event: dict, context: object = None) -> dict:
     if event.get("source") == "aws.events" or event.get("detail-type") == "Scheduled Event":
-        return scheduled_tick()
+        return scheduled_tick(SETTINGS)
     body = event.get("body")
     if body is not None and event.get("isBase64Encoded"):
         try:
             body = base64.b64decode(body)
         except ValueError:
             body = b"\x00"  # undecodable: let the core report invalid JSON
-    status, payload = handle(action_name(event), body, event.get("headers") or {})
+    status, payload = handle(action_name(event), body, event.get("headers") or {}, SETTINGS)
     return {"statusCode": status, "headers": dict(JSON_HEADERS), "body": to_json(payload)}

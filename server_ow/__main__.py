@@ -5,7 +5,8 @@ headers in OpenWhisk's params and calls :func:`flcore.api.handle`.
 
 Deployed as a zip whose ``__main__.py`` is this file, OpenWhisk calls
 ``main(params)``. Deploy-time parameters (``MONGODB_URL``, ``FL_ADMIN_TOKEN``,
-...) arrive in ``params`` too; they are moved into the environment and never
+...) arrive in ``params`` too: they become the function's settings (parsed
+once per container, see :func:`flcore.settings.from_params`) and are never
 treated as request fields (deploy them with ``-a final true`` so a request
 cannot override them).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import sys
@@ -26,16 +28,10 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if os.path.isdir(os.path.join(_HERE, "flcore")) and _HERE not in sys.path:
     sys.path.insert(0, _HERE)  # inside the action zip, flcore sits next to this file
 
+from flcore import settings  # noqa: E402
 from flcore.api import JSON_HEADERS, handle, scheduled_tick, to_json  # noqa: E402
 
-SETTINGS = ("MONGODB_URL", "FL_DB_NAME", "FL_ADMIN_TOKEN", "FL_DB_TIMEOUT_MS", "FL_LOG_LEVEL")
-
-
-def _apply_settings(params: dict) -> None:
-    for key in SETTINGS:
-        value = params.get(key)
-        if isinstance(value, str) and os.environ.get(key) != value:
-            os.environ[key] = value
+SETTINGS = settings.NAMES
 
 
 def action_name(params: dict) -> str:
@@ -61,15 +57,16 @@ def request_body(params: dict) -> object:
 
 
 def main(params: dict) -> dict:
-    _apply_settings(params)
+    config = functools.partial(settings.from_params, params)
     if "__ow_method" not in params:
         # not a web request: the alarm trigger's rule (or `wsk action invoke`)
         if isinstance(params.get("action"), str):
             body = {k: v for k, v in params.items() if k not in SETTINGS and k != "action"}
-            status, payload = handle(params["action"], body, {"authorization": str(params.get("authorization", ""))})
+            status, payload = handle(params["action"], body,
+                                     {"authorization": str(params.get("authorization", ""))}, config)
             return {"statusCode": status, **payload}
-        return scheduled_tick()
-    status, payload = handle(action_name(params), request_body(params), params.get("__ow_headers") or {})
+        return scheduled_tick(config)
+    status, payload = handle(action_name(params), request_body(params), params.get("__ow_headers") or {}, config)
     return {"statusCode": status, "headers": dict(JSON_HEADERS), "body": to_json(payload)}
 
 

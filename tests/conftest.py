@@ -11,6 +11,7 @@ from pymongo import MongoClient
 
 from flcli.devstack import LocalStack, free_port_block
 from flcore import store as store_mod
+from flcore.settings import Settings
 from flcore.specs import tensor_spec
 
 ADMIN = "test-admin-token"
@@ -40,7 +41,7 @@ def db_name(mongodb_url, monkeypatch) -> str:
 
 @pytest.fixture
 def store(db_name):
-    return store_mod.connect()
+    return store_mod.connect(Settings.from_env())
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clients import trainer
-from flcore import data, models
+from fllocal import data, models
 from flcore import weights as wcodec
 from flcore.partition import partition_indices, train_eval_split
 from flcore.specs import DATASET_MODELS
@@ -37,7 +37,7 @@ def write_cifar10(root: Path, per_batch: int = 60, test: int = 50) -> None:
 
 def _federated_step(name: str, index: int = 0) -> None:
     images, labels = data.load_raw(name)
-    spec = {"strategy": "dirichlet", "alpha": 1.0, "seed": 0, "index": index, "num_partitions": 3,
+    spec = {"scheme": "dirichlet", "alpha": 1.0, "seed": 0, "index": index, "num_partitions": 3,
             "min_examples": 5}
     train_idx, eval_idx = train_eval_split(partition_indices(labels, spec), 0.8)
     xt, yt = data.to_tensors(name, images[train_idx], labels[train_idx])

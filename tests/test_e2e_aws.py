@@ -12,13 +12,13 @@ import requests
 from PIL import Image
 from pymongo import MongoClient
 
-from clients.runner import FederatedClient
+from clients.federated_client import FederatedClient
 from clients.transport import HttpTransport
 from conftest import ADMIN
 from flcli.devstack import ROOT
 from flcli.operator import Operator
 from flcli.report import evaluate_on_test_set
-from flcore import data, models
+from fllocal import data, models
 
 N = 3
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
+from flcore.settings import Settings
+from server_aws import handler as handler_module
 from server_aws.handler import handler
+
+
+@pytest.fixture(autouse=True)
+def settings_of_this_test(monkeypatch):
+    """The handler reads its settings once per container; each test here has its own database."""
+    monkeypatch.setattr(handler_module, "SETTINGS", Settings.from_env)
 
 
 def rest_event(path: str, body: str | None, headers: dict | None = None, b64: bool = False) -> dict:

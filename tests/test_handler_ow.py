@@ -8,7 +8,9 @@ import os
 
 import pytest
 
-from conftest import random_weights
+from pymongo import MongoClient
+
+from conftest import random_weights, snapshot
 from flcore import weights as wcodec
 from server_ow.__main__ import main
 
@@ -71,6 +73,48 @@ def test_settings_params_configure_and_are_not_request_fields(store, db_name, mo
     resp = main(web("/start_training", {"num_clients": 1, "clients_per_round": 1},
                     headers={"authorization": "Bearer ow-secret"}, FL_ADMIN_TOKEN="ow-secret"))
     assert resp["statusCode"] == 200
+
+
+@pytest.mark.parametrize("bound, typed", [(20251123, "20251123"), (True, "true"), (False, "false")])
+def test_a_token_bound_as_json_still_guards_the_operator_actions(store, raw_db, bound, typed, monkeypatch):
+    """`wsk action update -p FL_ADMIN_TOKEN 20251123` binds a number: it must still be the token."""
+    monkeypatch.delenv("FL_ADMIN_TOKEN", raising=False)
+    before = snapshot(raw_db)
+    resp = main(web("/start_training", {"num_clients": 1, "clients_per_round": 1}, FL_ADMIN_TOKEN=bound))
+    assert resp["statusCode"] == 401
+    resp = main(web("/start_training", {"num_clients": 1, "clients_per_round": 1}, FL_ADMIN_TOKEN=bound,
+                    headers={"authorization": "Bearer wrong"}))
+    assert resp["statusCode"] == 403
+    assert snapshot(raw_db) == before
+    resp = main(web("/start_training", {"num_clients": 1, "clients_per_round": 1}, FL_ADMIN_TOKEN=bound,
+                    headers={"authorization": f"Bearer {typed}"}))
+    assert resp["statusCode"] == 200
+    assert "FL_ADMIN_TOKEN" not in os.environ  # settings are never written into the environment
+
+
+@pytest.mark.parametrize("name, bound", [("FL_ADMIN_TOKEN", None), ("FL_ADMIN_TOKEN", 1.5),
+                                         ("FL_ADMIN_TOKEN", ["x"]), ("FL_ADMIN_TOKEN", " padded "),
+                                         ("FL_DB_NAME", None), ("FL_DB_NAME", "a/b"),
+                                         ("FL_DB_TIMEOUT_MS", "soon"), ("MONGODB_URL", {"host": "x"})])
+def test_an_unusable_setting_refuses_every_call(store, raw_db, name, bound):
+    before = snapshot(raw_db)
+    for params in (web("/start_training", {"num_clients": 1}, **{name: bound}), web("/status", **{name: bound}),
+                   raw("/subscribe", "{}") | {name: bound}):
+        resp = main(params)
+        assert resp["statusCode"] == 500
+        assert name in payload(resp)["error"] and "misconfigured" in payload(resp)["error"]
+    assert "error" in main({"fl_tick": True, name: bound})  # the alarm says so too
+    assert snapshot(raw_db) == before
+
+
+def test_a_numeric_database_name_is_that_name(store, mongodb_url, monkeypatch):
+    monkeypatch.delenv("FL_DB_NAME", raising=False)
+    resp = main(web("/start_training", {"num_clients": 1, "clients_per_round": 1}, FL_DB_NAME=4711,
+                    MONGODB_URL=mongodb_url))
+    assert resp["statusCode"] == 200
+    with MongoClient(mongodb_url) as client:
+        assert client["4711"].jobs.find_one({"_id": payload(resp)["job_id"]}) is not None
+        client.drop_database("4711")
 
 
 def test_errors_and_unknown_paths(store):

@@ -110,6 +110,22 @@ def corpus(base: str, picked: dict, other: dict, old_round: int) -> list[tuple[s
     add("subscribe job_id object", "subscribe", {"job_id": {"$ne": None}})
     add("subscribe unknown job", "subscribe", {"job_id": "job-doesnotexist"})
     add("status of unknown job", "status", {"job_id": "job-nope"}, admin)
+    add("aggregate unknown job", "aggregate", {"job_id": "job-nope"}, admin)
+    # values the database cannot hold, in every action (sent as raw JSON text)
+    for action in ("subscribe", "status", "get_model", "aggregate"):
+        add(f"{action} job_id lone surrogate", action, data='{"job_id": "\\ud800"}', headers=admin)
+    for rnd in ("9223372036854775808", "1" + "0" * 30, "-9223372036854775809"):
+        add(f"submit round {rnd[:8]}...", "submit", data='{"round": ' + rnd + ', "num_examples": 10}', headers=auth)
+    for key in ("a\\u0000b", "\\udfff"):
+        add(f"submit metrics key {key}", "submit",
+            data='{"round": 1, "num_examples": 10, "weights": "' + ok + '", "metrics": {"' + key + '": 1}}',
+            headers=auth)
+    # settings a job does not have: a typo, injection, a huge key, another strategy's setting
+    for body in ({"num_client": 5}, {"model": "resnet152"}, {"$where": "1"}, {"__proto__": {"x": 1}},
+                 {"k" * 100_000: 1}, {"proximal_mu": 0.5}):
+        add(f"start_training unknown {str(body)[:30]}", "start_training", body, admin)
+    # a client claiming far more data than its share
+    add("submit claims 10^8 examples", "submit", {"round": 1, "weights": ok, "num_examples": 100_000_000}, auth)
     add("get_model bad round", "get_model", {"round": 5}, auth)
     add("get_model round object", "get_model", {"round": {"$gt": 0}}, auth)
     add("unknown action", "drop_database", {})
@@ -144,3 +160,19 @@ def test_hostile_requests_are_refused_and_change_nothing(function_url, mongodb_u
     assert len(cases) >= 100
     assert not bad, bad
     assert after == before
+
+
+def test_a_copied_update_over_http_is_409_and_does_not_count(function_url, mongodb_url):
+    post = lambda action, body, token=None: requests.post(  # noqa: E731
+        f"{function_url}/{action}", json=body, timeout=30,
+        headers={"Authorization": f"Bearer {token}"} if token else {})
+    job_id = post("start_training", {"num_clients": 2, "clients_per_round": 2, "rounds": 2}, ADMIN).json()["job_id"]
+    a, b = [post("subscribe", {"job_id": job_id}).json() for _ in range(2)]
+    update = {"round": 1, "weights": _b64(random_weights(seed=5)), "num_examples": 100}
+    assert post("submit", update, a["token"]).json()["accepted"] is True
+    with MongoClient(mongodb_url) as mc:
+        before = snapshot(mc["e2e"])
+        resp = post("submit", update, b["token"])
+        assert resp.status_code == 409 and "identical" in resp.json()["error"]
+        assert snapshot(mc["e2e"]) == before
+    assert post("status", {"job_id": job_id}, ADMIN).json()["submitted"] == 1

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from clients import control, trainer
-from flcore import models
+from fllocal import models
 from flcore.specs import ARCHS, tensor_spec
 
 

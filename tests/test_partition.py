@@ -9,7 +9,7 @@ LABELS = np.repeat(np.arange(10), 600)[np.random.default_rng(3).permutation(6000
 
 
 def spec(strategy="iid", n=20, seed=0, **extra):
-    return {"strategy": strategy, "seed": seed, "num_partitions": n, **extra}
+    return {"scheme": strategy, "seed": seed, "num_partitions": n, **extra}
 
 
 @pytest.mark.parametrize("s", [spec("iid"), spec("dirichlet", alpha=0.5), spec("dirichlet", alpha=0.05),
@@ -73,3 +73,23 @@ def test_partition_text_in_jobs():
     for bad in ("shards:x", "iid:3", "random:1", "dirichlet:-1"):
         with pytest.raises(ApiError):
             parse_config({"partition": bad})
+
+
+@pytest.mark.parametrize("scheme, extra", [("iid", {}), ("shards", {"shards": 2}), ("dirichlet", {"alpha": 0.5}),
+                                           ("dirichlet", {"alpha": 0.1})])
+def test_share_sizes_from_class_counts_match_the_real_partitions(scheme, extra):
+    """What the function computes without data equals what clients get from the labels."""
+    from fllocal import data
+    from flcore.partition import share_sizes, train_examples
+    from flcore.specs import TRAIN_CLASS_COUNTS
+
+    _, labels = data.load_raw("mnist")
+    assert tuple(np.bincount(labels)) == TRAIN_CLASS_COUNTS["mnist"]
+    spec = {"scheme": scheme, "seed": 3, "num_partitions": 20, "train_fraction": 0.9, **extra}
+    parts = all_partitions(labels, spec)
+    assert share_sizes(TRAIN_CLASS_COUNTS["mnist"], spec) == [len(p) for p in parts]
+    for index in (0, 7, 19):
+        train, _ = train_eval_split(parts[index], 0.9)
+        assert train_examples(TRAIN_CLASS_COUNTS["mnist"], {**spec, "index": index}) == len(train)
+        assert train_examples(TRAIN_CLASS_COUNTS["mnist"], {**spec, "index": index, "max_train_examples": 100}) \
+            == min(100, len(train))

@@ -9,6 +9,7 @@ import numpy as np
 
 from conftest import random_weights, snapshot
 from flcore import api, rounds
+from flcore.jobs import Job
 from flcore import weights as wcodec
 from flcore.aggregation import fedavg
 
@@ -121,7 +122,7 @@ def test_simultaneous_closers_aggregate_once(store):
 
     def closer():
         barrier.wait()
-        rounds.advance(store, store.get_job(job_id))
+        rounds.advance(store, Job.load(store, job_id))
 
     threads = [threading.Thread(target=closer) for _ in range(8)]
     [t.start() for t in threads]
@@ -137,30 +138,54 @@ def test_an_expired_lease_is_taken_over(store):
     for i, cid in enumerate(store.get_job(job_id)["picked"]):
         submit(subs[cid], 1, seed=i)
     now = time.time()
-    # an aggregator takes the lease and vanishes
-    assert store.transition(job_id, {"round": 1}, {"$set": {"lease_owner": "ghost", "lease_until": now + 30}})
-    assert rounds.advance(store, store.get_job(job_id), now)["round"] == 1
-    after = rounds.advance(store, store.get_job(job_id), now + 31)
-    assert after["round"] == 2 and len(store.get_job(job_id, history=True)["history"]) == 1
+    # an aggregator takes the lease and vanishes (its heartbeat stops with it)
+    assert store.transition(job_id, {"round": 1}, {"$set": {"lease_owner": "ghost", "lease_until": now + 15}})
+    assert rounds.advance(store, Job.load(store, job_id), now).round == 1
+    # a stale write of the ghost's model for this round is never what the job serves
+    store.put_model(job_id, 1, "ghost", wcodec.encode(random_weights(seed=666)))
+    after = rounds.advance(store, Job.load(store, job_id), now + 16)
+    assert after.round == 2 and len(store.get_job(job_id, history=True)["history"]) == 1
+    served = wcodec.from_b64(call("get_model", {"job_id": job_id, "round": 1})["weights"])
+    assert not np.array_equal(served["fc2.bias"], random_weights(seed=666)["fc2.bias"])
+
+
+def test_a_live_aggregator_keeps_its_lease_and_a_lost_one_cannot_commit(store, monkeypatch):
+    """The holder renews its lease while it works; once another holds it, the old holder's commit fails."""
+    from flcore import lease
+
+    monkeypatch.setattr(lease, "RENEW_S", 0.05)
+    job_id = new_job()
+    held = lease.Lease(store, job_id, 1)
+    subscribe_all(job_id, 3)
+    assert held.acquire(time.time()) is not None
+    first = store.get_job(job_id)["lease_until"]
+    time.sleep(0.3)
+    assert store.get_job(job_id)["lease_until"] > first  # renewed by the heartbeat
+    # another invocation takes over (as if the holder had stalled past its expiry)
+    assert store.transition(job_id, {"round": 1}, {"$set": {"lease_owner": "other", "lease_until": time.time() + 15}})
+    time.sleep(0.3)
+    assert held.lost
+    held.stop()
+    assert store.get_job(job_id)["lease_owner"] == "other"
 
 
 def test_deadline_closes_a_round_with_the_minimum(store):
     job_id = new_job(round_timeout_s=5, min_updates=1)
     subs = {s["client_id"]: s for s in subscribe_all(job_id, 3)}
-    job = store.get_job(job_id)
-    submit(subs[job["picked"][0]], 1, seed=1)
-    assert rounds.advance(store, job, time.time())["round"] == 1
-    after = rounds.advance(store, store.get_job(job_id), job["deadline"] + 1)
-    assert after["round"] == 2
+    job = Job.load(store, job_id)
+    submit(subs[job.picked[0]], 1, seed=1)
+    assert rounds.advance(store, job, time.time()).round == 1
+    after = rounds.advance(store, Job.load(store, job_id), job.doc["deadline"] + 1)
+    assert after.round == 2
     assert store.get_job(job_id, history=True)["history"][0]["closed"] == "deadline"
 
 
 def test_deadline_repicks_when_too_few_arrived(store):
     job_id = new_job(round_timeout_s=5, min_updates=2)
     subscribe_all(job_id, 3)
-    job = store.get_job(job_id)
-    after = rounds.advance(store, job, job["deadline"] + 1)
-    assert after["round"] == 1 and after["deadline"] > job["deadline"] and after["attempt"] == 1
+    job = Job.load(store, job_id)
+    after = rounds.advance(store, job, job.doc["deadline"] + 1)
+    assert after.round == 1 and after.doc["deadline"] > job.doc["deadline"] and after.doc["attempt"] == 1
 
 
 def test_job_finishes_after_its_rounds(store):

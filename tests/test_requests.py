@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from conftest import random_weights, snapshot
@@ -33,6 +36,96 @@ def test_malformed_bodies(store, raw_db, raw, status):
 def test_start_training_refuses_bad_config(store, raw_db, body, status):
     before = snapshot(raw_db)
     assert "error" in call("start_training", body, expect=status)
+    assert snapshot(raw_db) == before
+
+
+@pytest.mark.parametrize("body, named", [
+    ({"num_client": 5}, "'num_client'"), ({"model": "resnet152"}, "model must be 'cnn_mnist'"),
+    ({"$where": "sleep(1)"}, "'$where'"), ({"__proto__": {"admin": True}}, "'__proto__'"),
+    ({"x" * 100_000: 1}, "'xxxxxxxx"), ({"proximal_mu": 0.1}, "a setting of fedprox, not fedavg"),
+    ({"strategy": "fedavgm", "trim_fraction": 0.2}, "a setting of trimmed_mean, not fedavgm"),
+])
+def test_unknown_job_settings_are_refused_by_name(store, raw_db, body, named):
+    before = snapshot(raw_db)
+    error = call("start_training", body, expect=400)["error"]
+    assert named in error, error
+    assert snapshot(raw_db) == before
+
+
+def test_a_config_read_back_is_a_valid_job_definition(store):
+    """What status shows as a job's config can be sent to start_training again as it is."""
+    job_id = new_job(strategy="fedadam", server_lr=0.05)
+    config = call("status", {"job_id": job_id})["config"]
+    assert config["server_lr"] == 0.05 and config["adam_tau"] == 1e-3
+    assert call("start_training", config)["config"] == config
+
+
+@pytest.mark.parametrize("action, body", [
+    ("subscribe", {"job_id": "\ud800"}), ("status", {"job_id": "\ud800"}), ("get_model", {"job_id": "\ud800"}),
+    ("aggregate", {"job_id": "\udfff"}), ("start_training", {"dataset": "mni\ud800st"}),
+    ("start_training", {"seed": 2**64}), ("aggregate", {"job_id": "x", "n": -(2**63) - 1}),
+    ("status", {"a": json.loads("[" * 40 + "1" + "]" * 40)}),
+    ("start_training", '{"num_clients": 1e400}'), ("submit", '{"round": 1' + "0" * 30 + "}"),
+])
+def test_values_the_database_cannot_hold_are_400_for_every_action(store, raw_db, action, body):
+    before = snapshot(raw_db)
+    code, reply = api.handle(action, body if isinstance(body, str) else json.dumps(body), {})
+    assert code == 400, reply
+    assert snapshot(raw_db) == before
+
+
+@pytest.mark.parametrize("extra", [{"round": 2**63}, {"round": 10**30}, {"round": -(2**63) - 1},
+                                   {"metrics": {"a\u0000b": 1.0}}, {"metrics": {"\ud800": 1.0}}])
+def test_submit_with_out_of_range_numbers_or_bad_keys_is_400(store, raw_db, extra):
+    job_id = new_job(num_clients=1, clients_per_round=1)
+    sub = subscribe_all(job_id, 1)[0]
+    body = {"round": 1, "weights": wcodec.to_b64(random_weights()), "num_examples": 10, **extra}
+    before = snapshot(raw_db)
+    code, reply = api.handle("submit", json.dumps(body),
+                             {"Authorization": f"Bearer {sub['token']}"})
+    assert code == 400, reply
+    assert snapshot(raw_db) == before
+
+
+def test_a_client_cannot_claim_more_examples_than_its_share(store, raw_db):
+    """MNIST iid over 20 clients: 3,000 examples each, 2,700 of them trained on."""
+    job_id = new_job(num_clients=20, clients_per_round=20)
+    subs = subscribe_all(job_id, 20)
+    body = {"round": 1, "weights": wcodec.to_b64(random_weights()), "num_examples": 100_000_000}
+    before = snapshot(raw_db)
+    error = call("submit", body, subs[0]["token"], expect=400)["error"]
+    assert "between 1 and 2700" in error
+    call("submit", {**body, "num_examples": 2701}, subs[0]["token"], expect=400)
+    assert snapshot(raw_db) == before
+    assert call("submit", {**body, "num_examples": 2700}, subs[0]["token"])["accepted"]
+
+
+def test_a_copied_update_is_refused(store, raw_db):
+    """Client B sends A's update byte for byte, or re-encoded: 409, and it does not count."""
+    from safetensors.numpy import save
+
+    job_id = new_job(num_clients=3, clients_per_round=3)
+    a, b, c = subscribe_all(job_id, 3)
+    weights = random_weights(seed=3)
+    call("submit", {"round": 1, "weights": wcodec.to_b64(weights), "num_examples": 100}, a["token"])
+    before = snapshot(raw_db)
+    error = call("submit", {"round": 1, "weights": wcodec.to_b64(weights), "num_examples": 100}, b["token"],
+                 expect=409)["error"]
+    assert "identical" in error
+    reencoded = save({k: weights[k] for k in reversed(list(weights))}, metadata={"from": "b"})
+    call("submit", {"round": 1, "weights": base64.b64encode(reencoded).decode(), "num_examples": 100},
+         b["token"], expect=409)
+    assert snapshot(raw_db) == before
+    # A's own retry is still a harmless duplicate, and B can send its own work
+    assert call("submit", {"round": 1, "weights": wcodec.to_b64(weights), "num_examples": 100},
+                a["token"])["duplicate"]
+    assert call("submit", {"round": 1, "weights": wcodec.to_b64(random_weights(seed=4)), "num_examples": 100},
+                b["token"])["accepted"]
+
+
+def test_aggregate_of_an_unknown_job_is_404(store, raw_db):
+    before = snapshot(raw_db)
+    assert "no job" in call("aggregate", {"job_id": "job-nope"}, expect=404)["error"]
     assert snapshot(raw_db) == before
 
 

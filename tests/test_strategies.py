@@ -4,15 +4,20 @@ import numpy as np
 import pytest
 
 from flcore import strategies
-from flcore.config import JobConfig
+from flcore.config import parse_config
 
 
 def w(*values):
     return {"x": np.array(values, dtype=np.float32)}
 
 
-def agg(name, current, updates, state=None, **cfg):
-    return strategies.get(JobConfig(strategy=name, **cfg)).aggregate(current, updates, state or {})
+def agg(name, current, updates, state=None, num_clients=10, **params):
+    return strategies.build(name, params).aggregate(current, updates, state or {}, num_clients)
+
+
+def round_config(strategy="fedavg", rnd=1, **values):
+    cfg = parse_config({"strategy": strategy, **values})
+    return cfg.round_config(rnd, cfg.build_strategy())
 
 
 def test_registry_has_every_unit():
@@ -28,13 +33,13 @@ def test_fedavg_and_fedprox_weight_by_examples():
 
 
 def test_fedprox_sends_mu_to_clients():
-    assert JobConfig(strategy="fedprox", proximal_mu=0.1).round_config(1)["proximal_mu"] == 0.1
-    assert JobConfig(strategy="fedavg").round_config(1)["proximal_mu"] == 0.0
+    assert round_config("fedprox", proximal_mu=0.1)["proximal_mu"] == 0.1
+    assert round_config("fedavg")["proximal_mu"] == 0.0
 
 
 def test_fedrs_sends_alpha_to_clients():
-    assert JobConfig(strategy="fedrs", fedrs_alpha=0.3).round_config(1)["restricted_softmax"] == 0.3
-    assert JobConfig(strategy="fedprox").round_config(1)["restricted_softmax"] == 1.0
+    assert round_config("fedrs", fedrs_alpha=0.3)["restricted_softmax"] == 0.3
+    assert round_config("fedprox")["restricted_softmax"] == 1.0
 
 
 def test_fedavgm_by_hand():
@@ -79,8 +84,7 @@ def test_trimmed_mean_by_hand(fraction, expected):
 
 
 def test_lr_schedule():
-    cfg = JobConfig(lr=0.1, lr_decay=0.5)
-    assert [cfg.round_config(r)["lr"] for r in (1, 2, 3)] == [0.1, 0.05, 0.025]
+    assert [round_config(rnd=r, lr=0.1, lr_decay=0.5)["lr"] for r in (1, 2, 3)] == [0.1, 0.05, 0.025]
 
 
 def test_scaffold_by_hand():
@@ -94,7 +98,15 @@ def test_scaffold_by_hand():
     # the first round starts from c = 0, and clients receive c under the model's names
     _, first = agg("scaffold", None, ups, num_clients=5)
     np.testing.assert_allclose(first["c/x"], [0.06], rtol=1e-6)
-    strategy = strategies.get(JobConfig(strategy="scaffold"))
+    strategy = strategies.build("scaffold", {})
     assert strategy.client_tensors(first).keys() == {"x"}
-    assert JobConfig(strategy="scaffold").round_config(1)["control_variates"] is True
-    assert JobConfig(strategy="fedavg").round_config(1)["control_variates"] is False
+    assert round_config("scaffold")["control_variates"] is True
+    assert round_config("fedavg")["control_variates"] is False
+
+
+def test_strategy_settings_have_their_defaults_and_ranges():
+    assert strategies.build("fedadam", {}).server_lr == 0.01
+    assert strategies.build("fedavgm", {}).server_lr == 1.0
+    assert parse_config({"strategy": "fedavgm"}).to_dict()["server_momentum"] == 0.9
+    with pytest.raises(Exception, match="server_momentum must be between"):
+        parse_config({"strategy": "fedavgm", "server_momentum": 1.5})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from clients.runner import FederatedClient
+from clients.federated_client import FederatedClient
 from clients.transport import Boto3Transport, FunctionError, InvokeUrlTransport, HttpTransport, make_transport
 from conftest import ADMIN
 from flcli.operator import Operator

@@ -12,10 +12,23 @@ from flcore.specs import ARCHS, model_bytes, tensor_spec
 
 def test_round_trip_is_exact():
     w = random_weights()
-    blob, parsed = wcodec.parse_update(wcodec.to_b64(w), "cnn_mnist")
+    checked = wcodec.parse_update(wcodec.to_b64(w), "cnn_mnist")
+    parsed = wcodec.decode(checked.blob)
     for k in w:
         np.testing.assert_array_equal(parsed[k], w[k])
-    assert wcodec.decode(blob).keys() == w.keys()
+    assert checked.sha256 == wcodec.content_digest(w)
+
+
+def test_content_digest_ignores_how_the_header_was_written():
+    """A copy re-encoded with metadata or another tensor order is still the same content."""
+    from safetensors.numpy import save
+
+    w = random_weights()
+    reordered = save({k: w[k] for k in reversed(list(w))}, metadata={"note": "mine, honestly"})
+    assert wcodec.parse_update(base64.b64encode(reordered).decode(), "cnn_mnist").sha256 == \
+        wcodec.parse_update(wcodec.to_b64(w), "cnn_mnist").sha256
+    nudged = {**w, "fc2.bias": w["fc2.bias"] + np.float32(1e-3)}
+    assert wcodec.content_digest(nudged) != wcodec.content_digest(w)
 
 
 def _status(text: object, model: str = "cnn_mnist") -> int:
@@ -39,8 +52,8 @@ def test_rejects_wrong_tensors():
 def test_scaffold_updates_carry_one_control_tensor_per_weight():
     w = random_weights()
     full = {**w, **{"control/" + k: np.zeros_like(v) for k, v in w.items()}}
-    _, parsed = wcodec.parse_update(wcodec.to_b64(full), "cnn_mnist", ("control/",))
-    assert parsed.keys() == full.keys()
+    checked = wcodec.parse_update(wcodec.to_b64(full), "cnn_mnist", ("control/",))
+    assert wcodec.decode(checked.blob).keys() == full.keys()
     assert _status(wcodec.to_b64(full)) == 413  # twice what other strategies take
     with pytest.raises(ApiError) as err:  # the control part missing, or not finite
         wcodec.parse_update(wcodec.to_b64(w), "cnn_mnist", ("control/",))

@@ -3,31 +3,59 @@
 A strategy decides how the function combines the round's updates into the new
 global model, may keep tensors between rounds (server momentum, Adam moments),
 and may ask clients to train differently (FedProx's proximal term, SCAFFOLD's
-control variates, which travel as extra tensors both ways). Adding one
-means adding a module with one ``@register``-ed class.
+control variates, which travel as extra tensors both ways). Each class owns its
+settings as typed :class:`Param` entries with ranges, like Flower's strategies
+take theirs in their constructors; adding one means adding a module with one
+``@register``-ed class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from flcore.weights import Weights
 
 Update = tuple[Weights, int]  # (client weights, number of training examples)
 
+# What clients train with when the strategy says nothing: plain SGD. Every
+# round's settings carry these keys, so clients hard-code no defaults.
+CLIENT_DEFAULTS: dict[str, object] = {"proximal_mu": 0.0, "restricted_softmax": 1.0, "control_variates": False}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One strategy setting: its type, default and allowed range."""
+
+    kind: type
+    default: float
+    lo: float
+    hi: float
+    doc: str = ""
+
 
 class Strategy:
-    """Base: subclasses set ``name`` and implement :meth:`aggregate`."""
+    """Base: subclasses set ``name`` and ``params`` and implement :meth:`aggregate`."""
 
     name = ""
+    params: dict[str, Param] = {}
     # Name prefixes of extra tensors a client sends with its weights, one copy of
     # the model's tensors per prefix (SCAFFOLD's control-variate change).
     update_prefixes: tuple[str, ...] = ()
     # Whether clients receive tensors from the server state (see client_tensors).
     shares_state = False
 
-    def __init__(self, cfg) -> None:
-        self.cfg = cfg
+    def __init__(self, **values: float) -> None:
+        unknown = set(values) - set(self.params)
+        if unknown:
+            raise TypeError(f"{self.name} has no settings {sorted(unknown)}")
+        self.values = {k: p.kind(values.get(k, p.default)) for k, p in self.params.items()}
+
+    def __getattr__(self, name: str):
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
 
     def client_config(self) -> dict:
         """Extra settings clients receive with each round."""
@@ -37,10 +65,12 @@ class Strategy:
         """Tensors from the server state that clients receive with the model (None: nothing)."""
         return None
 
-    def aggregate(self, current: Weights | None, updates: Sequence[Update], state: Weights) -> tuple[Weights, Weights]:
+    def aggregate(self, current: Weights | None, updates: Sequence[Update], state: Weights,
+                  num_clients: int) -> tuple[Weights, Weights]:
         """The new global weights and the server state to keep for the next round.
 
-        ``current`` is the model the clients started from (None before any exists).
+        ``current`` is the model the clients started from (None before any exists);
+        ``num_clients`` the job's population, for rules that scale by it.
         """
         raise NotImplementedError
 
@@ -53,8 +83,19 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-def get(cfg) -> Strategy:
-    return REGISTRY[cfg.strategy](cfg)
+def build(name: str, values: Mapping[str, float]) -> Strategy:
+    """The strategy ``name`` with its settings (already range-checked by the job's config)."""
+    return REGISTRY[name](**values)
+
+
+def owners(param: str) -> list[str]:
+    """The strategies that have a setting called ``param`` (for error messages)."""
+    return sorted(n for n, cls in REGISTRY.items() if param in cls.params)
+
+
+def all_params() -> dict[str, Param]:
+    """Every strategy setting by name (the same name means the same thing everywhere)."""
+    return {k: p for cls in REGISTRY.values() for k, p in cls.params.items()}
 
 
 # the units register themselves on import

@@ -4,7 +4,7 @@ one server rule, weighted averaging; the latter two change how clients train."""
 from __future__ import annotations
 
 from flcore.aggregation import weighted_mean
-from flcore.strategies import Strategy, register
+from flcore.strategies import Param, Strategy, register
 
 
 @register
@@ -13,7 +13,7 @@ class FedAvg(Strategy):
 
     name = "fedavg"
 
-    def aggregate(self, current, updates, state):
+    def aggregate(self, current, updates, state, num_clients):
         return weighted_mean(updates), {}
 
 
@@ -23,9 +23,10 @@ class FedProx(FedAvg):
     which keeps local models near the global one when data differ between clients."""
 
     name = "fedprox"
+    params = {"proximal_mu": Param(float, 0.01, 0.0, 100.0, "weight of the proximal term")}
 
     def client_config(self) -> dict:
-        return {"proximal_mu": self.cfg.proximal_mu}
+        return {"proximal_mu": self.proximal_mu}
 
 
 @register
@@ -36,6 +37,7 @@ class FedRS(FedAvg):
     average inherits that bias; restricting them keeps the classifier balanced."""
 
     name = "fedrs"
+    params = {"fedrs_alpha": Param(float, 0.5, 0.0, 1.0, "scale of the logits of classes a client lacks")}
 
     def client_config(self) -> dict:
-        return {"restricted_softmax": self.cfg.fedrs_alpha}
+        return {"restricted_softmax": self.fedrs_alpha}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from flcore.aggregation import weighted_mean
-from flcore.strategies import Strategy, register
+from flcore.strategies import Param, Strategy, register
 
 
 def _delta(current, updates):
@@ -19,13 +19,13 @@ class FedAvgM(Strategy):
     """v <- beta·v + delta;  w <- w + server_lr·v."""
 
     name = "fedavgm"
-    default_lr = 1.0
+    params = {"server_lr": Param(float, 1.0, 0.0, 100.0, "step size of the server update"),
+              "server_momentum": Param(float, 0.9, 0.0, 0.999, "momentum of the server update")}
 
-    def aggregate(self, current, updates, state):
+    def aggregate(self, current, updates, state, num_clients):
         if current is None:  # nothing to step from yet: plain average
             return weighted_mean(updates), {}
-        lr = self.cfg.server_lr or self.default_lr
-        beta = self.cfg.server_momentum
+        lr, beta = self.server_lr, self.server_momentum
         _, delta = _delta(current, updates)
         velocity = {k: beta * state.get(f"v/{k}", 0.0) + d for k, d in delta.items()}
         new = {k: (current[k] + lr * velocity[k]).astype(np.float32) for k in delta}
@@ -37,13 +37,15 @@ class FedAdam(Strategy):
     """Adam on the pseudo-gradient: m, v moments; w <- w + server_lr·m / (sqrt(v) + tau)."""
 
     name = "fedadam"
-    default_lr = 0.01
+    params = {"server_lr": Param(float, 0.01, 0.0, 100.0, "step size of the server update"),
+              "adam_beta1": Param(float, 0.9, 0.0, 0.999, "decay of the first moment"),
+              "adam_beta2": Param(float, 0.99, 0.0, 0.99999, "decay of the second moment"),
+              "adam_tau": Param(float, 1e-3, 1e-9, 1.0, "adaptivity: added to the root of the second moment")}
 
-    def aggregate(self, current, updates, state):
+    def aggregate(self, current, updates, state, num_clients):
         if current is None:
             return weighted_mean(updates), {}
-        lr = self.cfg.server_lr or self.default_lr
-        b1, b2, tau = self.cfg.adam_beta1, self.cfg.adam_beta2, self.cfg.adam_tau
+        lr, b1, b2, tau = self.server_lr, self.adam_beta1, self.adam_beta2, self.adam_tau
         _, delta = _delta(current, updates)
         new, kept = {}, {}
         for k, d in delta.items():

@@ -5,7 +5,7 @@ cannot buy influence by claiming many examples."""
 from __future__ import annotations
 
 from flcore.aggregation import coordinate_median, trimmed_mean
-from flcore.strategies import Strategy, register
+from flcore.strategies import Param, Strategy, register
 
 
 @register
@@ -14,7 +14,7 @@ class Median(Strategy):
 
     name = "median"
 
-    def aggregate(self, current, updates, state):
+    def aggregate(self, current, updates, state, num_clients):
         return coordinate_median([w for w, _ in updates]), {}
 
 
@@ -23,6 +23,7 @@ class TrimmedMean(Strategy):
     """Coordinate-wise mean after dropping the ``trim_fraction`` largest and smallest values."""
 
     name = "trimmed_mean"
+    params = {"trim_fraction": Param(float, 0.1, 0.0, 0.49, "share of values dropped at each end")}
 
-    def aggregate(self, current, updates, state):
-        return trimmed_mean([w for w, _ in updates], self.cfg.trim_fraction), {}
+    def aggregate(self, current, updates, state, num_clients):
+        return trimmed_mean([w for w, _ in updates], self.trim_fraction), {}

@@ -35,7 +35,7 @@ class Scaffold(Strategy):
         """The server's control variate c, which every picked client trains with."""
         return {k[len(_STATE):]: v for k, v in state.items() if k.startswith(_STATE)}
 
-    def aggregate(self, current, updates, state):
+    def aggregate(self, current, updates, state, num_clients):
         models = [({k: v for k, v in w.items() if not k.startswith(PREFIX)}, n) for w, n in updates]
         new = weighted_mean(models)
         control = {}
@@ -44,5 +44,5 @@ class Scaffold(Strategy):
             for weights, _ in updates:
                 total += weights[PREFIX + name].astype(np.float64)
             old = state.get(_STATE + name, 0.0)
-            control[_STATE + name] = (old + total / self.cfg.num_clients).astype(np.float32)
+            control[_STATE + name] = (old + total / num_clients).astype(np.float32)
         return new, control

@@ -11,7 +11,7 @@ import torch
 from werkzeug.serving import make_server
 
 from clients.app import create_app
-from clients.runner import FederatedClient
+from clients.federated_client import FederatedClient
 from clients.transport import make_transport
 
 

@@ -22,7 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from clients import control, files, trainer
 from clients.transport import FunctionError, Transport
-from flcore import data, models
+from fllocal import data, models
 from flcore import weights as wcodec
 from flcore.partition import partition_indices, train_eval_split
 
