@@ -20,6 +20,8 @@ from pathlib import Path
 import requests
 from pymongo import MongoClient
 
+from flcli.memory import tree
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -71,32 +73,15 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-def _children() -> dict[int, list[int]]:
-    """Every process's children, from /proc."""
-    out: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        out.setdefault(ppid, []).append(int(entry))
-    return out
-
-
 def handler_pids(root: int) -> set[int]:
     """The Python handler processes serverless-offline started under ``root``."""
-    tree, found, todo = _children(), set(), [root]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            todo.append(child)
-            try:
-                if "invoke.py" in Path(f"/proc/{child}/cmdline").read_text(errors="replace"):
-                    found.add(child)
-            except OSError:
-                pass
+    found = set()
+    for pid in tree([root]) - {root}:
+        try:
+            if "invoke.py" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                found.add(pid)
+        except OSError:
+            pass
     return found
 
 
