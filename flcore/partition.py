@@ -14,6 +14,7 @@ the same draws on counts. That bounds what a client may claim to have trained on
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -102,7 +103,17 @@ def all_partitions(labels: np.ndarray, spec: Mapping) -> list[np.ndarray]:
 
 def share_sizes(class_counts: list[int], spec: Mapping) -> list[int]:
     """How many examples each share holds, from the data set's class counts alone."""
-    return _SIZES[spec["scheme"]](list(class_counts), int(spec["num_partitions"]), _rng(spec), spec)
+    key = (spec["scheme"], int(spec["seed"]), int(spec["num_partitions"]), float(spec.get("alpha", 0.5)),
+           int(spec.get("shards", 2)), int(spec.get("min_examples", 10)))
+    return list(_share_sizes(tuple(class_counts), key))
+
+
+@functools.lru_cache(maxsize=64)
+def _share_sizes(class_counts: tuple[int, ...], key: tuple) -> tuple[int, ...]:
+    """Cached per job: a warm function computes a job's share sizes once, not on every submit."""
+    scheme, seed, n, alpha, shards, min_examples = key
+    spec = {"seed": seed, "alpha": alpha, "shards": shards, "min_examples": min_examples}
+    return tuple(_SIZES[scheme](list(class_counts), n, _rng(spec), spec))
 
 
 def train_examples(class_counts: list[int], spec: Mapping) -> int:

@@ -68,7 +68,10 @@ class Store:
             [("job_id", ASCENDING), ("round", ASCENDING), ("sha256", ASCENDING)], unique=True,
             partialFilterExpression={"sha256": {"$exists": True}}, name="one_copy_per_round",
         )
-        # one model per (round, aggregation): a stale aggregator's write never replaces the committed one
+        # one model per (round, aggregation): a stale aggregator's write never replaces the committed one;
+        # databases from before this allowed one model per round only
+        if "job_id_1_round_1" in self.models.index_information():
+            self.models.drop_index("job_id_1_round_1")
         self.models.create_index([("job_id", ASCENDING), ("round", ASCENDING), ("owner", ASCENDING)], unique=True)
         self.jobs.create_index([("state", ASCENDING), ("created_at", DESCENDING)])
         Store._indexed.add(key)

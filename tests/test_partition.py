@@ -93,3 +93,20 @@ def test_share_sizes_from_class_counts_match_the_real_partitions(scheme, extra):
         assert train_examples(TRAIN_CLASS_COUNTS["mnist"], {**spec, "index": index}) == len(train)
         assert train_examples(TRAIN_CLASS_COUNTS["mnist"], {**spec, "index": index, "max_train_examples": 100}) \
             == min(100, len(train))
+
+
+def test_every_job_setting_is_reachable_from_the_environment():
+    """make run takes FL_<SETTING> for every job setting, strategy settings included."""
+    from flcli.run import env_names, job_overrides
+    from flcore.config import field_types
+
+    assert set(env_names().values()) == set(field_types())
+    got = job_overrides({"FL_NUM_CLIENTS": "4", "FL_ROUND_TIMEOUT_S": "30", "FL_STRATEGY": "FedAdam",
+                         "FL_ADAM_TAU": "0.01", "FL_PARTITION": "shards:2", "FL_CLIENTS_PER_ROUND": "2", "FL_LR": " "})
+    assert got == {"num_clients": 4, "round_timeout_s": 30.0, "strategy": "fedadam", "adam_tau": 0.01,
+                   "partition": "shards:2", "clients_per_round": 2}
+    assert parse_config(got).strategy_params["adam_tau"] == 0.01
+    with pytest.raises(SystemExit, match="FL_ROUNDS='ten'"):
+        job_overrides({"FL_ROUNDS": "ten"})
+    with pytest.raises(SystemExit, match="whole number"):
+        job_overrides({"FL_ROUNDS": "2.5"})
