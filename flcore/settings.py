@@ -102,10 +102,11 @@ def from_params(params: Mapping[str, object], environ: Mapping[str, str] | None 
     A warm container gets the same bound parameters on every invocation, so this
     parses them once; nothing is written to the environment.
     """
-    bound = json.dumps({k: params[k] for k in NAMES if k in params}, sort_keys=True, default=repr)
-    return _from_bound(bound, json.dumps(dict(os.environ if environ is None else environ), sort_keys=True))
+    environ = os.environ if environ is None else environ
+    merged = {k: params[k] if k in params else environ[k] for k in NAMES if k in params or k in environ}
+    return _from_json(json.dumps(merged, sort_keys=True))
 
 
 @functools.lru_cache(maxsize=8)
-def _from_bound(bound: str, environ: str) -> Settings:
-    return Settings.from_mapping({**json.loads(environ), **json.loads(bound)})
+def _from_json(merged: str) -> Settings:
+    return Settings.from_mapping(json.loads(merged))
