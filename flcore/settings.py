@@ -17,6 +17,8 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+# FL_LOG_LEVEL is the adapters' own (logging is set up before any request); it is
+# listed so that OpenWhisk never takes it for a request field.
 NAMES = ("MONGODB_URL", "FL_DB_NAME", "FL_ADMIN_TOKEN", "FL_DB_TIMEOUT_MS", "FL_LOG_LEVEL")
 
 
@@ -33,7 +35,6 @@ class Settings:
     # empty: no operator check (local runs only; the deploy scripts refuse to deploy without one)
     admin_token: str = ""
     db_timeout_ms: int = 5000
-    log_level: str = "INFO"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> "Settings":
@@ -51,7 +52,6 @@ class Settings:
             db_name=_db_name(text.get("FL_DB_NAME", cls.db_name)),
             admin_token=text.get("FL_ADMIN_TOKEN", ""),
             db_timeout_ms=int(timeout),
-            log_level=text.get("FL_LOG_LEVEL", cls.log_level).upper(),
         )
 
     @classmethod

@@ -147,9 +147,6 @@ class Store:
         except DuplicateKeyError:
             return "duplicate" if self.has_update(doc["job_id"], doc["round"], doc["client_id"]) else "copy"
 
-    def has_copy(self, job_id: str, rnd: int, sha256: str) -> bool:
-        return self.updates.count_documents({"job_id": job_id, "round": rnd, "sha256": sha256}, limit=1) > 0
-
     def has_update(self, job_id: str, rnd: int, client_id: str) -> bool:
         return self.updates.count_documents({"job_id": job_id, "round": rnd, "client_id": client_id}, limit=1) > 0
 
