@@ -27,8 +27,9 @@ def iid(labels: np.ndarray, n: int, rng: np.random.Generator, spec: Mapping) -> 
     return np.array_split(rng.permutation(len(labels)), n)
 
 
-def _dirichlet_cuts(counts: list[int], n: int, rng: np.random.Generator, spec: Mapping) -> list[np.ndarray]:
-    """Per class, where its (shuffled) examples are cut among the n clients.
+def _dirichlet_cuts(counts: list[int], n: int, rng: np.random.Generator,
+                    spec: Mapping) -> tuple[list[np.ndarray], list[int]]:
+    """Per class, where its (shuffled) examples are cut among the n clients; and each client's total.
 
     Small alpha gives each client few classes. Draws are repeated (from the same
     generator) until every client has at least ``min_examples``, as is usual, so
@@ -40,14 +41,14 @@ def _dirichlet_cuts(counts: list[int], n: int, rng: np.random.Generator, spec: M
         cuts = [(np.cumsum(rng.dirichlet(np.full(n, alpha)))[:-1] * c).astype(int) for c in counts]
         sizes = sum(np.diff(np.concatenate(([0], cut, [c]))) for cut, c in zip(cuts, counts))
         if min(sizes) >= min_examples:
-            return cuts
+            return cuts, [int(x) for x in sizes]
     raise ValueError(f"no Dirichlet({alpha}) split gives each of {n} clients {min_examples} examples")
 
 
 def dirichlet(labels: np.ndarray, n: int, rng: np.random.Generator, spec: Mapping) -> list[np.ndarray]:
     """Label skew: each class is split among clients in proportions drawn from Dir(alpha)."""
     by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
-    cuts = _dirichlet_cuts([len(idx) for idx in by_class], n, rng, spec)
+    cuts, _ = _dirichlet_cuts([len(idx) for idx in by_class], n, rng, spec)
     shares = [[] for _ in range(n)]
     for idx, cut in zip(by_class, cuts):
         for client, part in enumerate(np.split(idx, cut)):
@@ -58,8 +59,7 @@ def dirichlet(labels: np.ndarray, n: int, rng: np.random.Generator, spec: Mappin
 def _dirichlet_sizes(counts: list[int], n: int, rng: np.random.Generator, spec: Mapping) -> list[int]:
     for c in counts:
         rng.permutation(c)  # the draws dirichlet() makes shuffling each class
-    cuts = _dirichlet_cuts(counts, n, rng, spec)
-    return [int(s) for s in sum(np.diff(np.concatenate(([0], cut, [c]))) for cut, c in zip(cuts, counts))]
+    return _dirichlet_cuts(counts, n, rng, spec)[1]
 
 
 def shards(labels: np.ndarray, n: int, rng: np.random.Generator, spec: Mapping) -> list[np.ndarray]:
