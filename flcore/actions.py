@@ -187,20 +187,22 @@ def aggregate(req: Request) -> dict:
     """Close every round that is ready (or just the named job's); safe to call any time."""
     client = req.caller()
     job_id = client["job_id"] if client is not None else req.job_id(required=False)
-    if job_id is not None:
-        Job.load(req.store, job_id)  # 404 for a job that does not exist
-    return close_ready(req.store, [job_id] if job_id else None)
+    if job_id is None:
+        return close_ready(req.store)
+    return {"jobs": [_moved(rounds.advance(req.store, Job.load(req.store, job_id)))]}  # 404 if unknown
 
 
-def close_ready(store: Store, job_ids: list[str] | None = None) -> dict:
-    """Move the named jobs (default: all running) forward; what the scheduled event runs."""
+def _moved(job: Job) -> dict:
+    return {"job_id": job.id, "state": job.state, "round": job.round}
+
+
+def close_ready(store: Store) -> dict:
+    """Move every running job forward; what the scheduled event runs."""
     moved = []
-    for jid in job_ids if job_ids is not None else store.running_job_ids():
+    for jid in store.running_job_ids():
         doc = store.get_job(jid)
-        if doc is None:
-            continue
-        after = rounds.advance(store, Job.of(doc))
-        moved.append({"job_id": jid, "state": after.state, "round": after.round})
+        if doc is not None:
+            moved.append(_moved(rounds.advance(store, Job.of(doc))))
     return {"jobs": moved}
 
 
