@@ -22,7 +22,8 @@ from pathlib import Path
 from flcli.devstack import ROOT, LocalStack, free_port
 from flcli.memory import PeakMemory
 from flcli.operator import Operator
-from flcore.config import field_types
+from flcore.config import field_types, parse_config
+from flcore.errors import ApiError
 from fllocal import data, env
 
 # Older, shorter names kept beside FL_<FIELD> (documented in earlier READMEs).
@@ -153,7 +154,12 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
 def main() -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     env.load()
-    run_job(job_overrides(), Path(env.get("FL_RESULTS_DIR", str(ROOT / "results"))))
+    overrides = job_overrides()
+    try:
+        parse_config(overrides)  # the function's own checks, before anything is started
+    except ApiError as exc:
+        raise SystemExit(f"the job settings are not valid: {exc.message}") from None
+    run_job(overrides, Path(env.get("FL_RESULTS_DIR", str(ROOT / "results"))))
     return 0
 
 
