@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from flcore import auth, rounds
 from flcore import weights as wcodec
-from flcore.config import parse_config
+from flcore.devices import parse_info
 from flcore.errors import ApiError
 from flcore.jobs import Job
 from flcore.partition import train_examples
@@ -29,46 +29,34 @@ MAX_ROUND = 2**31 - 1
 Action = Callable[[Request], dict]
 
 
-def start_training(req: Request) -> dict:
-    """Create a job (operator only); optional initial ``weights`` become round 0's model."""
-    req.require_admin()
-    cfg = parse_config(req.body, extra=("weights",))
-    checked = None
-    if req.body.get("weights") is not None:
-        checked = wcodec.parse_update(req.body["weights"], cfg.model)
-    job_id = "job-" + secrets.token_hex(6)
-    now = time.time()
-    if checked is not None:
-        req.store.put_model(job_id, 0, "init", checked.blob)  # written first: a job never exists without its model
-    req.store.create_job({
-        "_id": job_id, "created_at": now, "config": cfg.to_dict(), "state": "waiting", "round": 0, "picked": [],
-        "model_round": 0 if checked is not None else None, "model_owner": "init" if checked is not None else None,
-        "history": [],
-    })
-    return {"job_id": job_id, "config": cfg.to_dict()}
-
-
 def subscribe(req: Request) -> dict:
-    """Join a job (the named one, or the newest still waiting for clients)."""
+    """Join a job without a device identity (the named one, or the newest open job without criteria)."""
     store = req.store
     job_id = req.job_id(required=False)
     if job_id:
         job = Job.load(store, job_id)
     else:
-        doc = store.newest_job(("waiting",)) or store.newest_job(("running",))
+        doc = store.newest_job(("waiting",), {"criteria": None}) or store.newest_job(("running",), {"criteria": None})
         if doc is None:
             raise ApiError(404, "no job is waiting for clients")
         job = Job.of(doc)
+    if job.doc.get("criteria"):
+        raise ApiError(403, f"job {job.id} takes only registered devices that meet its criteria (register, then join)")
+    return enrol(store, job)
+
+
+def enrol(store: Store, job: Job, device_id: str | None = None) -> dict:
+    """Give a participant a client identity in ``job``: what ``subscribe`` and ``join`` answer."""
     cfg = job.config
-    if job.state == "done" or (job.state == "running" and cfg.clients_to_start >= cfg.num_clients):
+    if job.state not in ("waiting", "running") or (job.state == "running" and cfg.clients_to_start >= cfg.num_clients):
         raise ApiError(409, f"job {job.id} is {job.state} and takes no new clients")
     client_id = "c-" + secrets.token_hex(6)
     token, token_hash = auth.new_client_token(client_id)
     now = time.time()
-    client = store.add_client(
-        {"_id": client_id, "job_id": job.id, "token_hash": token_hash, "created_at": now, "last_seen": now},
-        capacity=cfg.num_clients,
-    )
+    doc = {"_id": client_id, "job_id": job.id, "token_hash": token_hash, "created_at": now, "last_seen": now}
+    if device_id is not None:
+        doc["device_id"] = device_id
+    client = store.add_client(doc, capacity=cfg.num_clients)
     if client is None:
         raise ApiError(409, f"job {job.id} already has its {cfg.num_clients} clients")
     rounds.maybe_start(store, job, now)
@@ -88,9 +76,11 @@ def poll(req: Request) -> dict:
     client = req.client()
     now = time.time()
     store.touch_client(client["_id"], now)
+    if "info" in req.body and client.get("device_id"):
+        req.store.update_device(client["device_id"], {"info": parse_info(req.body["info"]), "last_seen": now})
     job = rounds.advance(store, Job.load(store, client["job_id"]), now)
     reply = {"job_id": job.id, "round": job.round, "state": job.state}
-    if job.state == "done":
+    if job.finished or client.get("left"):
         return {**reply, "action": "done", "retry_after": None}
     if job.state == "running" and client["_id"] in job.picked \
             and not store.has_update(job.id, job.round, client["_id"]):
@@ -112,9 +102,10 @@ def get_model(req: Request) -> dict:
                 or not 0 <= wanted <= model_round:
             raise ApiError(404, f"no model for round {wanted!r}; latest is {model_round}")
         model_round = wanted
+    round_cfg = job.config_at(job.round)
     reply = {"job_id": job.id, "round": job.round, "model_round": model_round, "state": job.state,
-             "weights": None, "config": job.doc["config"],
-             "round_config": job.config.round_config(job.round, job.strategy)}
+             "weights": None, "config": job.config.to_dict(),
+             "round_config": round_cfg.round_config(job.round, round_cfg.build_strategy())}
     if model_round is None:
         return reply
     owner = job.model_owner(model_round)
@@ -167,7 +158,7 @@ def submit(req: Request) -> dict:
     metrics = _metrics(req.body.get("metrics"))
     if store.has_update(job.id, rnd, client["_id"]):
         return {"accepted": False, "duplicate": True, "round": rnd}
-    if job.state != "running" or rnd != job.round:
+    if job.state != "running" or rnd != job.round or client.get("left"):
         raise ApiError(409, f"round {rnd} is not open (job is {job.state}, round {job.round})")
     if client["_id"] not in job.picked:
         raise ApiError(409, f"client {client['_id']} was not picked for round {rnd}")
@@ -180,6 +171,10 @@ def submit(req: Request) -> dict:
         raise ApiError(409, "this update is identical to one another client already submitted in this round")
     if outcome == "stored":
         store.touch_client(client["_id"], now)  # a client that just delivered is alive
+        if client.get("device_id"):
+            timed = {"train_seconds_total": metrics["train_seconds"], "timed_updates": 1} \
+                if 0 <= metrics.get("train_seconds", -1) <= 86_400 else {}
+            store.count_device_stats({client["device_id"]: {"updates_accepted": 1, **timed}})
     return {"accepted": outcome == "stored", "duplicate": outcome == "duplicate", "round": rnd}
 
 
@@ -197,7 +192,10 @@ def _moved(job: Job) -> dict:
 
 
 def close_ready(store: Store) -> dict:
-    """Move every running job forward; what the scheduled event runs."""
+    """Move every running job forward, and finish rule-started jobs a crash left unopened;
+    what the scheduled event runs."""
+    for doc in store.jobs_with_pending_starts():
+        rounds.start_pending(store, doc["_id"], doc["starts_pending"], time.time())
     moved = []
     for jid in store.running_job_ids():
         doc = store.get_job(jid)
@@ -207,22 +205,24 @@ def close_ready(store: Store) -> dict:
 
 
 def status(req: Request) -> dict:
-    """State, current round and per-round history of a job."""
+    """State, current round, settings (with their changes), rules and per-round history of a job."""
     job = req.visible_job(history=True)
     doc = job.doc
     return {
-        "job_id": job.id, "state": job.state, "round": job.round, "rounds": job.config.rounds,
+        "job_id": job.id, "name": doc.get("name"), "tags": doc.get("tags", []), "priority": doc.get("priority", 0),
+        "state": job.state, "round": job.round, "rounds": job.config.rounds,
         "subscribed": req.store.count_clients(job.id), "picked": job.picked,
         "submitted": len(req.store.submitted_clients(job.id, job.round)) if job.state == "running" else 0,
         "model_round": doc.get("model_round"), "created_at": doc["created_at"],
         "stopped_because": doc.get("stopped_because"),
         "started_at": doc.get("started_at"), "finished_at": doc.get("finished_at"),
-        "config": doc["config"], "history": doc.get("history", []),
+        "config": job.config.to_dict(), "changes": doc.get("changes", []),
+        "criteria": doc.get("criteria"), "rules": doc.get("rules", []), "rules_fired": doc.get("rules_fired", []),
+        "best": doc.get("best"), "history": doc.get("history", []),
     }
 
 
 ACTIONS: dict[str, Action] = {
-    "start_training": start_training,
     "subscribe": subscribe,
     "partition": partition,
     "poll": poll,

@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from pymongo.errors import PyMongoError
 
 from flcore import store as store_mod
-from flcore.actions import ACTIONS, close_ready
+from flcore.actions import close_ready
+from flcore.routes import ACTIONS
 from flcore.errors import ApiError
 from flcore.request import Request
 from flcore.settings import Settings, SettingsError

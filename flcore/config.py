@@ -204,3 +204,36 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
     if cfg.min_updates > cfg.clients_per_round:
         raise ApiError(400, "min_updates cannot exceed clients_per_round")
     return cfg
+
+
+# What update_job and rules may change on a job that exists. The rest (data set,
+# partition, clients, seed, strategy) fixes who holds which data and cannot change.
+UPDATABLE = frozenset({"lr", "lr_decay", "local_epochs", "batch_size", "momentum", "clients_per_round",
+                       "rounds", "target_accuracy", "round_timeout_s"})
+
+
+def parse_changes(cfg: JobConfig, raw: object) -> dict:
+    """Validated new values for a job's settings, or a 400; the job itself is not touched.
+
+    The changed config as a whole is checked like a new job's, so a change that
+    breaks a rule between settings (clients_per_round above num_clients) is refused.
+    """
+    if not isinstance(raw, dict) or not raw:
+        raise ApiError(400, "set must be an object of settings to change, e.g. {\"lr\": 0.005}")
+    allowed = UPDATABLE | set(strategies.REGISTRY[cfg.strategy].params)
+    fixed = [k for k in raw if k not in allowed]
+    if fixed:
+        known = FIELDS | set(strategies.REGISTRY[cfg.strategy].params)
+        names = ", ".join(_short(k) for k in fixed[:10])
+        if all(k in known for k in fixed):
+            raise ApiError(400, f"cannot change {names} once a job exists; "
+                                f"changeable: {', '.join(sorted(allowed))}")
+        raise ApiError(400, f"unknown job settings: {names}")
+    merged = parse_config({**cfg.to_dict(), **raw})
+    flat = merged.to_dict()
+    return {k: flat[k] for k in raw}
+
+
+def with_changes(cfg: JobConfig, changes: Mapping) -> JobConfig:
+    """``cfg`` with already validated ``changes`` applied."""
+    return JobConfig.from_doc({**cfg.to_dict(), **changes})

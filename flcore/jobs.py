@@ -1,13 +1,36 @@
-"""A job as the actions use it: its document, its parsed config and its strategy, loaded once."""
+"""A job as the actions use it: its document, its parsed config and its strategy, loaded once.
+
+A job's settings are the config it was created with plus the changes made since
+(``update_job``, rules), each effective from a round on. ``config`` is the job
+with every change applied: what decides its next round. ``config_at(r)`` is what
+round ``r`` trains with, so a change made during a round never alters that round.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flcore.config import JobConfig
+from flcore.config import JobConfig, with_changes
 from flcore.errors import ApiError
 from flcore.store import Store
 from flcore.strategies import Strategy
+
+
+# created: defined, takes no devices yet; waiting: open, round 1 not started;
+# running: rounds under way; done: ran its rounds or reached its target; stopped: by operator or rule
+STATES = ("created", "waiting", "running", "done", "stopped")
+UNFINISHED = ("created", "waiting", "running")
+FINISHED = ("done", "stopped")
+
+
+def config_at(doc: dict, rnd: int | None) -> JobConfig:
+    """A job document's settings with its changes up to round ``rnd`` (None: all of them)."""
+    cfg = JobConfig.from_doc(doc["config"])
+    merged: dict = {}
+    for change in doc.get("changes", []):
+        if rnd is None or change["round"] <= rnd:
+            merged.update(change["set"])
+    return with_changes(cfg, merged) if merged else cfg
 
 
 @dataclass(frozen=True)
@@ -18,8 +41,12 @@ class Job:
 
     @classmethod
     def of(cls, doc: dict) -> "Job":
-        config = JobConfig.from_doc(doc["config"])
+        config = config_at(doc, None)
         return cls(doc, config, config.build_strategy())
+
+    def config_at(self, rnd: int) -> JobConfig:
+        """The settings round ``rnd`` runs with: the changes effective from it or earlier."""
+        return config_at(self.doc, rnd)
 
     @classmethod
     def load(cls, store: Store, job_id: str, history: bool = False) -> "Job":
@@ -44,6 +71,10 @@ class Job:
     @property
     def picked(self) -> list[str]:
         return self.doc.get("picked", [])
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
 
     def model_owner(self, rnd: int) -> str | None:
         """Which aggregation wrote round ``rnd``'s model (``init`` for the operator's initial one).

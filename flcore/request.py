@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from flcore import auth
 from flcore.errors import ApiError
-from flcore.jobs import Job
+from flcore.jobs import STATES, Job
 from flcore.settings import Settings
 from flcore.store import Store
 
@@ -52,6 +52,17 @@ class Request:
             raise ApiError(401, "invalid client token")
         return client
 
+    def device(self) -> dict:
+        """The device a request's bearer token proves it is (the token ``register`` gave)."""
+        token = auth.bearer(self.headers)
+        if token is None:
+            raise ApiError(401, "missing device token (Authorization: Bearer <token from register>)")
+        device_id, secret = auth.split_client_token(token)
+        device = self.store.get_device(device_id) if device_id.startswith("d-") else None
+        if device is None or not auth.verify_secret(secret, device["token_hash"]):
+            raise ApiError(401, "invalid device token")
+        return device
+
     def caller(self) -> dict | None:
         """The client making the request, or None for the operator; refuses anyone else."""
         token = auth.bearer(self.headers)
@@ -72,7 +83,7 @@ class Request:
                 raise ApiError(403, "a client can only see its own job")
             job_id = client["job_id"]
         elif job_id is None:
-            newest = self.store.newest_job(("running", "waiting", "done"))
+            newest = self.store.newest_job(STATES)
             if newest is None:
                 raise ApiError(404, "no jobs yet")
             job_id = newest["_id"]

@@ -11,9 +11,12 @@ import logging
 import time
 
 import numpy as np
+from pymongo.errors import PyMongoError
 
+from flcore import filters, rules
 from flcore import weights as wcodec
-from flcore.config import JobConfig
+from flcore.config import JobConfig, with_changes
+from flcore.devices import view
 from flcore.jobs import Job
 from flcore.lease import Lease
 from flcore.store import Store
@@ -30,8 +33,27 @@ def pick_clients(candidates: list[str], cfg: JobConfig, rnd: int, attempt: int =
 
 
 def live_clients(store: Store, job: Job, now: float) -> list[str]:
-    """Clients heard from (a poll or a submit) within ``client_timeout_s``; the rest have gone."""
-    return store.client_ids(job.id, seen_since=now - job.config.client_timeout_s)
+    """Eligible clients heard from (a poll or a submit) within ``client_timeout_s``; the rest have gone."""
+    return eligible(store, job, store.client_docs(job.id, seen_since=now - job.config.client_timeout_s))
+
+
+def candidates(store: Store, job: Job, now: float) -> list[str]:
+    """Whom the next round may pick: the live eligible clients, or all eligible ones if none is live."""
+    return live_clients(store, job, now) or eligible(store, job, store.client_docs(job.id))
+
+
+def eligible(store: Store, job: Job, clients: list[dict]) -> list[str]:
+    """The clients (not left) that meet the job's device criteria, as the devices stand now.
+
+    Criteria may name statistics that change (deadlines missed), so they are
+    checked at every pick, not only when a device joins.
+    """
+    criteria = job.doc.get("criteria")
+    if not criteria:
+        return [c["_id"] for c in clients]
+    devices = {d["_id"]: view(d) for d in store.get_devices({c["device_id"] for c in clients if "device_id" in c})}
+    return [c["_id"] for c in clients
+            if c.get("device_id") in devices and filters.matches(criteria, devices[c["device_id"]])]
 
 
 def round_fields(picked: list[str], rnd: int, cfg: JobConfig, now: float) -> dict:
@@ -49,10 +71,10 @@ def maybe_start(store: Store, job: Job, now: float) -> Job:
     if job.state != "waiting":
         return job
     cfg = job.config
-    clients = store.client_ids(job.id)
+    clients = store.client_docs(job.id)
     if len(clients) < cfg.clients_to_start:
         return job
-    picked = pick_clients(clients, cfg, 1)
+    picked = pick_clients(eligible(store, job, clients), cfg, 1)
     moved = store.transition(
         job.id, {"state": "waiting"},
         {"$set": {"state": "running", "started_at": now, **round_fields(picked, 1, cfg, now)}},
@@ -64,9 +86,9 @@ def ready_to_close(store: Store, job: Job, now: float) -> tuple[bool, list[str]]
     """Whether the current round can be aggregated, and who submitted to it."""
     picked = set(job.picked)
     arrived = [c for c in store.submitted_clients(job.id, job.round) if c in picked]
-    if len(arrived) >= len(picked):
+    if picked and len(arrived) >= len(picked):
         return True, arrived
-    return now >= job.doc["deadline"] and len(arrived) >= job.config.min_updates_needed, arrived
+    return now >= job.doc["deadline"] and len(arrived) >= max(1, job.config.min_updates_needed), arrived
 
 
 def advance(store: Store, job: Job, now: float | None = None) -> Job:
@@ -92,10 +114,49 @@ def repick(store: Store, job: Job, arrived: list[str], now: float) -> dict | Non
     fresh = pick_clients(others, cfg, job.round, attempt) if others else []
     picked = arrived + fresh[: max(0, cfg.clients_per_round - len(arrived))]
     log.info("job %s round %s missed its deadline; re-picked %d clients", job.id, job.round, len(picked))
-    return store.transition(
+    moved = store.transition(
         job.id, {"state": "running", "round": job.round, "deadline": job.doc["deadline"]},
         {"$set": {"picked": picked, "deadline": now + cfg.round_timeout_s, "attempt": attempt}},
     )
+    if moved is not None:
+        _count(store, {c: {"deadlines_missed": 1} for c in job.picked if c not in arrived})
+    return moved
+
+
+def replace_picked(store: Store, job: Job, gone: str, now: float) -> dict | None:
+    """Swap a picked client that left for a live one not picked; one conditional update.
+
+    If the round moved on meanwhile there is nothing to replace (the client is
+    never picked again anyway); with nobody to swap in, the round closes with
+    the others (or re-picks at its deadline).
+    """
+    spare = [c for c in live_clients(store, job, now) if c not in job.picked and c != gone]
+    fresh = pick_clients(spare, job.config, job.round, int(job.doc.get("attempt", 0)) + 100)[:1] if spare else []
+    picked = [c for c in job.picked if c != gone] + fresh
+    return store.transition(job.id, {"state": "running", "round": job.round, "picked": job.picked},
+                            {"$set": {"picked": picked}})
+
+
+def _count(store: Store, per_client: dict[str, dict[str, float]]) -> None:
+    """Add to the statistics of the devices behind these clients; best effort, after a commit."""
+    try:
+        devices = store.device_ids_of(per_client)
+        store.count_device_stats({devices[c]: inc for c, inc in per_client.items() if c in devices})
+    except PyMongoError as exc:  # the round is committed; a lost count must not fail the request
+        log.warning("device statistics not updated: %s", exc)
+
+
+def open_job(store: Store, job_id: str, now: float) -> dict | None:
+    """``created`` -> ``waiting`` (open for devices); None if the job was not ``created``."""
+    return store.transition(job_id, {"state": "created"}, {"$set": {"state": "waiting", "opened_at": now}})
+
+
+def start_pending(store: Store, job_id: str, starts: list[str], now: float) -> None:
+    """Open the jobs a rule started, then clear the note; idempotent, so a retry after a crash is safe."""
+    for other in starts:
+        if open_job(store, other, now) is None:
+            log.info("rule of job %s: job %s was not waiting to start", job_id, other)
+    store.jobs.update_one({"_id": job_id}, {"$unset": {"starts_pending": ""}})
 
 
 def close_round(store: Store, job: Job, now: float) -> dict | None:
@@ -118,12 +179,20 @@ def close_round(store: Store, job: Job, now: float) -> dict | None:
     lease.stop()
     if committed is not None:
         store.drop_uncommitted_models(job.id, job.round, lease.owner)
+    else:  # stopped meanwhile, or another aggregator won: nobody will read this model
+        store.drop_model(job.id, job.round, lease.owner)
     return committed
 
 
 def _aggregate(store: Store, leased: Job, owner: str, now: float) -> dict | None:
-    """Combine the round's updates, store the model, advance the job: the lease holder's work."""
-    job_id, rnd, cfg = leased.id, leased.round, leased.config
+    """Combine the round's updates, store the model, run the rules, advance the job: the lease holder's work.
+
+    Everything the round changes on the job (its model, history, rule firings,
+    settings changes, next round or end) goes in one conditional update that
+    also requires the job to be still running, so a job stopped meanwhile keeps
+    no trace of this aggregation.
+    """
+    job_id, rnd = leased.id, leased.round
     picked = set(leased.picked)
     docs = [d for d in store.load_updates(job_id, rnd) if d["client_id"] in picked]
     started = time.perf_counter()
@@ -132,21 +201,53 @@ def _aggregate(store: Store, leased: Job, owner: str, now: float) -> dict | None
     current = wcodec.decode(blob) if blob is not None else None
     state = wcodec.decode(state_blob) if state_blob is not None else {}
     updates = [(wcodec.decode(d["weights"]), int(d["num_examples"])) for d in docs]
-    new_weights, new_state = leased.strategy.aggregate(current, updates, state, cfg.num_clients)
+    strategy = leased.config_at(rnd).build_strategy()  # the settings this round ran with
+    new_weights, new_state = strategy.aggregate(current, updates, state, leased.config.num_clients)
     store.put_model(job_id, rnd, owner, wcodec.encode(new_weights), wcodec.encode(new_state) if new_state else None)
     entry = {**history_entry(docs, leased.doc, now, time.perf_counter() - started), "model_owner": owner}
-    fields: dict = {"model_round": rnd, "model_owner": owner, "attempt": 0}
+    best = rules.best_after(leased.doc.get("best"), entry)
+    firing = rules.evaluate(leased.doc.get("rules", []), leased.doc.get("rules_fired", []),
+                            rules.round_context(entry, best), leased.config)
+    if firing.records:
+        entry["rules"] = firing.records
+    update = _commit_update(store, leased, entry, best, firing, owner, now)
+    committed = store.transition(job_id, {"state": "running", "round": rnd, "lease_owner": owner}, update)
+    if committed is not None:
+        if firing.starts:
+            start_pending(store, job_id, firing.starts, now)
+        total = sum(int(d["num_examples"]) for d in docs) or 1
+        credit = {c: {"deadlines_missed": 1} for c in picked}
+        credit.update({d["client_id"]: {"rounds_trained": 1, "contribution": int(d["num_examples"]) / total}
+                       for d in docs})
+        _count(store, credit)
+    return committed
+
+
+def _commit_update(store: Store, leased: Job, entry: dict, best: dict | None, firing: rules.Firing,
+                   owner: str, now: float) -> dict:
+    """The one update that closes a round: what it produced and what comes next."""
+    rnd = leased.round
+    cfg = with_changes(leased.config, firing.changes) if firing.changes else leased.config
+    fields: dict = {"model_round": rnd, "model_owner": owner, "attempt": 0, "best": best,
+                    "latest": {"round": rnd, **entry["metrics"]}}
+    push: dict = {"history": entry}
+    if firing.changes:
+        push["changes"] = {"round": rnd + 1, "set": firing.changes, "at": now, "by": "rule"}
+    if firing.fired:
+        push["rules_fired"] = {"$each": firing.fired}
+    if firing.starts:
+        fields["starts_pending"] = firing.starts
     reached = cfg.target_accuracy > 0 and entry["metrics"].get("eval_accuracy", 0.0) >= cfg.target_accuracy
-    if rnd >= cfg.rounds or reached:
-        fields.update({"state": "done", "finished_at": time.time(), "picked": [],
-                       "stopped_because": "target accuracy reached" if reached else "all rounds done"})
+    ending = {"finished_at": time.time(), "picked": []}
+    if firing.stop:
+        fields.update(ending, state="stopped", stopped_because=f"rule: {firing.stop}")
+    elif rnd >= cfg.rounds or reached:
+        fields.update(ending, state="done",
+                      stopped_because="target accuracy reached" if reached else "all rounds done")
     else:
-        candidates = live_clients(store, leased, now) or store.client_ids(job_id)
-        fields.update(round_fields(pick_clients(candidates, cfg, rnd + 1), rnd + 1, cfg, time.time()))
-    return store.transition(
-        job_id, {"round": rnd, "lease_owner": owner},
-        {"$set": fields, "$push": {"history": entry}, "$unset": {"lease_owner": "", "lease_until": ""}},
-    )
+        fields.update(round_fields(pick_clients(candidates(store, leased, now), cfg, rnd + 1),
+                                   rnd + 1, cfg, time.time()))
+    return {"$set": fields, "$push": push, "$unset": {"lease_owner": "", "lease_until": ""}}
 
 
 def _weight(doc: dict, key: str) -> float:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 # FL_LOG_LEVEL is the adapters' own (logging is set up before any request); it is
 # listed so that OpenWhisk never takes it for a request field.
-NAMES = ("MONGODB_URL", "FL_DB_NAME", "FL_ADMIN_TOKEN", "FL_DB_TIMEOUT_MS", "FL_LOG_LEVEL")
+NAMES = ("MONGODB_URL", "FL_DB_NAME", "FL_ADMIN_TOKEN", "FL_ENROL_TOKEN", "FL_DB_TIMEOUT_MS", "FL_LOG_LEVEL")
 
 
 class SettingsError(Exception):
@@ -35,15 +35,17 @@ class Settings:
     # empty: no operator check (local runs only; the deploy scripts refuse to deploy without one)
     admin_token: str = ""
     db_timeout_ms: int = 5000
+    # set: registering a device needs it (or the operator token); empty: anyone may register
+    enrol_token: str = ""
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> "Settings":
         """Settings from environment-style names; absent or empty values keep their defaults."""
         # an empty value means "not set": the default applies
         text = {name: _as_text(name, values[name]) for name in NAMES if values.get(name, "") != ""}
-        token = text.get("FL_ADMIN_TOKEN", "")
-        if any(ord(ch) < 33 or ord(ch) > 126 for ch in token):
-            raise SettingsError("FL_ADMIN_TOKEN must be printable ASCII without spaces")
+        for name in ("FL_ADMIN_TOKEN", "FL_ENROL_TOKEN"):
+            if any(ord(ch) < 33 or ord(ch) > 126 for ch in text.get(name, "")):
+                raise SettingsError(f"{name} must be printable ASCII without spaces")
         timeout = text.get("FL_DB_TIMEOUT_MS", str(cls.db_timeout_ms))
         if not timeout.isdigit() or not 1 <= int(timeout) <= 600_000:
             raise SettingsError(f"FL_DB_TIMEOUT_MS must be a whole number of milliseconds, not {timeout!r}")
@@ -52,6 +54,7 @@ class Settings:
             db_name=_db_name(text.get("FL_DB_NAME", cls.db_name)),
             admin_token=text.get("FL_ADMIN_TOKEN", ""),
             db_timeout_ms=int(timeout),
+            enrol_token=text.get("FL_ENROL_TOKEN", ""),
         )
 
     @classmethod

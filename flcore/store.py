@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable
 
 from bson import Binary
-from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
@@ -42,7 +42,8 @@ def connect(settings: Settings) -> "Store":
 
 
 class Store:
-    """Documents: ``jobs``, ``clients``, ``updates`` (one per job/round/client), ``models``."""
+    """Documents: ``jobs``, ``clients`` (one per job and participant), ``updates`` (one per
+    job/round/client), ``models``, ``devices`` (lasting identities that join jobs)."""
 
     _indexed: set[str] = set()
 
@@ -52,6 +53,7 @@ class Store:
         self.clients = db["clients"]
         self.updates = db["updates"]
         self.models = db["models"]
+        self.devices = db["devices"]
         self.ensure_indexes()
 
     def ensure_indexes(self) -> None:
@@ -74,6 +76,8 @@ class Store:
             self.models.drop_index("job_id_1_round_1")
         self.models.create_index([("job_id", ASCENDING), ("round", ASCENDING), ("owner", ASCENDING)], unique=True)
         self.jobs.create_index([("state", ASCENDING), ("created_at", DESCENDING)])
+        self.jobs.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        self.clients.create_index([("device_id", ASCENDING)], partialFilterExpression={"device_id": {"$exists": True}})
         Store._indexed.add(key)
 
     # jobs ---------------------------------------------------------------
@@ -83,13 +87,26 @@ class Store:
     def get_job(self, job_id: str, history: bool = False) -> dict | None:
         return self.jobs.find_one({"_id": job_id}, None if history else _JOB_LIGHT)
 
-    def newest_job(self, states: Iterable[str]) -> dict | None:
+    def newest_job(self, states: Iterable[str], query: dict | None = None) -> dict | None:
         return self.jobs.find_one(
-            {"state": {"$in": list(states)}}, _JOB_LIGHT, sort=[("created_at", DESCENDING)]
+            {"state": {"$in": list(states)}, **(query or {})}, _JOB_LIGHT, sort=[("created_at", DESCENDING)]
         )
 
     def running_job_ids(self) -> list[str]:
         return [d["_id"] for d in self.jobs.find({"state": "running"}, {"_id": True})]
+
+    def list_jobs(self, query: dict, limit: int) -> list[dict]:
+        """Jobs matching ``query``, newest first (ties broken by id, so pages never overlap)."""
+        cursor = self.jobs.find(query, _JOB_LIGHT).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+        return list(cursor.limit(limit))
+
+    def open_jobs(self, limit: int) -> list[dict]:
+        """Jobs that take devices now, best first: highest priority, then oldest."""
+        cursor = self.jobs.find({"state": {"$in": ["waiting", "running"]}}, _JOB_LIGHT)
+        return list(cursor.sort([("priority", DESCENDING), ("created_at", ASCENDING)]).limit(limit))
+
+    def jobs_with_pending_starts(self) -> list[dict]:
+        return list(self.jobs.find({"starts_pending": {"$exists": True}}, {"starts_pending": True}))
 
     def renew_lease(self, job_id: str, rnd: int, owner: str, until: float) -> bool:
         """Extend a held aggregation lease; False once it is no longer this owner's."""
@@ -130,12 +147,62 @@ class Store:
         return self.clients.count_documents({"job_id": job_id})
 
     def client_ids(self, job_id: str, seen_since: float | None = None) -> list[str]:
-        """Subscribed clients in partition order, optionally only those seen recently."""
-        query: dict = {"job_id": job_id}
+        """Clients taking part in partition order (not those that left), optionally only those seen recently."""
+        return [d["_id"] for d in self.client_docs(job_id, seen_since)]
+
+    def client_docs(self, job_id: str, seen_since: float | None = None) -> list[dict]:
+        query: dict = {"job_id": job_id, "left": {"$ne": True}}
         if seen_since is not None:
             query["last_seen"] = {"$gte": seen_since}
-        cursor = self.clients.find(query, {"_id": True}).sort("index", ASCENDING)
-        return [d["_id"] for d in cursor]
+        cursor = self.clients.find(query, {"_id": True, "device_id": True}).sort("index", ASCENDING)
+        return list(cursor)
+
+    def mark_left(self, client_id: str, reason: str, now: float) -> bool:
+        """Record that a client left its job; False if it had already left."""
+        res = self.clients.update_one({"_id": client_id, "left": {"$ne": True}},
+                                      {"$set": {"left": True, "left_reason": reason, "left_at": now}})
+        return res.modified_count == 1
+
+    def device_ids_of(self, client_ids: Iterable[str]) -> dict[str, str]:
+        """client id -> device id, for the clients among these that came as devices."""
+        docs = self.clients.find({"_id": {"$in": list(client_ids)}, "device_id": {"$exists": True}},
+                                 {"device_id": True})
+        return {d["_id"]: d["device_id"] for d in docs}
+
+    def last_seen_as_clients(self, device_ids: Iterable[str]) -> dict[str, float]:
+        """device id -> the latest poll or submit of any of its clients (polls do not write to devices)."""
+        out: dict[str, float] = {}
+        for d in self.clients.find({"device_id": {"$in": list(device_ids)}}, {"device_id": True, "last_seen": True}):
+            out[d["device_id"]] = max(out.get(d["device_id"], 0.0), d.get("last_seen") or 0.0)
+        return out
+
+    def job_device_ids(self, job_id: str) -> list[str]:
+        return [d["device_id"] for d in self.clients.find({"job_id": job_id, "device_id": {"$exists": True}},
+                                                          {"device_id": True})]
+
+    # devices ------------------------------------------------------------
+    def add_device(self, doc: dict) -> None:
+        self.devices.insert_one(doc)
+
+    def get_device(self, device_id: str) -> dict | None:
+        return self.devices.find_one({"_id": device_id})
+
+    def get_devices(self, device_ids: Iterable[str] | None = None, limit: int = 0) -> list[dict]:
+        query = {} if device_ids is None else {"_id": {"$in": list(device_ids)}}
+        return list(self.devices.find(query, {"token_hash": False}).sort("registered_at", ASCENDING).limit(limit))
+
+    def update_device(self, device_id: str, fields: dict, push: dict | None = None) -> None:
+        update: dict = {"$set": fields}
+        if push:
+            update["$addToSet"] = push
+        self.devices.update_one({"_id": device_id}, update)
+
+    def count_device_stats(self, increments: dict[str, dict[str, float]]) -> None:
+        """Add to devices' counters in one round trip: device id -> {stat: amount}."""
+        ops = [UpdateOne({"_id": d}, {"$inc": {f"stats.{k}": v for k, v in inc.items()}})
+               for d, inc in increments.items() if inc]
+        if ops:
+            self.devices.bulk_write(ops, ordered=False)
 
     # updates ------------------------------------------------------------
     def add_update(self, doc: dict) -> str:
@@ -179,6 +246,9 @@ class Store:
         if doc is None:
             return None, None
         return bytes(doc["weights"]), bytes(doc["state"]) if doc.get("state") is not None else None
+
+    def drop_model(self, job_id: str, rnd: int, owner: str) -> None:
+        self.models.delete_one({"job_id": job_id, "round": rnd, "owner": owner})
 
     def drop_uncommitted_models(self, job_id: str, rnd: int, owner: str) -> None:
         """Remove what aggregators that lost the round wrote (best effort: nobody reads them)."""

@@ -34,7 +34,7 @@ kind=(--kind python:3.11)
 # the number 20251123, since wsk parses -p values as JSON.
 umask 077
 python3 -c 'import json, os, sys; json.dump({k: os.environ.get(k, d) for k, d in
-  [("MONGODB_URL", ""), ("FL_DB_NAME", "fl"), ("FL_ADMIN_TOKEN", "")]}, sys.stdout)' \
+  [("MONGODB_URL", ""), ("FL_DB_NAME", "fl"), ("FL_ADMIN_TOKEN", ""), ("FL_ENROL_TOKEN", "")]}, sys.stdout)' \
   > "$build/params.json"
 wsk action update "$action" "$build/action.zip" "${kind[@]}" --web true --web-secure false \
   -a final true --param-file "$build/params.json" --timeout 60000 --memory 512
@@ -42,7 +42,8 @@ rm -f "$build/params.json"
 
 # API gateway routes, one per action (clients may also use the web action URL directly).
 if [ "${FL_OW_API:-1}" = 1 ]; then
-  for a in start_training subscribe partition poll get_model submit aggregate status; do
+  for a in start_training subscribe partition poll get_model submit aggregate status \
+           create_job start_job stop_job update_job list_jobs register update_device offers join leave devices; do
     wsk api create /fl "/$a" post "$action" --response-type http >/dev/null
   done
 fi

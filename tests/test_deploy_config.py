@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flcore.actions import ACTIONS
+from flcore.routes import ACTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERLESS = ROOT / "node_modules" / ".bin" / "serverless"

@@ -1,0 +1,127 @@
+"""The device registry: register, describe, find jobs, join, leave; and the operator's view of it."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+
+from flcore import auth, filters, rounds
+from flcore.actions import enrol
+from flcore.devices import holds_dataset, new_stats, parse_info, view
+from flcore.errors import ApiError
+from flcore.jobs import Job
+from flcore.request import Request
+from flcore.rules import MAX_REASON, text
+from flcore.store import Store
+
+MAX_OFFERS = 20
+MAX_DEVICES = 1000
+
+
+def register(req: Request) -> dict:
+    """A new device identity: ``{"device_id", "token"}``; needs ``FL_ENROL_TOKEN`` when one is set."""
+    enrol_token = req.settings.enrol_token
+    if enrol_token:
+        given = (auth.bearer(req.headers) or "").encode("utf-8", "surrogatepass")
+        if not hmac.compare_digest(given, enrol_token.encode()) and not (
+                req.settings.admin_token and auth.is_admin(req.headers, req.settings.admin_token)):
+            raise ApiError(401 if not given else 403, "registering needs the enrolment token (FL_ENROL_TOKEN)")
+    info = parse_info(req.body.get("info", {}))
+    device_id = "d-" + secrets.token_hex(6)
+    token, token_hash = auth.new_client_token(device_id)
+    now = time.time()
+    req.store.add_device({"_id": device_id, "token_hash": token_hash, "info": info, "stats": new_stats(),
+                          "registered_at": now, "last_seen": now, "jobs": [], "left_jobs": []})
+    return {"device_id": device_id, "token": token}
+
+
+def update_device(req: Request) -> dict:
+    """Replace what a device reports about itself."""
+    device = req.device()
+    info = parse_info(req.body.get("info"))
+    req.store.update_device(device["_id"], {"info": info, "last_seen": time.time()})
+    return {"device_id": device["_id"], "info": info}
+
+
+def refusal(device: dict, job: Job) -> str | None:
+    """Why this device may not join this job, or None if it may."""
+    if job.id in device.get("left_jobs", []):
+        return f"this device left job {job.id}"
+    if not holds_dataset(device.get("info", {}), job.config.dataset):
+        return f"this device does not report the data set {job.config.dataset!r} in info.datasets"
+    criteria = job.doc.get("criteria")
+    if criteria and not filters.matches(criteria, view(device)):
+        return f"this device does not meet the criteria of job {job.id}"
+    return None
+
+
+def offers(req: Request) -> dict:
+    """The jobs this device may join now, best first (priority, then age)."""
+    device = req.device()
+    req.store.update_device(device["_id"], {"last_seen": time.time()})
+    out = []
+    for doc in req.store.open_jobs(limit=200):
+        job = Job.of(doc)
+        if refusal(device, job) is None and _has_room(req.store, job) and job.id not in device.get("jobs", []):
+            out.append({"job_id": job.id, "name": doc.get("name"), "tags": doc.get("tags", []),
+                        "priority": doc.get("priority", 0), "state": job.state, "dataset": job.config.dataset,
+                        "created_at": doc["created_at"]})
+            if len(out) >= MAX_OFFERS:
+                break
+    return {"jobs": out}
+
+
+def _has_room(store: Store, job: Job) -> bool:
+    cfg = job.config
+    if job.state == "running" and cfg.clients_to_start >= cfg.num_clients:
+        return False
+    return store.count_clients(job.id) < cfg.num_clients
+
+
+def join(req: Request) -> dict:
+    """Take part in a job as this device: a client identity, as ``subscribe`` gives; 403 if it does not fit."""
+    device = req.device()
+    job = Job.load(req.store, req.job_id())
+    why = refusal(device, job)
+    if why is not None:
+        raise ApiError(403, why)
+    if job.id in device.get("jobs", []):
+        raise ApiError(409, f"this device already joined job {job.id}")
+    reply = enrol(req.store, job, device_id=device["_id"])
+    req.store.update_device(device["_id"], {"last_seen": time.time()}, push={"jobs": job.id})
+    req.store.count_device_stats({device["_id"]: {"jobs_joined": 1}})
+    return reply
+
+
+def leave(req: Request) -> dict:
+    """A client reports it cannot take part (training failed, data missing): never picked again.
+
+    If it was picked for the open round, a live client that was not takes its
+    place in the same update, so the round does not wait for its deadline.
+    """
+    client = req.client()
+    reason = text(req.body.get("reason", "left"), "reason", MAX_REASON)
+    now = time.time()
+    if not req.store.mark_left(client["_id"], reason, now):
+        return {"left": True, "already": True}
+    if client.get("device_id"):
+        req.store.update_device(client["device_id"], {"last_seen": now}, push={"left_jobs": client["job_id"]})
+        req.store.count_device_stats({client["device_id"]: {"failures_reported": 1}})
+    job = Job.load(req.store, client["job_id"])
+    if job.state == "running" and client["_id"] in job.picked:
+        rounds.replace_picked(req.store, job, client["_id"], now)
+    return {"left": True, "already": False}
+
+
+def devices(req: Request) -> dict:
+    """Every device (or those that joined ``job_id``) with its info and statistics."""
+    req.require_admin()
+    job_id = req.job_id(required=False)
+    ids = None
+    if job_id is not None:
+        ids = set(req.store.job_device_ids(Job.load(req.store, job_id).id))
+    docs = req.store.get_devices(ids, limit=MAX_DEVICES)
+    seen = req.store.last_seen_as_clients(d["_id"] for d in docs)
+    return {"devices": [view({**d, "last_seen": max(d.get("last_seen") or 0.0, seen.get(d["_id"], 0.0))})
+                        for d in docs]}

@@ -1,0 +1,92 @@
+"""Devices: client machines with a lasting identity, what they report, what the function counts.
+
+A device registers once and then joins jobs; each job it joins gives it a
+client identity as ``subscribe`` does. Its ``info`` is what it says about
+itself (checked here: closed set of keys, types, sizes); its ``stats`` are
+what the function observed, so criteria can trust them more than the info.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from flcore.errors import ApiError
+
+MAX_INFO_BYTES = 4096
+MAX_ENTRIES = 16
+_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")  # usable as a filter path part: no dots, no $
+
+# counters the function keeps per device (see ``view`` for the derived figures)
+STATS = ("jobs_joined", "rounds_trained", "updates_accepted", "deadlines_missed", "failures_reported",
+         "train_seconds_total", "timed_updates", "contribution")
+
+
+def parse_info(raw: object) -> dict:
+    """A device's self-description, or a 400 naming what is wrong with it."""
+    if not isinstance(raw, dict):
+        raise ApiError(400, "info must be an object: platform, cpus, memory_mb, datasets, labels")
+    unknown = [k for k in raw if k not in ("platform", "cpus", "memory_mb", "datasets", "labels")]
+    if unknown:
+        raise ApiError(400, f"info: unknown fields {', '.join(repr(k[:40]) for k in unknown[:5])}")
+    if len(json.dumps(raw)) > MAX_INFO_BYTES:
+        raise ApiError(400, f"info is larger than {MAX_INFO_BYTES} bytes")
+    info: dict = {}
+    if "platform" in raw:
+        if not isinstance(raw["platform"], str) or not 0 < len(raw["platform"]) <= 64:
+            raise ApiError(400, "info.platform must be text of 1 to 64 characters, e.g. linux/aarch64")
+        info["platform"] = raw["platform"]
+    for name, high in (("cpus", 4096), ("memory_mb", 100_000_000)):
+        if name in raw:
+            info[name] = _whole(raw[name], f"info.{name}", 1, high)
+    if "datasets" in raw:
+        info["datasets"] = {k: _whole(v, f"info.datasets.{k}", 0, 10**12)
+                            for k, v in _entries(raw["datasets"], "info.datasets").items()}
+    if "labels" in raw:
+        labels = _entries(raw["labels"], "info.labels")
+        for key, value in labels.items():
+            if not isinstance(value, str) or len(value) > 128:
+                raise ApiError(400, f"info.labels.{key} must be text of at most 128 characters")
+        info["labels"] = labels
+    return info
+
+
+def _entries(raw: object, where: str) -> dict:
+    if not isinstance(raw, dict) or len(raw) > MAX_ENTRIES:
+        raise ApiError(400, f"{where} must be an object of at most {MAX_ENTRIES} entries")
+    for key in raw:
+        if not _NAME.match(key):
+            raise ApiError(400, f"{where}: names are 1 to 64 letters, digits, '_' or '-', not {key[:40]!r}")
+    return dict(raw)
+
+
+def _whole(raw: object, where: str, low: int, high: int) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
+        raise ApiError(400, f"{where} must be a whole number between {low} and {high}")
+    return raw
+
+
+def new_stats() -> dict:
+    return {name: 0 for name in STATS}
+
+
+def view(doc: dict) -> dict:
+    """A device as operators and criteria see it: info, and stats with the derived figures.
+
+    ``contribution`` adds up, over every round the device's update was aggregated
+    in, its share of that round's training examples: a device that was one of ten
+    equal contributors in ten rounds has 1.0, one round's worth of the global model.
+    """
+    raw = {**new_stats(), **doc.get("stats", {})}
+    timed = raw.pop("timed_updates")
+    total = raw.pop("train_seconds_total")
+    stats = {**raw, "mean_train_seconds": round(total / timed, 3) if timed else None,
+             "contribution": round(raw["contribution"], 4), "last_seen": doc.get("last_seen")}
+    return {"device_id": doc["_id"], "info": doc.get("info", {}), "stats": stats,
+            "registered_at": doc.get("registered_at"), "jobs": doc.get("jobs", []),
+            "left_jobs": doc.get("left_jobs", [])}
+
+
+def holds_dataset(info: dict, dataset: str) -> bool:
+    """Whether a device says it has the job's data (a device that reports no datasets has none)."""
+    return info.get("datasets", {}).get(dataset, 0) > 0
