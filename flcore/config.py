@@ -209,7 +209,7 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
 # What update_job and rules may change on a job that exists. The rest (data set,
 # partition, clients, seed, strategy) fixes who holds which data and cannot change.
 UPDATABLE = frozenset({"lr", "lr_decay", "local_epochs", "batch_size", "momentum", "clients_per_round",
-                       "rounds", "target_accuracy", "round_timeout_s"})
+                       "rounds", "target_accuracy", "round_timeout_s", "min_updates", "client_timeout_s"})
 
 
 def parse_changes(cfg: JobConfig, raw: object) -> dict:
