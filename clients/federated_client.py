@@ -7,12 +7,14 @@ about a second and trains as soon as it is picked.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import random
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -21,8 +23,9 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from clients import control, files, trainer
+from clients.device import Device, fails_in
 from clients.transport import FunctionError, Transport
-from fllocal import data, models
+from fllocal import data, env, models
 from flcore import weights as wcodec
 from flcore.partition import partition_indices, train_eval_split
 
@@ -33,6 +36,21 @@ TICK_S = 0.25  # how often the scheduler checks whether a protocol step is due
 MAX_BACKOFF_S = 30.0
 
 
+class TrainingFailed(Exception):
+    """Local training could not run (data missing, model or trainer error): the client leaves the job."""
+
+
+@contextlib.contextmanager
+def _failures_as(kind: type[Exception]) -> Iterator[None]:
+    """Any error of the local work in the block, as ``kind`` (the function's answers are not local work)."""
+    try:
+        yield
+    except FunctionError:
+        raise
+    except Exception as exc:
+        raise kind(f"{type(exc).__name__}: {exc}") from exc
+
+
 class FederatedClient:
     """One client: its identity (kept in a state file), its shard, its latest global model."""
 
@@ -41,6 +59,7 @@ class FederatedClient:
         self.state_path = state_path
         self.name = name
         self.identity: dict | None = self._load_identity()
+        self.device = Device(transport, state_path.with_suffix(".device.json"))
         self.control = control.ControlVariate(state_path.with_suffix(".control"))
         self.info: dict = {"name": name, "round": None, "phase": "starting", "last": {}, "errors": 0}
         self._data: tuple | None = None  # (job_id, train x, train y, eval x, eval y)
@@ -72,18 +91,21 @@ class FederatedClient:
     def tick(self) -> float:
         """One step of the protocol; returns seconds until the next step."""
         if self.identity is None:
-            return self._subscribe()
+            return self._find_job()
         try:
             reply = self._call("poll")
         except FunctionError as exc:
             if exc.status in (401, 403, 404):  # our job or identity is gone: start afresh
-                log.warning("%s: identity refused (%s); subscribing again", self.name, exc)
+                log.warning("%s: identity refused (%s); looking for a job again", self.name, exc)
                 self._save_identity(None)
                 return 0.0
             raise
         self.info.update(job_id=reply["job_id"], round=reply["round"])
         if reply["action"] == "train":
-            self._train_round(reply["round"])
+            try:
+                self._train_round(reply["round"])
+            except TrainingFailed as exc:
+                self._leave(str(exc))
             return 0.0
         if reply["action"] == "done":
             self._fetch_model()
@@ -94,32 +116,62 @@ class FederatedClient:
         self.info["phase"] = "waiting"
         return float(reply.get("retry_after") or 1.0)
 
-    def _subscribe(self) -> float:
+    def _find_job(self) -> float:
+        """Register once, then join the best offer (or ``FL_JOB_ID``); one job at a time."""
         try:
-            reply = self.transport.call("subscribe", {})
+            token = self.device.token
+            pinned = env.get("FL_JOB_ID")
+            offers = [{"job_id": pinned}] if pinned else self.transport.call("offers", {}, token=token)["jobs"]
         except FunctionError as exc:
-            if exc.status in (404, 409):  # no job open for us yet
-                self.info["phase"] = "looking for a job"
+            if exc.status == 401:  # the function no longer knows this device (a new database)
+                self.device.forget()
+            self.info["phase"] = "looking for a job"
+            if exc.status in (401, 404, 409):
                 return IDLE_RETRY_S
             raise
-        self._save_identity({k: reply[k] for k in ("job_id", "client_id", "token", "index")})
-        self.info.update(client_id=reply["client_id"], job_id=reply["job_id"], phase="subscribed")
-        log.info("%s: subscribed to %s as %s (partition %s)", self.name, reply["job_id"], reply["client_id"],
-                 reply["index"])
-        return 0.0
+        for offer in offers:
+            try:
+                reply = self.transport.call("join", {"job_id": offer["job_id"]}, token=token)
+            except FunctionError as exc:
+                if exc.status in (403, 404, 409):  # taken, full or not for us after all: the next offer
+                    continue
+                raise
+            self._save_identity({**{k: reply[k] for k in ("job_id", "client_id", "token", "index")},
+                                 "name": offer.get("name"), "tags": offer.get("tags", [])})
+            self.info.update(client_id=reply["client_id"], job_id=reply["job_id"], phase="joined")
+            log.info("%s: joined %s as %s (partition %s)", self.name, reply["job_id"], reply["client_id"],
+                     reply["index"])
+            return 0.0
+        self.info["phase"] = "looking for a job"
+        return IDLE_RETRY_S
+
+    def _leave(self, reason: str) -> None:
+        """Tell the function this job cannot be done here, and free the client for the next offer."""
+        log.warning("%s: leaving job %s: %s", self.name, self.identity["job_id"], reason)
+        try:
+            self._call("leave", {"reason": reason[:200]})
+        finally:
+            self.info.update(phase="left", left_reason=reason[:200])
+            self._save_identity(None)
 
     def _shard(self, job_id: str) -> tuple:
         if self._data is None or self._data[0] != job_id:
             spec = self._call("partition")
-            images, labels = data.load_raw(spec["dataset"])
-            mine = partition_indices(labels, spec)
-            train_idx, eval_idx = train_eval_split(mine, spec["train_fraction"])
-            if spec.get("max_train_examples"):
-                train_idx = train_idx[: spec["max_train_examples"]]
-            xt, yt = data.to_tensors(spec["dataset"], images[train_idx], labels[train_idx])
-            xe, ye = data.to_tensors(spec["dataset"], images[eval_idx], labels[eval_idx])
-            self._data = (job_id, xt, yt, xe, ye)
+            with _failures_as(TrainingFailed):
+                self._data = (job_id, *self._load_shard(spec))
         return self._data
+
+    @staticmethod
+    def _load_shard(spec: dict) -> tuple:
+        """This client's share of the data set, as train and evaluation tensors."""
+        images, labels = data.load_raw(spec["dataset"])
+        mine = partition_indices(labels, spec)
+        train_idx, eval_idx = train_eval_split(mine, spec["train_fraction"])
+        if spec.get("max_train_examples"):
+            train_idx = train_idx[: spec["max_train_examples"]]
+        xt, yt = data.to_tensors(spec["dataset"], images[train_idx], labels[train_idx])
+        xe, ye = data.to_tensors(spec["dataset"], images[eval_idx], labels[eval_idx])
+        return xt, yt, xe, ye
 
     def _global_model(self, reply: dict) -> torch.nn.Module:
         cfg = reply["config"]
@@ -145,20 +197,23 @@ class FederatedClient:
             self._model = copy.deepcopy(model)
             self.info.update(model_round=reply["model_round"], dataset=cfg["dataset"])
         _, xt, yt, xe, ye = self._shard(reply["job_id"])
-        before = trainer.evaluate(model, xe, ye)  # federated evaluation of the received model
         hp = reply["round_config"]  # this round's hyperparameters, as the job sets them
-        scaffold = control.ScaffoldRound(self.control, reply.get("tensors"), models.get_weights(model)) \
-            if hp.get("control_variates") else None
-        fit = trainer.train(model, xt, yt, epochs=hp["local_epochs"], batch_size=hp["batch_size"], lr=hp["lr"],
-                            momentum=hp["momentum"], proximal_mu=hp.get("proximal_mu", 0.0),
-                            restricted_softmax=hp.get("restricted_softmax", 1.0),
-                            correction=scaffold.correction() if scaffold else None,
-                            seed=int(cfg["seed"]) * 1_000_003 + rnd * 1009 + self.identity["index"])
+        with _failures_as(TrainingFailed):
+            if fails_in(self.name, self.identity):
+                raise RuntimeError("simulated failure (FL_FAIL_JOBS)")
+            before = trainer.evaluate(model, xe, ye)  # federated evaluation of the received model
+            scaffold = control.ScaffoldRound(self.control, reply.get("tensors"), models.get_weights(model)) \
+                if hp.get("control_variates") else None
+            fit = trainer.train(model, xt, yt, epochs=hp["local_epochs"], batch_size=hp["batch_size"], lr=hp["lr"],
+                                momentum=hp["momentum"], proximal_mu=hp.get("proximal_mu", 0.0),
+                                restricted_softmax=hp.get("restricted_softmax", 1.0),
+                                correction=scaffold.correction() if scaffold else None,
+                                seed=int(cfg["seed"]) * 1_000_003 + rnd * 1009 + self.identity["index"])
+            update = models.get_weights(model)
+            if scaffold:
+                update = scaffold.update(update, len(xt), hp)
         metrics = {**fit, "eval_loss": before["loss"], "eval_accuracy": before["accuracy"],
                    "eval_examples": float(len(xe)), "train_seconds": time.perf_counter() - started}
-        update = models.get_weights(model)
-        if scaffold:
-            update = scaffold.update(update, len(xt), hp)
         result = self._call("submit", {"round": rnd, "weights": wcodec.to_b64(update),
                                        "num_examples": len(xt), "metrics": metrics})
         if scaffold:

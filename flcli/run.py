@@ -88,7 +88,7 @@ def create_job(op: Operator, overrides: dict) -> tuple[str, dict]:
 def running_clients(base_url: str, job_id: str, cfg: dict) -> Iterator[Path]:
     """The job's clients, started by the scripts a user would run; their pid file."""
     pid_file = Path(env.get("FL_RUN_DIR", str(ROOT / "run"))) / "clients_aws.pid"
-    child_env = {**os.environ, "BASE_URL_AWS": base_url, "FL_PRELOAD": cfg["dataset"],
+    child_env = {**os.environ, "BASE_URL_AWS": base_url, "FL_PRELOAD": cfg["dataset"], "FL_JOB_ID": job_id,
                  "FL_STATE_DIR": str(ROOT / ".fl" / "state" / job_id), "PYTHON": sys.executable}
     subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), str(cfg["num_clients"])], env=child_env,
                    check=True, cwd=ROOT)

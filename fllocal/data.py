@@ -127,3 +127,19 @@ def load_split(name: str, indices: np.ndarray | None = None,
     if indices is not None:
         images, labels = images[indices], labels[indices]
     return to_tensors(name, images, labels)
+
+
+def available() -> dict[str, int]:
+    """The data sets this machine holds (or can seed without a download), with their training examples.
+
+    What a device reports when it registers; nothing is loaded to find out.
+    """
+    from flcore.specs import TRAIN_CLASS_COUNTS
+
+    places = [data_dir(), *seed_dirs()]
+    out = {}
+    for name, folder in _FOLDERS.items():
+        debian = _DEBIAN_DIRS.get(name)
+        if any(_has_files(p / folder) for p in places) or (debian is not None and debian.is_dir()):
+            out[name] = sum(TRAIN_CLASS_COUNTS[name])
+    return out

@@ -24,7 +24,7 @@ def test_killing_a_third_of_the_clients(function_url, fleet_env, capsys):
     job_id = op.start_job({"num_clients": N, "clients_per_round": 3, "rounds": 4, "local_epochs": 10,
                            "max_train_examples": 600, "lr": 0.05, "round_timeout_s": 6, "client_timeout_s": 4,
                            "min_updates": 1})["job_id"]
-    subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), str(N)], env=env, cwd=ROOT, check=True)
+    subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), str(N)], env={**env, "FL_JOB_ID": job_id}, cwd=ROOT, check=True)
     pids = [int(p) for p in Path(env["FL_RUN_DIR"], "clients_aws.pid").read_text().split()][1:]
     killed: set[str] = set()
     try:

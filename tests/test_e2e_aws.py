@@ -39,7 +39,7 @@ def test_three_clients_two_rounds(function_url, mongodb_url, fleet_env):
     op = Operator(function_url, ADMIN)
     job_id = op.start_job({"num_clients": N, "clients_per_round": N, "rounds": 2, "local_epochs": 2, "lr": 0.05,
                            "max_train_examples": 1500})["job_id"]
-    subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), str(N)], env=env, cwd=ROOT, check=True)
+    subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), str(N)], env={**env, "FL_JOB_ID": job_id}, cwd=ROOT, check=True)
     pids = [int(p) for p in Path(env["FL_RUN_DIR"], "clients_aws.pid").read_text().split()]
     try:
         final = op.follow(job_id, timeout=240, interval=0.5)
@@ -82,17 +82,21 @@ def test_three_clients_two_rounds(function_url, mongodb_url, fleet_env):
     assert pred["prediction"] == int(model(xt).argmax()) and pred["model_round"] == 2
 
 
-def test_a_restarted_client_keeps_its_identity(function_url, tmp_path):
+def test_a_restarted_client_keeps_its_identity(function_url, tmp_path, monkeypatch):
     op = Operator(function_url, ADMIN)
     job_id = op.start_job({"num_clients": 2, "clients_per_round": 1, "rounds": 1})["job_id"]
+    monkeypatch.setenv("FL_JOB_ID", job_id)
     state = tmp_path / "client-x.json"
     first = FederatedClient(HttpTransport(function_url), state, "client-x")
-    first.tick()  # subscribes
+    first.tick()  # registers as a device and joins
     assert first.identity["job_id"] == job_id and state.exists()
+    device = first.device.identity
     again = FederatedClient(HttpTransport(function_url), state, "client-x")
-    assert again.identity == first.identity
+    assert again.identity == first.identity and again.device.identity == device
     again.tick()  # polls as the same client: no second subscription
     assert op.status(job_id)["subscribed"] == 1
+    joined = [d for d in op.call("devices", {"job_id": job_id})["devices"]]
+    assert [d["device_id"] for d in joined] == [device["device_id"]] and joined[0]["info"]["datasets"]["mnist"] > 0
 
 
 def test_a_non_iid_job_with_scaffold(function_url, fleet_env):
@@ -101,7 +105,7 @@ def test_a_non_iid_job_with_scaffold(function_url, fleet_env):
     job_id = op.start_job({"num_clients": 4, "clients_per_round": 4, "rounds": 2, "local_epochs": 2, "lr": 0.05,
                            "partition": "shards:2", "strategy": "scaffold",
                            "max_train_examples": 800})["job_id"]
-    subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), "4"], env=env, cwd=ROOT, check=True)
+    subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), "4"], env={**env, "FL_JOB_ID": job_id}, cwd=ROOT, check=True)
     try:
         final = op.follow(job_id, timeout=240, interval=0.5)
     finally:

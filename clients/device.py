@@ -1,0 +1,81 @@
+"""This machine as a device: what it reports about itself, and its lasting identity.
+
+A device registers once; its ``device_id`` and token live in a state file beside
+the job identity, so a restarted client is the same device with the same
+statistics. Settings (all optional):
+
+- ``FL_DEVICE_LABELS``: ``key=value,key=value`` labels that job criteria can select on;
+- ``FL_DEVICE_DATASETS``: comma-separated data sets to offer (default: every one found locally);
+- ``FL_ENROL_TOKEN``: the token the function asks for when it restricts registering;
+- ``FL_JOB_ID``: join this job only, instead of the best offer;
+- ``FL_FAIL_JOBS``: ``<client name>@<job name or tag>,...``: that client's training fails in
+  those jobs (to see a device leave a job and move on).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from clients import files
+from clients.transport import Transport
+from fllocal import data, env
+
+
+def info() -> dict:
+    """What this machine says about itself when it registers."""
+    datasets = data.available()
+    wanted = [d.strip().lower() for d in env.get("FL_DEVICE_DATASETS").split(",") if d.strip()]
+    if wanted:
+        datasets = {k: v for k, v in datasets.items() if k in wanted}
+    labels = {}
+    for pair in env.get("FL_DEVICE_LABELS").split(","):
+        if "=" in pair:
+            key, _, value = pair.partition("=")
+            labels[key.strip()] = value.strip()
+    return {"platform": f"{sys.platform}/{platform.machine() or 'unknown'}", "cpus": os.cpu_count() or 1,
+            "memory_mb": _memory_mb(), "datasets": datasets, "labels": labels}
+
+
+def _memory_mb() -> int:
+    try:
+        return max(1, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20)
+    except (ValueError, OSError, AttributeError):
+        return 1
+
+
+def fails_in(name: str, job: dict) -> bool:
+    """Whether ``FL_FAIL_JOBS`` says this client's training fails in this job."""
+    marks = {job.get("job_id"), job.get("name"), *job.get("tags", [])} - {None}
+    for entry in env.get("FL_FAIL_JOBS").split(","):
+        who, _, what = entry.strip().partition("@")
+        if who == name and what in marks:
+            return True
+    return False
+
+
+class Device:
+    """The registered identity, loaded from (and saved to) ``path``."""
+
+    def __init__(self, transport: Transport, path: Path):
+        self.transport = transport
+        self.path = path
+        try:
+            self.identity: dict | None = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.identity = None
+
+    @property
+    def token(self) -> str:
+        if self.identity is None:
+            self.identity = self.transport.call("register", {"info": info()}, token=env.get("FL_ENROL_TOKEN") or None)
+            files.write_atomic(self.path, json.dumps(self.identity).encode())
+        return self.identity["token"]
+
+    def forget(self) -> None:
+        """Drop an identity the function no longer knows (a new database); register again next time."""
+        self.identity = None
+        self.path.unlink(missing_ok=True)
