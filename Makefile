@@ -9,10 +9,12 @@ export PYTHONPATH := $(CURDIR)
 
 .PHONY: setup run test serve deploy deploy-check deploy-image bench-default bench-accuracy bench-package clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	# the project itself, editable: puts the flctl command in $(BIN)
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

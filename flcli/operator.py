@@ -58,7 +58,7 @@ class Operator:
                     + (f", fed. eval acc {last['metrics'].get('eval_accuracy', float('nan')):.4f}" if last else ""),
                     refresh=False)
                 bar.refresh()
-                if st["state"] == "done":
+                if st["state"] in ("done", "stopped"):
                     return st
                 if time.time() > deadline:
                     raise TimeoutError(f"job {job_id} not done after {timeout:.0f}s (state {st['state']})")

@@ -1,0 +1,300 @@
+"""``flctl``: operate the federated-learning function from a terminal.
+
+Talks to the deployed (or local) function over HTTP with the operator token.
+Settings come from the environment or ``.env``: ``BASE_URL_AWS`` (or, with
+``--ow``, ``BASE_URL_OW``) and ``FL_ADMIN_TOKEN``; ``--url`` and ``--token``
+override them. Every command takes ``--json`` for scripts.
+
+Exit codes: 0 done; 1 the function refused the request (its message is
+printed); 2 wrong usage; 3 the function could not be reached or failed;
+4 ``jobs watch`` saw the job stop before it finished its rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from clients.transport import FunctionError
+from flcli.operator import Operator
+from fllocal import env
+
+EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_STOPPED = 1, 2, 3, 4
+
+EXAMPLES = """examples:
+  flctl jobs create --set dataset=mnist --set rounds=5 --name first
+  flctl jobs create -f job.yaml --set lr=0.02
+  flctl jobs list --state running
+  flctl jobs watch job-1a2b3c4d5e6f
+  flctl jobs update job-1a2b3c4d5e6f --set lr=0.005
+  flctl jobs stop job-1a2b3c4d5e6f --reason "wrong data"
+  flctl devices list
+  flctl results job-1a2b3c4d5e6f --out results/first
+"""
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as written."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the function's answer as JSON")
+    common.add_argument("--url", help="the function's base URL (default: BASE_URL_AWS, or BASE_URL_OW with --ow)")
+    common.add_argument("--ow", action="store_true", help="use BASE_URL_OW (the OpenWhisk deployment)")
+    common.add_argument("--token", help="operator token (default: FL_ADMIN_TOKEN)")
+    p = argparse.ArgumentParser(prog="flctl", description="Operate federated-learning jobs and devices.",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                parents=[common])
+    top = p.add_subparsers(dest="area", required=True, metavar="{jobs,devices,results}")
+
+    jobs = top.add_parser("jobs", help="create, list, show, watch, start, stop and update jobs")
+    cmd = jobs.add_subparsers(dest="command", required=True)
+    create = cmd.add_parser("create", parents=[common], help="create a job from a file and/or --set settings")
+    create.add_argument("-f", "--file", help="job definition: JSON, or YAML (.yaml/.yml)")
+    create.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a job setting; values are read as JSON when they parse (0.01, true, [\"a\"])")
+    create.add_argument("--name")
+    create.add_argument("--no-start", action="store_true", help="create it as 'created'; start it with jobs start")
+    lst = cmd.add_parser("list", parents=[common], help="jobs, newest first")
+    lst.add_argument("--state", choices=["created", "waiting", "running", "done", "stopped"])
+    lst.add_argument("--tag")
+    lst.add_argument("--limit", type=int, default=20)
+    lst.add_argument("--all", action="store_true", help="every page, not only the first")
+    for name, text in (("show", "a job and its rounds as a table"), ("watch", "follow a job until it ends"),
+                       ("start", "open a created job to devices")):
+        sub = cmd.add_parser(name, parents=[common], help=text)
+        sub.add_argument("job_id")
+        if name == "watch":
+            sub.add_argument("--interval", type=float, default=2.0, help="seconds between looks")
+    stop = cmd.add_parser("stop", parents=[common], help="stop a job now")
+    stop.add_argument("job_id")
+    stop.add_argument("--reason", default="stopped with flctl")
+    update = cmd.add_parser("update", parents=[common], help="change settings from the next round on")
+    update.add_argument("job_id")
+    update.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", required=True)
+
+    devices = top.add_parser("devices", help="the registered devices")
+    dcmd = devices.add_subparsers(dest="command", required=True)
+    dlist = dcmd.add_parser("list", parents=[common], help="devices with their info and statistics")
+    dlist.add_argument("--job", help="only the devices that joined this job")
+
+    results = top.add_parser("results", parents=[common],
+                             help="download a job's final model, summary.json and accuracy plot")
+    results.add_argument("job_id")
+    results.add_argument("--out", required=True, help="folder to write into")
+    return p.parse_args(argv)
+
+
+def settings_from(text: list[str]) -> dict:
+    """``KEY=VALUE`` pairs as a dict; values are JSON where they parse, text otherwise."""
+    out = {}
+    for pair in text:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"--set takes KEY=VALUE, not {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def read_definition(path: str) -> dict:
+    """A job definition file: YAML by extension, JSON otherwise (never code: safe loaders only)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{path} is not valid YAML: {exc}") from None
+    else:
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"{path} must hold one object of job settings")
+    return doc
+
+
+def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """Rows as aligned text columns: (key, heading) pairs."""
+    cells = [[heading for _, heading in columns]] + [[_cell(r.get(k)) for k, _ in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    return str(value)
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    s = max(0, int(time.time() - ts))
+    return f"{s}s ago" if s < 120 else f"{s // 60}m ago" if s < 7200 else f"{s // 3600}h ago"
+
+
+class Commands:
+    """One method per command; each returns what --json prints and prints the readable form otherwise."""
+
+    def __init__(self, op: Operator, as_json: bool):
+        self.op = op
+        self.as_json = as_json
+
+    def out(self, payload: object, text: str) -> None:
+        print(json.dumps(payload, indent=2) if self.as_json else text)
+
+    def jobs_create(self, a: argparse.Namespace) -> int:
+        body = read_definition(a.file) if a.file else {}
+        body.update(settings_from(a.set))
+        if a.name:
+            body["name"] = a.name
+        if a.no_start:
+            body["start"] = False
+        made = self.op.call("create_job", body)
+        self.out(made, f"{made['job_id']} {made['state']}")
+        return 0
+
+    def jobs_list(self, a: argparse.Namespace) -> int:
+        body = {k: v for k, v in (("state", a.state), ("tag", a.tag), ("limit", a.limit)) if v is not None}
+        jobs, page = [], self.op.call("list_jobs", body)
+        jobs += page["jobs"]
+        while a.all and page["next"]:
+            page = self.op.call("list_jobs", {**body, "after": page["next"]})
+            jobs += page["jobs"]
+        rows = [{**j, "progress": f"{j['round']}/{j['rounds']}", "clients": f"{j['clients']}/{j['num_clients']}",
+                 "age": _ago(j["created_at"])} for j in jobs]
+        self.out({"jobs": jobs, "next": page["next"]}, table(rows, [
+            ("job_id", "JOB"), ("name", "NAME"), ("state", "STATE"), ("progress", "ROUND"), ("clients", "CLIENTS"),
+            ("eval_accuracy", "FED. ACC"), ("dataset", "DATA"), ("tags", "TAGS"), ("age", "CREATED")]))
+        return 0
+
+    def jobs_show(self, a: argparse.Namespace) -> int:
+        st = self.op.status(a.job_id)
+        rows = [{"round": h["round"], "clients": f"{h['clients']}/{h['picked']}", "seconds": h["seconds"],
+                 "acc": h["metrics"].get("eval_accuracy"), "loss": h["metrics"].get("train_loss"),
+                 "closed": h["closed"], "rules": [r["rule"] for r in h.get("rules", [])]} for h in st["history"]]
+        head = [f"{st['job_id']}  {st.get('name') or ''}  {st['state']}  round {st['round']}/{st['rounds']}  "
+                f"clients {st['subscribed']}/{st['config']['num_clients']}",
+                f"{st['config']['dataset']}, {st['config']['strategy']}, lr {st['config']['lr']}, "
+                f"{st['config']['local_epochs']} local epochs"]
+        if st.get("stopped_because"):
+            head.append(f"ended: {st['stopped_because']}")
+        for change in st.get("changes", []):
+            head.append(f"from round {change['round']} ({change['by']}): {change['set']}")
+        self.out(st, "\n".join(head) + "\n\n" + table(rows, [
+            ("round", "ROUND"), ("clients", "UPDATES"), ("seconds", "SECONDS"), ("acc", "FED. ACC"),
+            ("loss", "TRAIN LOSS"), ("closed", "CLOSED"), ("rules", "RULES FIRED")]))
+        return 0
+
+    def jobs_watch(self, a: argparse.Namespace) -> int:
+        shown = 0
+        while True:
+            st = self.op.status(a.job_id)
+            for h in st["history"][shown:]:
+                line = {"job_id": st["job_id"], "round": h["round"], "rounds": st["rounds"], **h["metrics"],
+                        "seconds": h["seconds"], "rules": h.get("rules", [])}
+                acc = h["metrics"].get("eval_accuracy")
+                print(json.dumps(line) if self.as_json else
+                      f"round {h['round']}/{st['rounds']}: {h['clients']} updates in {h['seconds']:.1f}s"
+                      + (f", federated accuracy {acc:.4f}" if acc is not None else "")
+                      + (f", rules fired {[r['rule'] for r in h['rules']]}" if h.get("rules") else ""), flush=True)
+            shown = len(st["history"])
+            if st["state"] in ("done", "stopped"):
+                end = {"job_id": st["job_id"], "state": st["state"], "stopped_because": st.get("stopped_because")}
+                print(json.dumps(end) if self.as_json else f"{st['state']}: {st.get('stopped_because')}")
+                return 0 if st["state"] == "done" else EXIT_STOPPED
+            time.sleep(a.interval)
+
+    def jobs_start(self, a: argparse.Namespace) -> int:
+        reply = self.op.call("start_job", {"job_id": a.job_id})
+        self.out(reply, f"{reply['job_id']} {reply['state']}")
+        return 0
+
+    def jobs_stop(self, a: argparse.Namespace) -> int:
+        reply = self.op.call("stop_job", {"job_id": a.job_id, "reason": a.reason})
+        self.out(reply, f"{reply['job_id']} stopped in round {reply['round']}: {reply['stopped_because']}")
+        return 0
+
+    def jobs_update(self, a: argparse.Namespace) -> int:
+        reply = self.op.call("update_job", {"job_id": a.job_id, "set": settings_from(a.set)})
+        self.out(reply, f"{reply['job_id']}: from round {reply['from_round']}: {reply['set']}")
+        return 0
+
+    def devices_list(self, a: argparse.Namespace) -> int:
+        reply = self.op.call("devices", {"job_id": a.job} if a.job else {})
+        rows = [{"device_id": d["device_id"], "platform": d["info"].get("platform"), "cpus": d["info"].get("cpus"),
+                 "memory": d["info"].get("memory_mb"), "datasets": sorted(d["info"].get("datasets", {})),
+                 "labels": [f"{k}={v}" for k, v in d["info"].get("labels", {}).items()], **d["stats"],
+                 "seen": _ago(d["stats"].get("last_seen"))} for d in reply["devices"]]
+        self.out(reply, table(rows, [
+            ("device_id", "DEVICE"), ("platform", "PLATFORM"), ("cpus", "CPUS"), ("memory", "MEMORY MB"),
+            ("datasets", "DATA"), ("labels", "LABELS"), ("jobs_joined", "JOBS"), ("rounds_trained", "ROUNDS"),
+            ("deadlines_missed", "MISSED"), ("failures_reported", "FAILED"), ("mean_train_seconds", "TRAIN S"),
+            ("contribution", "CONTRIB."), ("seen", "SEEN")]))
+        return 0
+
+    def results(self, a: argparse.Namespace) -> int:
+        from flcli.plots import plot_history
+
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        st = self.op.status(a.job_id)
+        model = self.op.call("get_model", {"job_id": a.job_id})
+        files = {"summary": out / "summary.json", "plot": out / "accuracy.png"}
+        (out / "summary.json").write_text(json.dumps(st, indent=2) + "\n")
+        plot_history(st, out / "accuracy.png")
+        if model["weights"] is not None:
+            files["model"] = out / "model.safetensors"
+            files["model"].write_bytes(base64.b64decode(model["weights"]))
+        reply = {"job_id": a.job_id, "model_round": model["model_round"], **{k: str(v) for k, v in files.items()}}
+        self.out(reply, "\n".join(f"wrote {p}" for p in files.values()))
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    env.load()
+    url = a.url or env.get("BASE_URL_OW" if a.ow else "BASE_URL_AWS")
+    if not url:
+        print(f"flctl: no function URL: set {'BASE_URL_OW' if a.ow else 'BASE_URL_AWS'} (or .env), or pass --url",
+              file=sys.stderr)
+        return EXIT_USAGE
+    commands = Commands(Operator(url, a.token or env.get("FL_ADMIN_TOKEN")), a.json)
+    name = a.area if a.area == "results" else f"{a.area}_{a.command}"
+    try:
+        return getattr(commands, name)(a)
+    except UsageError as exc:
+        print(f"flctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FunctionError as exc:
+        print(f"flctl: the function answered {exc.status}: {exc.message}", file=sys.stderr)
+        return EXIT_UNREACHABLE if exc.status >= 500 else EXIT_REFUSED
+    except requests.RequestException as exc:
+        print(f"flctl: cannot reach the function at {url}: {type(exc).__name__}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

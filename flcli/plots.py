@@ -1,0 +1,37 @@
+"""A job's progress as a picture, from its status alone (no data set, no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_history(status: dict, path: Path) -> None:
+    """Federated accuracy and training loss per round, with the rounds where rules fired or settings changed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = status.get("history", [])
+    rounds = [h["round"] for h in history]
+    acc = [100 * h["metrics"]["eval_accuracy"] if "eval_accuracy" in h["metrics"] else None for h in history]
+    loss = [h["metrics"].get("train_loss") for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    left.plot(rounds, acc, "o-", label="federated evaluation (clients' held-out data)")
+    left.set(xlabel="round", ylabel="accuracy (%)", title=f"{status.get('name') or status['job_id']}: accuracy")
+    right.plot(rounds, loss, "s-", color="tab:orange", label="training loss")
+    right.set(xlabel="round", ylabel="loss", title="training loss")
+    for h in history:
+        if h.get("rules"):
+            left.axvline(h["round"], color="tab:red", alpha=0.3)
+    for change in status.get("changes", []):
+        right.axvline(change["round"] - 0.5, color="tab:green", alpha=0.4)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        if rounds:
+            ax.set_xticks(rounds if len(rounds) <= 20 else rounds[:: max(1, len(rounds) // 20)])
+    left.legend(loc="lower right", fontsize=8, title="red lines: rules fired", title_fontsize=8)
+    right.legend(loc="upper right", fontsize=8, title="green lines: settings changed", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
