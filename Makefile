@@ -1,13 +1,14 @@
 # make run    set up if needed, then a whole local federated training (MNIST, 20 clients)
 # make test   set up if needed, then the test suite
 # make serve  the embedded database + the function under serverless-offline, in the foreground
+# make demo-jobs  several jobs, devices, criteria and rules at once on the local stack
 # make bench-default, bench-accuracy, bench-package: benchmarks, results in bench/results/
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run test serve deploy deploy-check deploy-image bench-default bench-accuracy bench-package clean
+.PHONY: setup run test serve demo-jobs deploy deploy-check deploy-image bench-default bench-accuracy bench-package clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +32,11 @@ test: setup
 
 serve: setup
 	$(BIN)/python -m flcli.serve
+
+# three jobs at once on the local stack: 8 devices of two kinds, criteria, a rule
+# that stops one job and starts another, a device whose training fails (results/demo-jobs/)
+demo-jobs: setup
+	$(BIN)/python -m flcli.demo_jobs
 
 # Deploy to AWS, e.g. make deploy ARGS="--stage prod --region eu-west-1".
 # SOURCE_DATE_EPOCH makes pip write hash-checked bytecode, which stays valid in

@@ -215,7 +215,7 @@ def status(req: Request) -> dict:
         "submitted": len(req.store.submitted_clients(job.id, job.round)) if job.state == "running" else 0,
         "model_round": doc.get("model_round"), "created_at": doc["created_at"],
         "stopped_because": doc.get("stopped_because"),
-        "started_at": doc.get("started_at"), "finished_at": doc.get("finished_at"),
+        "opened_at": doc.get("opened_at"), "started_at": doc.get("started_at"), "finished_at": doc.get("finished_at"),
         "config": job.config.to_dict(), "changes": doc.get("changes", []),
         "criteria": doc.get("criteria"), "rules": doc.get("rules", []), "rules_fired": doc.get("rules_fired", []),
         "best": doc.get("best"), "history": doc.get("history", []),

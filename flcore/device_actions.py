@@ -106,7 +106,9 @@ def leave(req: Request) -> dict:
     if not req.store.mark_left(client["_id"], reason, now):
         return {"left": True, "already": True}
     if client.get("device_id"):
-        req.store.update_device(client["device_id"], {"last_seen": now}, push={"left_jobs": client["job_id"]})
+        failure = {"job_id": client["job_id"], "reason": reason, "at": now}
+        req.store.update_device(client["device_id"], {"last_seen": now, "last_failure": failure},
+                                push={"left_jobs": client["job_id"]})
         req.store.count_device_stats({client["device_id"]: {"failures_reported": 1}})
     job = Job.load(req.store, client["job_id"])
     if job.state == "running" and client["_id"] in job.picked:

@@ -84,7 +84,7 @@ def view(doc: dict) -> dict:
              "contribution": round(raw["contribution"], 4), "last_seen": doc.get("last_seen")}
     return {"device_id": doc["_id"], "info": doc.get("info", {}), "stats": stats,
             "registered_at": doc.get("registered_at"), "jobs": doc.get("jobs", []),
-            "left_jobs": doc.get("left_jobs", [])}
+            "left_jobs": doc.get("left_jobs", []), "last_failure": doc.get("last_failure")}
 
 
 def holds_dataset(info: dict, dataset: str) -> bool:

@@ -214,7 +214,7 @@ def _aggregate(store: Store, leased: Job, owner: str, now: float) -> dict | None
     committed = store.transition(job_id, {"state": "running", "round": rnd, "lease_owner": owner}, update)
     if committed is not None:
         if firing.starts:
-            start_pending(store, job_id, firing.starts, now)
+            start_pending(store, job_id, firing.starts, time.time())
         total = sum(int(d["num_examples"]) for d in docs) or 1
         credit = {c: {"deadlines_missed": 1} for c in picked}
         credit.update({d["client_id"]: {"rounds_trained": 1, "contribution": int(d["num_examples"]) / total}
