@@ -33,7 +33,8 @@ def corpus(base: str, picked: dict, other: dict, old_round: int) -> list[tuple[s
         cases.append((desc, kw))
 
     # malformed bodies, on every action
-    for action in ("start_training", "subscribe", "partition", "poll", "get_model", "submit", "aggregate", "status"):
+    for action in ("start_training", "subscribe", "partition", "poll", "get_model", "submit", "aggregate", "status",
+                   "create_job", "list_jobs", "register", "offers", "join", "leave", "update_job"):
         for desc, data in [("truncated", '{"a": '), ("array", "[1,2,3]"), ("string", '"hi"'), ("NaN", '{"x": NaN}'),
                            ("binary", b"\x00\xff\xfe\x80"), ("deep", "[" * 5000 + "]" * 5000)]:
             add(f"{action}: {desc} body", action, data=data, headers=auth if action != "start_training" else None)
@@ -126,6 +127,36 @@ def corpus(base: str, picked: dict, other: dict, old_round: int) -> list[tuple[s
         add(f"start_training unknown {str(body)[:30]}", "start_training", body, admin)
     # a client claiming far more data than its share
     add("submit claims 10^8 examples", "submit", {"round": 1, "weights": ok, "num_examples": 100_000_000}, auth)
+    # the job control plane and the device registry
+    for action in ("create_job", "start_job", "stop_job", "update_job", "list_jobs", "devices"):
+        add(f"{action} without token", action, {"job_id": picked["job_id"]})
+        add(f"{action} with a client token", action, {"job_id": picked["job_id"]}, auth)
+    for desc, body in [("criteria $where", {"criteria": {"$where": "sleep(1)"}}),
+                       ("criteria js in a value", {"criteria": {"info.cpus": {"$function": {"body": "x"}}}}),
+                       ("criteria deep", {"criteria": json.loads('{"$and": [' * 10 + '{}' + ']}' * 10)}),
+                       ("criteria huge $in", {"criteria": {"info.cpus": {"$in": list(range(1000))}}}),
+                       ("criteria on tokens", {"criteria": {"token_hash": {"$exists": True}}}),
+                       ("rule with code", {"rules": [{"when": {"round": 1}, "then": {"exec": "import os"}}]}),
+                       ("rule when on config", {"rules": [{"when": {"config.lr": 1}, "then": {"stop": "x"}}]}),
+                       ("rule set num_clients", {"rules": [{"when": {}, "then": {"set": {"num_clients": 1}}}]}),
+                       ("rules not a list", {"rules": {"when": {}}}), ("priority 2^70", {"priority": 2**70}),
+                       ("tags of objects", {"tags": [{"$ne": 1}]}), ("name object", {"name": {"$gt": ""}})]:
+        add(f"create_job {desc}", "create_job", body, admin)
+    for desc, body in [("set lr string", {"set": {"lr": "0.1"}}), ("set strategy", {"set": {"strategy": "median"}}),
+                       ("set operator", {"set": {"$set": {"state": "done"}}}), ("set not object", {"set": [1]}),
+                       ("no set", {})]:
+        add(f"update_job {desc}", "update_job", {"job_id": picked["job_id"], **body}, admin)
+    add("list_jobs state injection", "list_jobs", {"state": {"$ne": None}}, admin)
+    add("list_jobs tag injection", "list_jobs", {"tag": {"$regex": ".*"}}, admin)
+    add("list_jobs forged cursor", "list_jobs", {"after": {"$gt": 0}}, admin)
+    for desc, info in [("not object", "x"), ("unknown field", {"token": "x"}), ("labels injection", {"labels": {"$x": "y"}}),
+                       ("dataset count str", {"datasets": {"mnist": "all"}}), ("cpus huge", {"cpus": 10**9})]:
+        add(f"register info {desc}", "register", {"info": info})
+    for action in ("offers", "join", "update_device"):
+        for desc, headers in forged[:5] + [("a client token", auth)]:
+            add(f"{action} token {desc}", action, {"job_id": picked["job_id"], "info": {}}, headers)
+    add("leave with an operator token", "leave", {"reason": "x"}, admin)
+    add("leave reason object", "leave", {"reason": {"$set": 1}}, auth)
     add("get_model bad round", "get_model", {"round": 5}, auth)
     add("get_model round object", "get_model", {"round": {"$gt": 0}}, auth)
     add("unknown action", "drop_database", {})
