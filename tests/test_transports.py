@@ -27,10 +27,11 @@ def test_make_transport_picks_by_url(monkeypatch):
     assert isinstance(t, Boto3Transport) and t.function_name == "serverless-fl-prod-api"
 
 
-def _one_round(transport, function_url, tmp_path) -> None:
+def _one_round(transport, function_url, tmp_path, monkeypatch) -> None:
     op = Operator(function_url, ADMIN)
     job_id = op.start_job({"num_clients": 1, "clients_per_round": 1, "rounds": 1, "local_epochs": 1,
                            "max_train_examples": 300})["job_id"]
+    monkeypatch.setenv("FL_JOB_ID", job_id)  # other tests' jobs share this database
     client = FederatedClient(transport, tmp_path / "c.json", "c")
     for _ in range(10):
         client.tick()
@@ -41,13 +42,13 @@ def _one_round(transport, function_url, tmp_path) -> None:
     assert st["history"][0]["client_ids"] == [client.info["client_id"]]
 
 
-def test_a_round_over_the_invoke_url(invoke_url, function_url, tmp_path):
-    _one_round(make_transport(invoke_url), function_url, tmp_path)
+def test_a_round_over_the_invoke_url(invoke_url, function_url, tmp_path, monkeypatch):
+    _one_round(make_transport(invoke_url), function_url, tmp_path, monkeypatch)
 
 
 def test_a_round_over_boto3(stack, function_url, tmp_path, monkeypatch):
     monkeypatch.setenv("FL_LAMBDA_ENDPOINT", stack.lambda_endpoint)
-    _one_round(make_transport(f"lambda://{FUNCTION}"), function_url, tmp_path)
+    _one_round(make_transport(f"lambda://{FUNCTION}"), function_url, tmp_path, monkeypatch)
 
 
 def test_errors_come_back_as_statuses(invoke_url, stack, monkeypatch):
