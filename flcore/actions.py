@@ -48,7 +48,7 @@ def subscribe(req: Request) -> dict:
 def enrol(store: Store, job: Job, device_id: str | None = None) -> dict:
     """Give a participant a client identity in ``job``: what ``subscribe`` and ``join`` answer."""
     cfg = job.config
-    if job.state not in ("waiting", "running") or (job.state == "running" and cfg.clients_to_start >= cfg.num_clients):
+    if not job.takes_clients:
         raise ApiError(409, f"job {job.id} is {job.state} and takes no new clients")
     client_id = "c-" + secrets.token_hex(6)
     token, token_hash = auth.new_client_token(client_id)

@@ -73,10 +73,7 @@ def offers(req: Request) -> dict:
 
 
 def _has_room(store: Store, job: Job) -> bool:
-    cfg = job.config
-    if job.state == "running" and cfg.clients_to_start >= cfg.num_clients:
-        return False
-    return store.count_clients(job.id) < cfg.num_clients
+    return job.takes_clients and store.count_clients(job.id) < job.config.num_clients
 
 
 def join(req: Request) -> dict:

@@ -76,6 +76,12 @@ class Job:
     def finished(self) -> bool:
         return self.state in FINISHED
 
+    @property
+    def takes_clients(self) -> bool:
+        """Open to newcomers: waiting, or running with slots it did not wait for (``min_clients``)."""
+        cfg = self.config
+        return self.state == "waiting" or (self.state == "running" and cfg.clients_to_start < cfg.num_clients)
+
     def model_owner(self, rnd: int) -> str | None:
         """Which aggregation wrote round ``rnd``'s model (``init`` for the operator's initial one).
 

@@ -145,3 +145,23 @@ def test_update_messages_fit_openwhisk_with_room(model, dataset, strategy, bound
     with capsys.disabled():
         print(f"\n{dataset} {strategy} submit message: {size} bytes ({size / 2**20:.3f} MiB of OpenWhisk's 1 MiB)")
     assert size < bound * 2**20
+
+
+def test_devices_register_find_and_join_jobs_through_the_web_action(store):
+    job = payload(main(web("/create_job", {"num_clients": 1, "clients_per_round": 1, "name": "ow",
+                                           "criteria": {"info.labels.site": "edge"}})))["job_id"]
+    dev = payload(main(web("/register", {"info": {"datasets": {"mnist": 100}, "labels": {"site": "edge"}}})))
+    auth = {"authorization": f"Bearer {dev['token']}"}
+    offers = payload(main(web("/offers", headers=auth)))["jobs"]
+    assert [o["job_id"] for o in offers] == [job] and offers[0]["name"] == "ow"
+    joined = main(web("/join", {"job_id": job}, headers=auth))
+    assert joined["statusCode"] == 200 and payload(joined)["job_id"] == job
+    listed = payload(main(web("/list_jobs", {"state": "running"})))["jobs"]
+    assert [j["job_id"] for j in listed] == [job] and listed[0]["clients"] == 1
+
+
+def test_enrolment_token_bound_as_a_number_is_text(store, db_name):
+    params = {"FL_DB_NAME": db_name, "MONGODB_URL": os.environ["MONGODB_URL"], "FL_ENROL_TOKEN": 20251123}
+    assert main(web("/register", {"info": {}}, **params))["statusCode"] == 401
+    ok = main(web("/register", {"info": {}}, headers={"authorization": "Bearer 20251123"}, **params))
+    assert ok["statusCode"] == 200
