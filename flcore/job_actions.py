@@ -22,7 +22,8 @@ JOB_FIELDS = ("weights", "name", "tags", "criteria", "rules", "priority", "start
 CRITERIA_FIELDS = ("info.", "stats.")
 MAX_TAGS = 20
 MAX_PAGE = 100
-UPDATE_TRIES = 5
+UPDATE_TRIES = 10
+UPDATE_WAIT_S = 0.2
 
 
 def create_job(req: Request) -> dict:
@@ -104,12 +105,18 @@ def update_job(req: Request) -> dict:
         changes = parse_changes(job.config, req.body.get("set"))
         from_round = job.round + 1 if job.state == "running" else 1
         change = {"round": from_round, "set": changes, "at": time.time(), "by": "operator"}
-        # the round and state as read: a round closing meanwhile makes us read again
-        moved = req.store.transition(job.id, {"state": job.state, "round": job.round}, {"$push": {"changes": change}})
+        # The round and state as read, and no aggregation under way: the closing of a
+        # round sets up the next one from the settings it read, so it must see this change.
+        now = time.time()
+        moved = req.store.transition(
+            job.id, {"state": job.state, "round": job.round,
+                     "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]},
+            {"$push": {"changes": change}})
         if moved is not None:
             return {"job_id": job.id, "from_round": from_round, "set": changes,
                     "config": Job.of(moved).config.to_dict()}
-    raise ApiError(409, f"job {job_id} kept changing; try again")
+        time.sleep(UPDATE_WAIT_S)
+    raise ApiError(409, f"job {job_id} is closing a round; try again")
 
 
 def list_jobs(req: Request) -> dict:

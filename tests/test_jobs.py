@@ -189,3 +189,19 @@ def test_create_refuses_bad_definitions_and_changes_nothing(store, raw_db, extra
     reply = call("create_job", {"num_clients": 2, "clients_per_round": 1, **extra}, expect=400)
     assert message in reply["error"]
     assert snapshot(raw_db) == before
+
+
+def test_update_waits_for_a_round_being_closed_and_then_applies_to_the_next(store, monkeypatch):
+    from flcore import job_actions
+
+    job_id = create(lr=0.1)["job_id"]
+    subs = subscribe_all(job_id, 3)
+    monkeypatch.setattr(job_actions, "UPDATE_TRIES", 2)
+    monkeypatch.setattr(job_actions, "UPDATE_WAIT_S", 0.01)
+    store.transition(job_id, {}, {"$set": {"lease_owner": "someone", "lease_until": 1e12}})  # aggregating
+    assert "closing a round" in call("update_job", {"job_id": job_id, "set": {"lr": 0.05}}, expect=409)["error"]
+    assert store.get_job(job_id)["changes"] == []
+    store.transition(job_id, {}, {"$unset": {"lease_owner": "", "lease_until": ""}})
+    assert call("update_job", {"job_id": job_id, "set": {"lr": 0.05}})["from_round"] == 2
+    run_round(store, job_id, subs, 1)
+    assert call("get_model", {"job_id": job_id})["round_config"]["lr"] == pytest.approx(0.05)
