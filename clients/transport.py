@@ -23,7 +23,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 # Actions that are not idempotent get no retry once the request may have arrived.
-_ONCE = ("subscribe", "start_training", "create_job", "register", "join")
+_ONCE = ("subscribe", "start_training", "create_job", "register")  # join is idempotent per device and job
 
 
 class FunctionError(Exception):

@@ -85,6 +85,9 @@ def handler_pids(root: int) -> set[int]:
     return found
 
 
+IDLE_REAP_S = 2_000_000  # below 2**31 ms
+
+
 class FunctionWatchdog(threading.Thread):
     """Restarts serverless-offline when it exits or one of its handler processes dies.
 
@@ -195,9 +198,11 @@ class LocalStack:
                "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{self.env.get('PATH', '')}",
                "SLS_TELEMETRY_DISABLED": "1", "SLS_NOTIFICATIONS_MODE": "off", "SLS_DEPRECATION_DISABLE": "*",
                "PYTHONPATH": str(ROOT)}
-        # idle handlers are never reaped, so a handler process that vanishes has crashed
+        # Idle handlers are not reaped (for 23 days), so a handler process that vanishes has crashed.
+        # The time must fit node's 32-bit timers in milliseconds: a longer one is taken as 1 ms, and the
+        # idle cleaner then runs a thousand times a second, logging a warning each time.
         args = [str(sls), "offline", "start", "--httpPort", str(http_port), "--lambdaPort", str(lambda_port),
-                "--host", "127.0.0.1", "--stage", stage, "--terminateIdleLambdaTime", "100000000"]
+                "--host", "127.0.0.1", "--stage", stage, "--terminateIdleLambdaTime", str(IDLE_REAP_S)]
         base = f"http://127.0.0.1:{http_port}/{stage}"
 
         def start() -> None:

@@ -59,6 +59,10 @@ def enrol(store: Store, job: Job, device_id: str | None = None) -> dict:
     client = store.add_client(doc, capacity=cfg.num_clients)
     if client is None:
         raise ApiError(409, f"job {job.id} already has its {cfg.num_clients} clients")
+    if client["_id"] != client_id:  # the device's concurrent join took its place first: this token opens it
+        client_id = client["_id"]
+        token, token_hash = auth.new_client_token(client_id)
+        store.set_client_token(client_id, token_hash, now)
     rounds.maybe_start(store, job, now)
     return {"job_id": job.id, "client_id": client_id, "token": token, "index": client["index"],
             "config": cfg.to_dict()}

@@ -84,11 +84,28 @@ def join(req: Request) -> dict:
     if why is not None:
         raise ApiError(403, why)
     if job.id in device.get("jobs", []):
-        raise ApiError(409, f"this device already joined job {job.id}")
+        return _rejoin(req.store, job, device)
     reply = enrol(req.store, job, device_id=device["_id"])
     req.store.update_device(device["_id"], {"last_seen": time.time()}, push={"jobs": job.id})
     req.store.count_device_stats({device["_id"]: {"jobs_joined": 1}})
     return reply
+
+
+def _rejoin(store: Store, job: Job, device: dict) -> dict:
+    """The same place in a job the device joined before, with a fresh token.
+
+    A join whose answer was lost (a dropped connection) is retried by the device;
+    it must get its own slot back, not a second one nor a refusal. Only the
+    device can ask, so handing it a new token for its own client is safe; the old
+    token stops working.
+    """
+    client = store.device_client(job.id, device["_id"])
+    if client is None:  # the join is being recorded right now by a concurrent request
+        raise ApiError(409, f"this device is joining job {job.id}; try again")
+    token, token_hash = auth.new_client_token(client["_id"])
+    store.set_client_token(client["_id"], token_hash, time.time())
+    return {"job_id": job.id, "client_id": client["_id"], "token": token, "index": client["index"],
+            "config": job.config.to_dict()}
 
 
 def leave(req: Request) -> dict:

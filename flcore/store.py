@@ -77,6 +77,9 @@ class Store:
         self.models.create_index([("job_id", ASCENDING), ("round", ASCENDING), ("owner", ASCENDING)], unique=True)
         self.jobs.create_index([("state", ASCENDING), ("created_at", DESCENDING)])
         self.jobs.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        # one place per device in a job, however many joins race
+        self.clients.create_index([("job_id", ASCENDING), ("device_id", ASCENDING)], unique=True,
+                                  partialFilterExpression={"device_id": {"$exists": True}}, name="one_place_per_device")
         self.clients.create_index([("device_id", ASCENDING)], partialFilterExpression={"device_id": {"$exists": True}})
         Store._indexed.add(key)
 
@@ -124,7 +127,8 @@ class Store:
     def add_client(self, doc: dict, capacity: int) -> dict | None:
         """Insert a client in the first free partition slot; None when the job is full.
 
-        The unique (job_id, index) index settles races between simultaneous subscribers.
+        The unique (job_id, index) index settles races between simultaneous
+        subscribers; a device that already has a place gets that one back.
         """
         while True:
             index = self.clients.count_documents({"job_id": doc["job_id"]})
@@ -134,6 +138,8 @@ class Store:
                 self.clients.insert_one({**doc, "index": index})
                 return {**doc, "index": index}
             except DuplicateKeyError as exc:
+                if "device_id" in doc and "one_place_per_device" in str(exc.details or exc):
+                    return self.device_client(doc["job_id"], doc["device_id"])
                 if "index" not in str(exc.details or exc):
                     raise
 
@@ -156,6 +162,12 @@ class Store:
             query["last_seen"] = {"$gte": seen_since}
         cursor = self.clients.find(query, {"_id": True, "device_id": True}).sort("index", ASCENDING)
         return list(cursor)
+
+    def device_client(self, job_id: str, device_id: str) -> dict | None:
+        return self.clients.find_one({"job_id": job_id, "device_id": device_id})
+
+    def set_client_token(self, client_id: str, token_hash: str, now: float) -> None:
+        self.clients.update_one({"_id": client_id}, {"$set": {"token_hash": token_hash, "last_seen": now}})
 
     def mark_left(self, client_id: str, reason: str, now: float) -> bool:
         """Record that a client left its job; False if it had already left."""

@@ -79,8 +79,26 @@ def test_offers_follow_criteria_data_sets_state_and_priority(store):
     joined = call("join", {"job_id": high}, token=a["token"])
     assert joined["job_id"] == high and joined["index"] == 0
     assert call("poll", token=joined["token"])["action"] == "wait"
-    assert "already joined" in call("join", {"job_id": high}, token=a["token"], expect=409)["error"]
     assert high not in offered(a)
+    again = call("join", {"job_id": high}, token=a["token"])  # the first answer was lost, say
+    assert (again["client_id"], again["index"]) == (joined["client_id"], 0) and again["token"] != joined["token"]
+    assert call("poll", token=again["token"])["action"] == "wait"
+    assert call("poll", token=joined["token"], expect=401)["error"]
+    assert call("status", {"job_id": high})["subscribed"] == 1
+
+
+def test_concurrent_joins_of_one_device_take_one_place(store):
+    import threading
+
+    dev = register(KIND_A)
+    job_id = create(num_clients=3)["job_id"]
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(call("join", {"job_id": job_id}, token=dev["token"])))
+               for _ in range(6)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len({a["client_id"] for a in answers}) == 1 and len(answers) == 6
+    assert call("status", {"job_id": job_id})["subscribed"] == 1
 
 
 def test_a_device_that_leaves_is_replaced_in_its_round_and_never_picked_again(store, raw_db):
