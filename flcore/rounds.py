@@ -131,6 +131,7 @@ def replace_picked(store: Store, job: Job, gone: str, now: float) -> dict | None
     the others (or re-picks at its deadline).
     """
     spare = [c for c in live_clients(store, job, now) if c not in job.picked and c != gone]
+    # seeded apart from the round's re-picks (attempt 1, 2, ...), so a replacement is reproducible too
     fresh = pick_clients(spare, job.config, job.round, int(job.doc.get("attempt", 0)) + 100)[:1] if spare else []
     picked = [c for c in job.picked if c != gone] + fresh
     return store.transition(job.id, {"state": "running", "round": job.round, "picked": job.picked},
@@ -156,7 +157,7 @@ def start_pending(store: Store, job_id: str, starts: list[str], now: float) -> N
     for other in starts:
         if open_job(store, other, now) is None:
             log.info("rule of job %s: job %s was not waiting to start", job_id, other)
-    store.jobs.update_one({"_id": job_id}, {"$unset": {"starts_pending": ""}})
+    store.clear_pending_starts(job_id)
 
 
 def close_round(store: Store, job: Job, now: float) -> dict | None:

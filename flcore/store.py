@@ -111,6 +111,9 @@ class Store:
     def jobs_with_pending_starts(self) -> list[dict]:
         return list(self.jobs.find({"starts_pending": {"$exists": True}}, {"starts_pending": True}))
 
+    def clear_pending_starts(self, job_id: str) -> None:
+        self.jobs.update_one({"_id": job_id}, {"$unset": {"starts_pending": ""}})
+
     def renew_lease(self, job_id: str, rnd: int, owner: str, until: float) -> bool:
         """Extend a held aggregation lease; False once it is no longer this owner's."""
         res = self.jobs.update_one({"_id": job_id, "round": rnd, "lease_owner": owner},
