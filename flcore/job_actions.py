@@ -18,7 +18,7 @@ from flcore.jobs import STATES, UNFINISHED, Job
 from flcore.request import Request
 
 # what create_job takes beside the job's settings
-JOB_FIELDS = ("weights", "name", "tags", "criteria", "rules", "priority", "start")
+JOB_FIELDS = ("weights", "name", "tags", "criteria", "rules", "priority", "start", "public_predict")
 CRITERIA_FIELDS = ("info.", "stats.")
 MAX_TAGS = 20
 MAX_PAGE = 100
@@ -31,15 +31,16 @@ def create_job(req: Request) -> dict:
     req.require_admin()
     body = req.body
     cfg = parse_config(body, extra=JOB_FIELDS)
-    start = body.get("start", True)
-    if not isinstance(start, bool):
-        raise ApiError(400, "start must be true or false")
+    start, public = body.get("start", True), body.get("public_predict", False)
+    if not isinstance(start, bool) or not isinstance(public, bool):
+        raise ApiError(400, "start and public_predict must be true or false")
     meta = {
         "name": rules.text(body["name"], "name", 100) if body.get("name") is not None else None,
         "tags": _tags(body.get("tags")),
         "priority": req.integer("priority", -1_000_000, 1_000_000, required=False) or 0,
         "criteria": filters.check(body["criteria"], CRITERIA_FIELDS, "criteria") if body.get("criteria") else None,
         "rules": rules.parse_rules(body.get("rules"), cfg),
+        "public_predict": public,
     }
     checked = wcodec.parse_update(body["weights"], cfg.model) if body.get("weights") is not None else None
     job_id = "job-" + secrets.token_hex(6)

@@ -90,6 +90,8 @@ class Job:
         """
         if rnd == self.doc.get("model_round"):
             return self.doc.get("model_owner")
+        if rnd == 0:
+            return "init"  # the operator's initial model, before any aggregation
         for entry in self.doc.get("history", []):
             if entry["round"] == rnd:
                 return entry.get("model_owner")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flcore import actions, device_actions, job_actions
+from flcore import actions, device_actions, job_actions, predictions
 from flcore.actions import Action
 
 ACTIONS: dict[str, Action] = {
@@ -19,4 +19,5 @@ ACTIONS: dict[str, Action] = {
     "join": device_actions.join,
     "leave": device_actions.leave,
     "devices": device_actions.devices,
+    "predict": predictions.predict,
 }

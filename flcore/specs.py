@@ -37,6 +37,14 @@ ARCHS: dict[str, CnnArch] = {
 
 DATASET_MODELS = {"mnist": "cnn_mnist", "fashionmnist": "cnn_mnist", "cifar10": "cnn_cifar10"}
 
+# data set -> (per-channel mean, per-channel std) of pixels scaled to 0..1: the
+# preprocessing clients train with and the function predicts with
+NORMALISE: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashionmnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+
 # Training examples per class, in label order: public facts about each data set,
 # from which the function computes how many examples each client's share holds.
 TRAIN_CLASS_COUNTS: dict[str, tuple[int, ...]] = {

@@ -19,15 +19,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from flcore.specs import NORMALISE
+
 if TYPE_CHECKING:
     import torch
 
-# name -> (torchvision class, per-channel mean, per-channel std)
-_NORMALISE = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashionmnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-}
 _FOLDERS = {"mnist": "MNIST", "fashionmnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
 
 
@@ -115,7 +111,7 @@ def to_tensors(name: str, images: np.ndarray, labels: np.ndarray) -> tuple["torc
     """Normalised float images and int64 labels, ready to slice into batches."""
     import torch
 
-    mean, std = _NORMALISE[name]
+    mean, std = NORMALISE[name]
     x = torch.from_numpy(images).float().div_(255.0)
     x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
     return x.contiguous(), torch.from_numpy(np.asarray(labels, dtype=np.int64))

@@ -182,7 +182,8 @@ def test_list_pages_newest_first_and_filters(store):
     ({"tags": "a,b"}, "tags must be a list"),
     ({"name": "x" * 101}, "name must be text"),
     ({"priority": 1.5}, "priority must be an integer"),
-    ({"start": "no"}, "start must be true or false"),
+    ({"start": "no"}, "start and public_predict must be true or false"),
+    ({"public_predict": 1}, "start and public_predict must be true or false"),
 ])
 def test_create_refuses_bad_definitions_and_changes_nothing(store, raw_db, extra, message):
     before = snapshot(raw_db)
