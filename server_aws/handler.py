@@ -17,7 +17,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from flcore import settings  # noqa: E402
+from flcore import settings, static  # noqa: E402
 from flcore.api import JSON_HEADERS, handle, scheduled_tick, to_json  # noqa: E402
 
 # read once per container, from the environment serverless.yml sets
@@ -34,9 +34,16 @@ def action_name(event: dict) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
+def method(event: dict) -> str:
+    return (event.get("httpMethod") or (event.get("requestContext") or {}).get("http", {}).get("method") or "POST")
+
+
 def handler(event: dict, context: object = None) -> dict:
     if event.get("source") == "aws.events" or event.get("detail-type") == "Scheduled Event":
         return scheduled_tick(SETTINGS)
+    if method(event).upper() == "GET":  # the dashboard's page and files
+        status, headers, text = static.serve(event.get("path") or event.get("rawPath") or "")
+        return {"statusCode": status, "headers": headers, "body": text}
     body = event.get("body")
     if body is not None and event.get("isBase64Encoded"):
         try:

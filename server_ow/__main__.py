@@ -28,7 +28,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if os.path.isdir(os.path.join(_HERE, "flcore")) and _HERE not in sys.path:
     sys.path.insert(0, _HERE)  # inside the action zip, flcore sits next to this file
 
-from flcore import settings  # noqa: E402
+from flcore import settings, static  # noqa: E402
 from flcore.api import JSON_HEADERS, handle, scheduled_tick, to_json  # noqa: E402
 
 SETTINGS = settings.NAMES
@@ -66,6 +66,9 @@ def main(params: dict) -> dict:
                                      {"authorization": str(params.get("authorization", ""))}, config)
             return {"statusCode": status, **payload}
         return scheduled_tick(config)
+    if str(params["__ow_method"]).lower() == "get":  # the dashboard's page and files
+        status, headers, text = static.serve(params.get("__ow_path") or "")
+        return {"statusCode": status, "headers": headers, "body": text}
     status, payload = handle(action_name(params), request_body(params), params.get("__ow_headers") or {}, config)
     return {"statusCode": status, "headers": dict(JSON_HEADERS), "body": to_json(payload)}
 

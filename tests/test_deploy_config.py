@@ -32,9 +32,10 @@ def test_every_action_is_routed_and_rounds_are_closed_on_a_schedule(config):
     service = resolved(config, "--stage", "prod", "--region", "eu-west-1")
     assert service["provider"]["stage"] == "prod" and service["provider"]["region"] == "eu-west-1"
     events = service["functions"]["api"]["events"]
-    routes = {e["http"]["path"] for e in events if "http" in e}
-    assert routes == set(ACTIONS)
-    assert all(e["http"]["method"] == "post" for e in events if "http" in e)
+    posts = {e["http"]["path"] for e in events if "http" in e and e["http"]["method"] == "post"}
+    gets = {e["http"]["path"] for e in events if "http" in e and e["http"]["method"] == "get"}
+    assert posts == set(ACTIONS)
+    assert gets == {"dashboard", "dashboard/{file}"}  # the dashboard's page and its files
     assert [e["schedule"] for e in events if "schedule" in e] == ["rate(1 minute)"]
 
 

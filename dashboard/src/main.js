@@ -1,0 +1,472 @@
+// The operator's dashboard: talks to the function's own actions with the operator token.
+// Views by URL fragment: #jobs, #job=<id>, #devices, #create; #token=... is taken once and kept
+// in sessionStorage (a fragment never reaches the server or its logs).
+import uPlot from "uplot";
+import "uplot/dist/uPlot.min.css";
+import "./app.css";
+
+const TOKEN_KEY = "fl-operator-token";
+const REFRESH_MS = 2000;
+const base = location.href.split("#")[0].replace(/\/dashboard\/?(index\.html)?$/, "");
+const $ = (sel, root = document) => root.querySelector(sel);
+let timer = null;
+let charts = [];
+
+// ---------------------------------------------------------------- the function
+class FunctionError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function call(action, body = {}) {
+  const headers = { "Content-Type": "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let resp;
+  try {
+    resp = await fetch(`${base}/${action}`, { method: "POST", headers, body: JSON.stringify(body) });
+  } catch (err) {
+    throw new FunctionError(0, `cannot reach the function at ${base} (${err.message})`);
+  }
+  let payload;
+  try {
+    payload = await resp.json();
+  } catch {
+    throw new FunctionError(resp.status, `the function answered ${resp.status} without JSON`);
+  }
+  if (!resp.ok) throw new FunctionError(resp.status, payload.error || `error ${resp.status}`);
+  return payload;
+}
+
+// ---------------------------------------------------------------- small helpers
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+const pct = (v) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(2)} %`);
+const num = (v, digits = 3) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
+function ago(ts) {
+  if (!ts) return "–";
+  const s = Math.max(0, Math.round(Date.now() / 1000 - ts));
+  return s < 120 ? `${s} s ago` : s < 7200 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
+}
+const badge = (state) => el("span", { class: `state state-${state}` }, state);
+
+// replaceChildren() would show a null child as the text "null": leave such children out
+const show = (view, ...children) => view.replaceChildren(...children.filter((c) => c !== null && c !== undefined));
+
+function showError(err) {
+  const banner = $("#banner");
+  banner.textContent = err instanceof FunctionError && err.status === 401
+    ? "This needs the operator token: type it above."
+    : `Error: ${err.message}`;
+  banner.hidden = false;
+}
+
+function clearError() {
+  $("#banner").hidden = true;
+}
+
+function table(columns, rows, onClick, id) {
+  const head = el("tr", {}, columns.map(([, title]) => el("th", {}, title)));
+  const body = rows.map((row) => el("tr", onClick ? { class: "link", onclick: () => onClick(row) } : {},
+    columns.map(([key]) => el("td", {}, typeof key === "function" ? key(row) : row[key] ?? "–"))));
+  return el("table", { id }, el("thead", {}, head), el("tbody", {}, body));
+}
+
+// ---------------------------------------------------------------- token
+function takeTokenFromFragment() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (params.has("token")) {
+    sessionStorage.setItem(TOKEN_KEY, params.get("token"));
+    params.delete("token");
+    const rest = params.toString().replace(/=$/, "").replace(/=&/g, "&");
+    history.replaceState(null, "", `${location.pathname}${location.search}${rest ? `#${rest}` : "#jobs"}`);
+  }
+}
+
+function renderWho() {
+  const who = $("#who");
+  who.replaceChildren();
+  if (sessionStorage.getItem(TOKEN_KEY)) {
+    who.append("operator token set ", el("button", { class: "small", onclick: () => {
+      sessionStorage.removeItem(TOKEN_KEY);
+      renderWho();
+    } }, "forget"));
+    return;
+  }
+  const input = el("input", { type: "password", placeholder: "operator token", id: "token-input",
+    autocomplete: "off" });
+  const save = () => {
+    if (input.value) sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    renderWho();
+    route();
+  };
+  input.addEventListener("keydown", (e) => e.key === "Enter" && save());
+  who.append(input, el("button", { class: "small", id: "token-save", onclick: save }, "use"));
+}
+
+// ---------------------------------------------------------------- views
+function resetCharts() {
+  charts.forEach((c) => c.destroy());
+  charts = [];
+}
+
+async function jobsView(view) {
+  const data = await call("list_jobs", { limit: 50 });
+  resetCharts();
+  show(view, 
+    el("h2", {}, "Jobs"),
+    data.jobs.length === 0 ? el("p", { class: "muted" }, "No jobs yet: create one under New job.") :
+      table([
+        [(j) => el("a", { href: `#job=${j.job_id}` }, j.name || j.job_id), "job"],
+        [(j) => badge(j.state), "state"],
+        [(j) => `${j.round} / ${j.rounds}`, "round"],
+        [(j) => pct(j.eval_accuracy), "federated accuracy"],
+        [(j) => `${j.clients} / ${j.num_clients}`, "clients"],
+        ["dataset", "data"],
+        ["strategy", "strategy"],
+        [(j) => (j.tags || []).join(", ") || "–", "tags"],
+        [(j) => ago(j.created_at), "created"],
+      ], data.jobs, (j) => { location.hash = `job=${j.job_id}`; }),
+  );
+  return true; // refresh by itself
+}
+
+function chart(title, rounds, series, opts = {}) {
+  // data-points: how many rounds the chart shows (for tests and screen readers alike)
+  const holder = el("div", { class: "chart", "data-points": rounds.length, "aria-label": title });
+  const width = Math.min(560, Math.max(300, (document.body.clientWidth - 80) / 2));
+  const plot = new uPlot({
+    title, width, height: 220,
+    scales: { x: { time: false } },
+    legend: { live: false },
+    axes: [{ label: "round", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] }, { label: opts.unit || "" }],
+    series: [{ label: "round" }, ...series.map((s, i) => ({
+      label: s.label, stroke: ["#2563eb", "#dc2626", "#16a34a", "#9333ea"][i], width: 2,
+      points: { size: 6 }, spanGaps: true, ...(opts.bars ? { paths: uPlot.paths.bars({ size: [0.6] }) } : {}),
+    }))],
+  }, [rounds, ...series.map((s) => s.values)], holder);
+  charts.push(plot);
+  return holder;
+}
+
+function changeForm(job) {
+  const fields = ["lr", "local_epochs", "batch_size", "clients_per_round", "rounds", "target_accuracy"];
+  const inputs = Object.fromEntries(fields.map((f) => [f, el("input", { name: f, id: `set-${f}`,
+    placeholder: String(job.config[f]), size: 8 })]));
+  const apply = async (e) => {
+    e.preventDefault();
+    const set = {};
+    for (const [k, input] of Object.entries(inputs)) {
+      if (input.value.trim() !== "") set[k] = Number(input.value);
+    }
+    try {
+      const reply = await call("update_job", { job_id: job.job_id, set });
+      clearError();
+      $("#change-result").textContent = `applies from round ${reply.from_round}: ${JSON.stringify(reply.set)}`;
+      Object.values(inputs).forEach((i) => { i.value = ""; });
+    } catch (err) {
+      showError(err);
+    }
+  };
+  return el("form", { class: "inline keep", id: "change-form", onsubmit: apply },
+    fields.map((f) => el("label", {}, f, inputs[f])), el("button", { type: "submit", id: "change-apply" }, "Change"),
+    el("span", { id: "change-result", class: "muted" }));
+}
+
+function predictBox(job) {
+  const canvas = el("canvas", { width: 280, height: 280, id: "draw", class: "draw" });
+  const ctx = canvas.getContext("2d");
+  const reset = () => {
+    ctx.fillStyle = "#000";
+    ctx.fillRect(0, 0, 280, 280);
+    $("#answer", box).textContent = "Draw a digit, then ask.";
+  };
+  let drawing = false;
+  const at = (e) => {
+    const r = canvas.getBoundingClientRect();
+    return [(e.clientX - r.left) * (280 / r.width), (e.clientY - r.top) * (280 / r.height)];
+  };
+  canvas.addEventListener("pointerdown", (e) => {
+    drawing = true;
+    ctx.beginPath();
+    ctx.moveTo(...at(e));
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!drawing) return;
+    ctx.lineWidth = 22;
+    ctx.lineCap = "round";
+    ctx.strokeStyle = "#fff";
+    ctx.lineTo(...at(e));
+    ctx.stroke();
+  });
+  ["pointerup", "pointerleave"].forEach((t) => canvas.addEventListener(t, () => { drawing = false; }));
+  const ask = async (mode) => {
+    try {
+      const reply = await call("predict", { job_id: job.job_id, inputs: [toMnist(canvas)], mode });
+      clearError();
+      const probs = reply.probabilities[0];
+      const best = reply.classes[0];
+      $("#answer", box).textContent =
+        `${mode} model of round ${reply.model_round}${mode === "ensemble" ? ` (${reply.models} clients)` : ""}: ` +
+        `${best} (${(100 * probs[best]).toFixed(1)} %)`;
+      const holder = $("#probs", box);
+      box.plot?.destroy(); // its own chart: the box outlives the job view's redraws
+      holder.replaceChildren();
+      box.plot = new uPlot({
+        width: 280, height: 160, legend: { show: false }, scales: { x: { time: false }, y: { range: [0, 1] } },
+        axes: [{ incrs: [1], label: "digit" }, {}],
+        series: [{}, { stroke: "#2563eb", fill: "#93c5fd", points: { show: false },
+          paths: uPlot.paths.bars({ size: [0.7] }) }],
+      }, [probs.map((_, i) => i), probs], holder);
+    } catch (err) {
+      showError(err);
+    }
+  };
+  const box = el("div", { class: "predict keep", id: "predict-box" },
+    canvas,
+    el("div", {},
+      el("button", { id: "predict-global", onclick: () => ask("global") }, "What digit is this?"),
+      el("button", { id: "predict-ensemble", onclick: () => ask("ensemble") }, "Ask the clients' models"),
+      el("button", { class: "secondary", onclick: reset }, "Clear"),
+      el("p", { id: "answer" }), el("div", { id: "probs" })));
+  reset();
+  return box;
+}
+
+// The drawing as MNIST's preprocessing made its images: the digit's bounding box scaled
+// to fit 20x20, centred in 28x28, white on black, values 0..255.
+function toMnist(canvas) {
+  const src = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let [x0, y0, x1, y1] = [canvas.width, canvas.height, -1, -1];
+  for (let y = 0; y < canvas.height; y++) {
+    for (let x = 0; x < canvas.width; x++) {
+      if (src[(y * canvas.width + x) * 4] > 32) {
+        x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x); y1 = Math.max(y1, y);
+      }
+    }
+  }
+  const small = document.createElement("canvas");
+  small.width = 28;
+  small.height = 28;
+  const sctx = small.getContext("2d");
+  sctx.fillStyle = "#000";
+  sctx.fillRect(0, 0, 28, 28);
+  if (x1 >= 0) {
+    const side = Math.max(x1 - x0, y1 - y0) + 1;
+    const scale = 20 / side;
+    const w = (x1 - x0 + 1) * scale;
+    const h = (y1 - y0 + 1) * scale;
+    sctx.imageSmoothingQuality = "high";
+    sctx.drawImage(canvas, x0, y0, x1 - x0 + 1, y1 - y0 + 1, (28 - w) / 2, (28 - h) / 2, w, h);
+  }
+  const px = sctx.getImageData(0, 0, 28, 28).data;
+  return Array.from({ length: 28 }, (_, y) => Array.from({ length: 28 }, (_, x) => px[(y * 28 + x) * 4]));
+}
+
+async function jobView(view, jobId) {
+  const st = await call("status", { job_id: jobId });
+  const unfinished = ["created", "waiting", "running"].includes(st.state);
+  // re-draw only when something shown changed, keeping what the user is typing or drawing
+  const sig = JSON.stringify([st.job_id, st.state, st.round, st.history.length, st.subscribed, st.submitted,
+    st.changes.length, st.model_round]);
+  if (view.dataset.sig === sig) return unfinished;
+  const kept = [...view.querySelectorAll(".keep")];
+  resetCharts();
+  view.dataset.sig = sig;
+  const h = st.history;
+  const rounds = h.map((e) => e.round);
+  const metric = (key) => h.map((e) => e.metrics[key] ?? null);
+  const reported = h.map((e) => e.reported?.test_accuracy ?? null);
+  const stop = async () => {
+    if (!confirm(`Stop job ${st.name || st.job_id}?`)) return;
+    try {
+      await call("stop_job", { job_id: st.job_id, reason: "stopped from the dashboard" });
+      clearError();
+      route();
+    } catch (err) {
+      showError(err);
+    }
+  };
+  const start = async () => {
+    try {
+      await call("start_job", { job_id: st.job_id });
+      route();
+    } catch (err) {
+      showError(err);
+    }
+  };
+  const fired = h.flatMap((e) => (e.rules || []).map((r) => ({ round: e.round, ...r })));
+  show(view, 
+    el("h2", {}, st.name || st.job_id, " ", badge(st.state)),
+    el("p", { class: "muted", id: "job-summary" },
+      `${st.job_id} · round ${st.round} of ${st.rounds} · ${st.subscribed} of ${st.config.num_clients} clients · ` +
+      `${st.config.dataset}, ${st.config.strategy}, ${st.config.partition}` +
+      (st.stopped_because ? ` · ended: ${st.stopped_because}` : "") +
+      (st.best ? ` · best federated accuracy ${pct(st.best.eval_accuracy)} (round ${st.best.round})` : "")),
+    el("div", { class: "actions" },
+      st.state === "created" ? el("button", { id: "start-job", onclick: start }, "Start") : null,
+      unfinished ? el("button", { class: "danger", id: "stop-job", onclick: stop }, "Stop job") : null),
+    unfinished ? changeForm(st) : null,
+    h.length === 0 ? el("p", { class: "muted", id: "no-rounds" }, "No round has closed yet.") :
+      el("div", { class: "charts" },
+        chart("Accuracy", rounds, [
+          { label: "federated evaluation", values: metric("eval_accuracy") },
+          ...(reported.some((v) => v !== null) ? [{ label: "test set (reported)", values: reported }] : []),
+        ]),
+        chart("Loss", rounds, [{ label: "training", values: metric("train_loss") },
+          { label: "federated evaluation", values: metric("eval_loss") }]),
+        chart("Round duration", rounds, [{ label: "seconds", values: h.map((e) => e.seconds) }], { unit: "s" }),
+        chart("Clients per round", rounds, [{ label: "updates", values: h.map((e) => e.clients) },
+          { label: "picked", values: h.map((e) => e.picked) }])),
+    el("div", { class: "columns" },
+      el("section", {},
+        el("h3", {}, "Draw a digit"),
+        st.model_round === null ? el("p", { class: "muted" }, "No model yet.") : predictBox(st)),
+      el("section", {},
+        el("h3", {}, "Rules that fired"),
+        fired.length ? table([["round", "round"], ["rule", "rule"], [(r) => JSON.stringify(r.then), "then"],
+          [(r) => r.error || "", "note"]], fired) : el("p", { class: "muted" }, "None."),
+        el("h3", {}, "Settings changes"),
+        st.changes.length ? table([["round", "from round"], ["by", "by"], [(c) => JSON.stringify(c.set), "set"]],
+          st.changes, null, "changes-table") : el("p", { class: "muted" }, "None."),
+        el("h3", {}, "Config"),
+        table([["k", "setting"], ["v", "value"]],
+          Object.entries(st.config).map(([k, v]) => ({ k, v: String(v) }))))),
+  );
+  for (const old of kept) view.querySelector(`#${old.id}`)?.replaceWith(old);
+  return unfinished;
+}
+
+async function devicesView(view) {
+  const data = await call("devices", {});
+  resetCharts();
+  show(view, 
+    el("h2", {}, "Devices"),
+    data.devices.length === 0 ? el("p", { class: "muted" }, "No device has registered yet.") :
+      table([
+        ["device_id", "device"], [(d) => d.info.platform || "–", "platform"], [(d) => d.info.cpus ?? "–", "cpus"],
+        [(d) => d.info.memory_mb ?? "–", "memory MB"], [(d) => Object.keys(d.info.datasets || {}).join(", "), "data"],
+        [(d) => Object.entries(d.info.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "–", "labels"],
+        [(d) => d.stats.jobs_joined, "jobs"], [(d) => d.stats.rounds_trained, "rounds"],
+        [(d) => d.stats.deadlines_missed, "missed"], [(d) => d.stats.failures_reported, "failed"],
+        [(d) => num(d.stats.mean_train_seconds, 1), "train s"], [(d) => num(d.stats.contribution, 2), "contribution"],
+        [(d) => ago(d.stats.last_seen), "last seen"],
+      ], data.devices),
+  );
+  return true;
+}
+
+const PRESETS = {
+  "MNIST, quick (3 rounds)": { dataset: "mnist", num_clients: 4, clients_per_round: 4, rounds: 3, local_epochs: 1,
+    lr: 0.05, max_train_examples: 600 },
+  "MNIST, default (20 clients)": { dataset: "mnist", num_clients: 20, clients_per_round: 10, rounds: 10,
+    local_epochs: 10, lr: 0.01 },
+  "MNIST, non-iid (shards:2, SCAFFOLD)": { dataset: "mnist", num_clients: 20, clients_per_round: 10, rounds: 10,
+    local_epochs: 10, lr: 0.01, partition: "shards:2", strategy: "scaffold" },
+  "Fashion-MNIST": { dataset: "fashionmnist", num_clients: 20, clients_per_round: 10, rounds: 10,
+    local_epochs: 10, lr: 0.01 },
+};
+const FORM_FIELDS = [["name", "text"], ["dataset", "text", "mnist, fashionmnist, cifar10"],
+  ["num_clients", "number"], ["clients_per_round", "number"], ["rounds", "number"], ["local_epochs", "number"],
+  ["lr", "number"], ["strategy", "text", "fedavg (default), fedprox, scaffold, …"],
+  ["partition", "text", "iid (default), shards:2, dirichlet:0.5"], ["max_train_examples", "number", "0: whole share"],
+  ["target_accuracy", "number", "0: off"], ["tags", "text", "comma-separated"]];
+
+function createView(view) {
+  const inputs = Object.fromEntries(FORM_FIELDS.map(([f, type, hint]) => [f, el("input", { name: f,
+    id: `create-${f}`, type, step: type === "number" ? "any" : undefined, placeholder: hint })]));
+  const criteria = el("textarea", { id: "create-criteria", rows: 3,
+    placeholder: '{"info.labels.kind": "a"} (optional)' });
+  const rules = el("textarea", { id: "create-rules", rows: 3,
+    placeholder: '[{"when": {"metrics.eval_accuracy": {"$gte": 0.97}}, "then": {"stop": "97 %"}}] (optional)' });
+  const start = el("input", { type: "checkbox", id: "create-start", checked: true });
+  const preset = el("select", { id: "create-preset" }, Object.keys(PRESETS).map((p) => el("option", {}, p)));
+  const fill = () => {
+    Object.values(inputs).forEach((i) => { i.value = ""; });
+    for (const [k, v] of Object.entries(PRESETS[preset.value])) inputs[k].value = v;
+  };
+  preset.addEventListener("change", fill);
+  const submit = async (e) => {
+    e.preventDefault();
+    const body = { start: start.checked };
+    try {
+      for (const [f, type] of FORM_FIELDS) {
+        const v = inputs[f].value.trim();
+        if (v === "") continue;
+        body[f] = f === "tags" ? v.split(",").map((t) => t.trim()).filter(Boolean) : type === "number" ? Number(v) : v;
+      }
+      if (criteria.value.trim()) body.criteria = JSON.parse(criteria.value);
+      if (rules.value.trim()) body.rules = JSON.parse(rules.value);
+    } catch (err) {
+      showError(new Error(`criteria and rules must be JSON: ${err.message}`));
+      return;
+    }
+    try {
+      const made = await call("create_job", body);
+      clearError();
+      location.hash = `job=${made.job_id}`;
+    } catch (err) {
+      showError(err);
+    }
+  };
+  resetCharts();
+  show(view, 
+    el("h2", {}, "New job"),
+    el("form", { id: "create-form", class: "grid", onsubmit: submit },
+      el("label", {}, "preset", preset),
+      FORM_FIELDS.map(([f]) => el("label", {}, f.replaceAll("_", " "), inputs[f])),
+      el("label", { class: "wide" }, "criteria (devices)", criteria),
+      el("label", { class: "wide" }, "rules", rules),
+      el("label", {}, "start now", start),
+      el("button", { type: "submit", id: "create-submit" }, "Create job")),
+  );
+  fill();
+  return false;
+}
+
+// ---------------------------------------------------------------- routing
+async function route() {
+  clearTimeout(timer);
+  takeTokenFromFragment();
+  const params = new URLSearchParams(location.hash.slice(1));
+  const view = $("#view");
+  const name = params.has("job") ? "job" : ["devices", "create"].find((v) => params.has(v)) || "jobs";
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.id === `nav-${name}`));
+  const render = async (first) => {
+    if (name === "create" && !first) return;
+    if (first) delete view.dataset.sig;
+    let again = false;
+    try {
+      again = name === "job" ? await jobView(view, params.get("job"))
+        : name === "devices" ? await devicesView(view)
+          : name === "create" ? createView(view) : await jobsView(view);
+      clearError();
+    } catch (err) {
+      showError(err);
+      if (first) show(view, el("p", { class: "muted" }, "Nothing to show."));
+      again = true;
+    }
+    if (again) timer = setTimeout(() => render(false), REFRESH_MS);
+  };
+  await render(true);
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("DOMContentLoaded", () => {
+  takeTokenFromFragment();
+  renderWho();
+  route();
+});
