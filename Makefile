@@ -2,13 +2,13 @@
 # make test   set up if needed, then the test suite
 # make serve  the embedded database + the function under serverless-offline, in the foreground
 # make demo-jobs  several jobs, devices, criteria and rules at once on the local stack
-# make bench-default, bench-accuracy, bench-package: benchmarks, results in bench/results/
+# make bench-default, bench-accuracy, bench-package, bench-predict: benchmarks, results in bench/results/
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run test serve demo-jobs deploy deploy-check deploy-image bench-default bench-accuracy bench-package clean
+.PHONY: setup run test serve demo-jobs deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench-default: setup
 # learning quality on the default workload (about 5 minutes a run, 8 runs)
 bench-accuracy: setup
 	$(BIN)/python bench/accuracy.py
+
+# global vs ensemble predictions after the default job (iid, shards:2), and the function's time per batch
+bench-predict: setup
+	$(BIN)/python bench/predict.py
 
 # deployable size and cold import time of the function
 bench-package: setup

@@ -105,6 +105,8 @@ def evaluate_rounds(op: Operator, job_id: str, dataset: str, history: list[dict]
     per_round = []
     for entry in history:
         acc = report.evaluate_on_test_set(dataset, op.weights(job_id, entry["round"]))
+        op.call("report", {"job_id": job_id, "round": entry["round"],  # for the dashboard's accuracy chart
+                           "metrics": {"test_accuracy": acc["accuracy"], "test_loss": acc["loss"]}})
         per_round.append({"round": entry["round"], "test_accuracy": acc["accuracy"], "test_loss": acc["loss"],
                           "seconds": entry["seconds"], "clients": entry["clients"],
                           "examples": entry["examples"], "closed": entry["closed"],
@@ -134,6 +136,7 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
     with LocalStack(ROOT / "logs", env={"FL_ADMIN_TOKEN": token}) as stack:
         op = Operator(start_stack(stack), token)
         job_id, cfg = create_job(op, overrides)
+        print(f"watch it live: {stack.base_url}/dashboard#token={token}&job={job_id}", flush=True)
         with running_clients(stack.base_url, job_id, cfg) as pid_file:
             with PeakMemory(lambda: [os.getpid(), *_pids(pid_file)]) as mem:
                 final = op.follow(job_id, timeout=env.get_float("FL_RUN_TIMEOUT", 3600))

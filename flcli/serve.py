@@ -16,6 +16,8 @@ def main() -> int:
         base_url = stack.start_function(mongodb_url, http_port=env.get_int("FL_HTTP_PORT", 3000),
                                         lambda_port=env.get_int("FL_LAMBDA_PORT", 3002))
         print(f"BASE_URL_AWS={base_url}")
+        token = env.get("FL_ADMIN_TOKEN")
+        print(f"dashboard: {base_url}/dashboard" + (f"#token={token}" if token else ""))
         print(f"Lambda invoke endpoint: {stack.lambda_endpoint} (function name serverless-fl-dev-api)")
         print(f"database: {mongodb_url}; logs in {ROOT / 'logs'}; Ctrl-C stops everything", flush=True)
         try:

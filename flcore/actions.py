@@ -124,7 +124,8 @@ def get_model(req: Request) -> dict:
     return reply
 
 
-def _metrics(raw: object) -> dict[str, float]:
+def metrics_of(raw: object) -> dict[str, float]:
+    """A body's ``metrics``: at most 32 named finite numbers, or a 400."""
     if raw is None:
         return {}
     if not isinstance(raw, dict) or len(raw) > 32:
@@ -159,7 +160,7 @@ def submit(req: Request) -> dict:
     if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= limit:
         raise ApiError(400, f"num_examples must be an integer between 1 and {limit}, "
                             f"the training examples of this client's share")
-    metrics = _metrics(req.body.get("metrics"))
+    metrics = metrics_of(req.body.get("metrics"))
     if store.has_update(job.id, rnd, client["_id"]):
         return {"accepted": False, "duplicate": True, "round": rnd}
     if job.state != "running" or rnd != job.round or client.get("left"):
@@ -222,7 +223,9 @@ def status(req: Request) -> dict:
         "opened_at": doc.get("opened_at"), "started_at": doc.get("started_at"), "finished_at": doc.get("finished_at"),
         "config": job.config.to_dict(), "changes": doc.get("changes", []),
         "criteria": doc.get("criteria"), "rules": doc.get("rules", []), "rules_fired": doc.get("rules_fired", []),
-        "best": doc.get("best"), "history": doc.get("history", []),
+        "best": doc.get("best"),
+        "history": [{**h, "reported": doc["reported"][str(h["round"])]} if str(h["round"]) in doc.get("reported", {})
+                    else h for h in doc.get("history", [])],
     }
 
 

@@ -14,6 +14,7 @@ from flcore import filters, rounds, rules
 from flcore import weights as wcodec
 from flcore.config import parse_changes, parse_config
 from flcore.errors import ApiError
+from flcore.actions import metrics_of
 from flcore.jobs import STATES, UNFINISHED, Job
 from flcore.request import Request
 
@@ -118,6 +119,20 @@ def update_job(req: Request) -> dict:
                     "config": Job.of(moved).config.to_dict()}
         time.sleep(UPDATE_WAIT_S)
     raise ApiError(409, f"job {job_id} is closing a round; try again")
+
+
+def report(req: Request) -> dict:
+    """The operator's own measurements of a closed round (test-set accuracy), shown beside the clients'."""
+    req.require_admin()
+    job = Job.load(req.store, req.job_id(), history=True)
+    rnd = req.integer("round", 0, 2**31 - 1)
+    if rnd not in {h["round"] for h in job.doc.get("history", [])}:
+        raise ApiError(404, f"round {rnd} of job {job.id} has not closed")
+    metrics = metrics_of(req.body.get("metrics"))
+    if not metrics:
+        raise ApiError(400, "metrics must name at least one measurement, e.g. {\"test_accuracy\": 0.98}")
+    req.store.transition(job.id, {}, {"$set": {f"reported.{rnd}.{k}": v for k, v in metrics.items()}})
+    return {"job_id": job.id, "round": rnd, "reported": metrics}
 
 
 def list_jobs(req: Request) -> dict:

@@ -13,6 +13,7 @@ ACTIONS: dict[str, Action] = {
     "stop_job": job_actions.stop_job,
     "update_job": job_actions.update_job,
     "list_jobs": job_actions.list_jobs,
+    "report": job_actions.report,
     "register": device_actions.register,
     "update_device": device_actions.update_device,
     "offers": device_actions.offers,

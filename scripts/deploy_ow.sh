@@ -44,7 +44,7 @@ rm -f "$build/params.json"
 if [ "${FL_OW_API:-1}" = 1 ]; then
   for a in start_training subscribe partition poll get_model submit aggregate status \
            create_job start_job stop_job update_job list_jobs register update_device offers join leave devices \
-           predict; do
+           predict report; do
     wsk api create /fl "/$a" post "$action" --response-type http >/dev/null
   done
   for p in dashboard dashboard/app.js dashboard/app.css; do  # the dashboard, served by the action on GET

@@ -157,6 +157,16 @@ def corpus(base: str, picked: dict, other: dict, old_round: int) -> list[tuple[s
             add(f"{action} token {desc}", action, {"job_id": picked["job_id"], "info": {}}, headers)
     add("leave with an operator token", "leave", {"reason": "x"}, admin)
     add("leave reason object", "leave", {"reason": {"$set": 1}}, auth)
+    add("predict without token", "predict", {"job_id": picked["job_id"], "inputs": [[[0] * 28] * 28]})
+    add("predict other job as client", "predict", {"job_id": "job-nope", "inputs": [[[0] * 28] * 28]}, auth)
+    add("predict pixels as text", "predict", {"job_id": picked["job_id"], "inputs": "AAAA"}, admin)
+    add("predict pickled image", "predict", {"job_id": picked["job_id"],
+                                             "image": base64.b64encode(pickle.dumps(good)).decode()}, admin)
+    add("predict image bomb header", "predict", {"job_id": picked["job_id"], "image": base64.b64encode(
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x01\x00\x00\x00\x01\x00\x00\x08\x00\x00\x00\x00").decode()}, admin)
+    add("report with a client token", "report", {"job_id": picked["job_id"], "round": 1, "metrics": {"a": 1}}, auth)
+    add("report metrics injection", "report", {"job_id": picked["job_id"], "round": 0,
+                                               "metrics": {"$set": 1}}, admin)
     add("get_model bad round", "get_model", {"round": 5}, auth)
     add("get_model round object", "get_model", {"round": {"$gt": 0}}, auth)
     add("unknown action", "drop_database", {})

@@ -206,3 +206,18 @@ def test_update_waits_for_a_round_being_closed_and_then_applies_to_the_next(stor
     assert call("update_job", {"job_id": job_id, "set": {"lr": 0.05}})["from_round"] == 2
     run_round(store, job_id, subs, 1)
     assert call("get_model", {"job_id": job_id})["round_config"]["lr"] == pytest.approx(0.05)
+
+
+def test_the_operator_reports_test_accuracy_beside_the_rounds(store, raw_db):
+    job_id = create()["job_id"]
+    subs = subscribe_all(job_id, 3)
+    run_round(store, job_id, subs, 1)
+    call("report", {"job_id": job_id, "round": 1, "metrics": {"test_accuracy": 0.91}})
+    history = call("status", {"job_id": job_id})["history"]
+    assert history[0]["reported"] == {"test_accuracy": 0.91}
+    before = snapshot(raw_db)
+    assert "has not closed" in call("report", {"job_id": job_id, "round": 2, "metrics": {"a": 1}}, expect=404)["error"]
+    assert "at least one" in call("report", {"job_id": job_id, "round": 1, "metrics": {}}, expect=400)["error"]
+    assert "finite number" in call("report", {"job_id": job_id, "round": 1, "metrics": {"a": "x"}},
+                                   expect=400)["error"]
+    assert snapshot(raw_db) == before
