@@ -227,7 +227,7 @@ function predictBox(job) {
       holder.replaceChildren();
       box.plot = new uPlot({
         width: 280, height: 160, legend: { show: false }, scales: { x: { time: false }, y: { range: [0, 1] } },
-        axes: [{ incrs: [1], label: "digit" }, {}],
+        axes: [{ incrs: [1], space: 16, label: "digit" }, {}],
         series: [{}, { stroke: "#2563eb", fill: "#93c5fd", points: { show: false },
           paths: uPlot.paths.bars({ size: [0.7] }) }],
       }, [probs.map((_, i) => i), probs], holder);
