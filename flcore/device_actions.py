@@ -115,6 +115,8 @@ def leave(req: Request) -> dict:
     place in the same update, so the round does not wait for its deadline.
     """
     client = req.client()
+    if req.job_id(required=False) not in (None, client["job_id"]):
+        raise ApiError(403, "a client can only leave its own job")
     reason = text(req.body.get("reason", "left"), "reason", MAX_REASON)
     now = time.time()
     if not req.store.mark_left(client["_id"], reason, now):

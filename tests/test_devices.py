@@ -110,6 +110,7 @@ def test_a_device_that_leaves_is_replaced_in_its_round_and_never_picked_again(st
     assert call("leave", {"reason": "training failed: CUDA error"}, token=leaver["token"]) == {"left": True,
                                                                                                 "already": False}
     assert call("leave", {}, token=leaver["token"])["already"] is True
+    assert "its own job" in call("leave", {"job_id": "job-other"}, token=leaver["token"], expect=403)["error"]
     now_picked = store.get_job(job_id)["picked"]
     assert leaver["client_id"] not in now_picked and len(now_picked) == 2
     assert call("poll", token=leaver["token"])["action"] == "done"
