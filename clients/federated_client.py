@@ -54,10 +54,11 @@ def _failures_as(kind: type[Exception]) -> Iterator[None]:
 class FederatedClient:
     """One client: its identity (kept in a state file), its shard, its latest global model."""
 
-    def __init__(self, transport: Transport, state_path: Path, name: str):
+    def __init__(self, transport: Transport, state_path: Path, name: str, slowdown: float = 1.0):
         self.transport = transport
         self.state_path = state_path
         self.name = name
+        self.slowdown = slowdown  # > 1: stands for a slower device (clients/slowdown.py)
         self.identity: dict | None = self._load_identity()
         self.device = Device(transport, state_path.with_suffix(".device.json"))
         self.control = control.ControlVariate(state_path.with_suffix(".control"))
@@ -198,6 +199,7 @@ class FederatedClient:
             self.info.update(model_round=reply["model_round"], dataset=cfg["dataset"])
         _, xt, yt, xe, ye = self._shard(reply["job_id"])
         hp = reply["round_config"]  # this round's hyperparameters, as the job sets them
+        fit_started = time.perf_counter()
         with _failures_as(TrainingFailed):
             if fails_in(self.name, self.identity):
                 raise RuntimeError("simulated failure (FL_FAIL_JOBS)")
@@ -212,6 +214,8 @@ class FederatedClient:
             update = models.get_weights(model)
             if scaffold:
                 update = scaffold.update(update, len(xt), hp)
+        if self.slowdown > 1:  # a slower device would have taken this much longer
+            time.sleep((self.slowdown - 1) * (time.perf_counter() - fit_started))
         metrics = {**fit, "eval_loss": before["loss"], "eval_accuracy": before["accuracy"],
                    "eval_examples": float(len(xe)), "train_seconds": time.perf_counter() - started}
         result = self._call("submit", {"round": rnd, "weights": wcodec.to_b64(update),

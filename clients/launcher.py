@@ -63,21 +63,30 @@ def main(argv: list[str] | None = None) -> None:
     gc.collect()
     gc.freeze()  # keep the collector from touching (and so copying) the shared pages
 
+    from clients.slowdown import SlowdownError, factors
+
+    try:
+        slowdown = factors(args.count)
+    except SlowdownError as exc:
+        sys.exit(str(exc))
     children: list[int] = []
     for i in range(args.count):
         pid = os.fork()
         if pid == 0:
-            _child(i, args.host, base_port + i, url, state_dir, log_dir, client_serve)
+            _child(i, args.host, base_port + i, url, state_dir, log_dir, client_serve, slowdown[i])
         children.append(pid)
     if args.pid_file:
         Path(args.pid_file).parent.mkdir(parents=True, exist_ok=True)
         Path(args.pid_file).write_text("\n".join(str(p) for p in [os.getpid(), *children]) + "\n")
+    slow = sum(f > 1 for f in slowdown)
     print(f"started {args.count} clients on ports {base_port}-{base_port + args.count - 1} "
-          f"(logs in {log_dir}/), function at {url}", flush=True)
+          f"(logs in {log_dir}/), function at {url}"
+          + (f"; {slow} of them {max(slowdown):g}x slower" if slow else ""), flush=True)
     _supervise(children)
 
 
-def _child(i: int, host: str, port: int, url: str, state_dir: Path, log_dir: Path, client_serve) -> None:
+def _child(i: int, host: str, port: int, url: str, state_dir: Path, log_dir: Path, client_serve,
+           slowdown: float) -> None:
     name = f"client-{i:02d}"
     fd = os.open(log_dir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -87,7 +96,7 @@ def _child(i: int, host: str, port: int, url: str, state_dir: Path, log_dir: Pat
     client_serve.setup_logging()
     code = 0
     try:
-        client_serve.run_client(name, host, port, url, state_dir)
+        client_serve.run_client(name, host, port, url, state_dir, slowdown=slowdown)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0
     except BaseException:
