@@ -21,9 +21,12 @@ class SlowdownError(ValueError):
 
 def settings() -> tuple[float, float, int]:
     """(fraction, factor, seed) from the environment, or a :class:`SlowdownError` naming the bad one."""
-    fraction = env.get_float("FL_SLOW_FRACTION", 0.0)
-    factor = env.get_float("FL_SLOWDOWN", 1.0)
-    seed = env.get_int("FL_SLOW_SEED", 0)
+    try:
+        fraction = env.get_float("FL_SLOW_FRACTION", 0.0)
+        factor = env.get_float("FL_SLOWDOWN", 1.0)
+        seed = env.get_int("FL_SLOW_SEED", 0)
+    except ValueError as exc:
+        raise SlowdownError(f"FL_SLOW_FRACTION, FL_SLOWDOWN and FL_SLOW_SEED must be numbers ({exc})") from None
     if not 0.0 <= fraction <= 1.0:
         raise SlowdownError(f"FL_SLOW_FRACTION must be between 0 and 1, not {fraction}")
     if not factor >= 1.0:

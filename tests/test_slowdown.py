@@ -26,7 +26,9 @@ def test_the_slow_clients_are_an_exact_reproducible_fraction(monkeypatch):
 
 
 @pytest.mark.parametrize("name, value, message", [("FL_SLOW_FRACTION", "1.5", "between 0 and 1"),
-                                                  ("FL_SLOWDOWN", "0.5", "at least 1")])
+                                                  ("FL_SLOWDOWN", "0.5", "at least 1"),
+                                                  ("FL_SLOWDOWN", "fast", "must be numbers"),
+                                                  ("FL_SLOW_SEED", "1.5", "must be numbers")])
 def test_bad_settings_are_refused_with_their_name(monkeypatch, name, value, message):
     monkeypatch.setenv(name, value)
     with pytest.raises(SlowdownError, match=message):
