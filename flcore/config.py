@@ -51,6 +51,9 @@ class JobConfig:
     client_timeout_s: float = 60.0
     # Cap on each client's training examples (0: its whole share), for quick tries.
     max_train_examples: int = 0
+    # Whom a round picks: random (seeded), or fast (measured speed and reliability, with
+    # fairness; see flcore/selection.py)
+    selection: str = "random"
     strategy_params: Mapping[str, float] = field(default_factory=dict)
 
     @property
@@ -118,7 +121,8 @@ RANGES: dict[str, tuple[type, float, float]] = {
     "target_accuracy": (float, 0.0, 1.0),
     "min_clients": (int, 0, 10_000),
 }
-TEXT = ("dataset", "partition", "strategy")
+TEXT = ("dataset", "partition", "strategy", "selection")
+SELECTIONS = ("random", "fast")
 FIELDS = frozenset(RANGES) | frozenset(TEXT)
 
 
@@ -195,6 +199,8 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
     if "model" in body and body["model"] != cfg.model:
         raise ApiError(400, f"model must be {cfg.model!r} for dataset {cfg.dataset!r} "
                             "(the model follows from the dataset)")
+    if cfg.selection not in SELECTIONS:
+        raise ApiError(400, f"selection must be one of {list(SELECTIONS)}")
     if cfg.partition not in partitions.SCHEMES:
         raise ApiError(400, f"partition must be one of {sorted(partitions.SCHEMES)}")
     if cfg.min_clients > cfg.num_clients:
@@ -209,7 +215,8 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
 # What update_job and rules may change on a job that exists. The rest (data set,
 # partition, clients, seed, strategy) fixes who holds which data and cannot change.
 UPDATABLE = frozenset({"lr", "lr_decay", "local_epochs", "batch_size", "momentum", "clients_per_round",
-                       "rounds", "target_accuracy", "round_timeout_s", "min_updates", "client_timeout_s"})
+                       "rounds", "target_accuracy", "round_timeout_s", "min_updates", "client_timeout_s",
+                       "selection"})
 
 
 def parse_changes(cfg: JobConfig, raw: object) -> dict:

@@ -13,7 +13,7 @@ import time
 import numpy as np
 from pymongo.errors import PyMongoError
 
-from flcore import filters, rules
+from flcore import filters, rules, selection
 from flcore import weights as wcodec
 from flcore.config import JobConfig, with_changes
 from flcore.devices import view
@@ -30,6 +30,14 @@ def pick_clients(candidates: list[str], cfg: JobConfig, rnd: int, attempt: int =
     rng = np.random.default_rng([cfg.seed, rnd, attempt])
     chosen = rng.choice(len(candidates), size=k, replace=False)
     return [candidates[i] for i in sorted(chosen)]
+
+
+def choose(store: Store, job: Job, candidates: list[str], cfg: JobConfig, rnd: int, attempt: int = 0) -> list[str]:
+    """A round's picks by the job's ``selection``: seeded random, or fast (:mod:`flcore.selection`)."""
+    if cfg.selection != "fast" or not candidates:
+        return pick_clients(candidates, cfg, rnd, attempt)
+    history = (store.get_job(job.id, history=True) or {}).get("history", [])
+    return selection.pick_fast(store, job.id, candidates, cfg, rnd, history)
 
 
 def live_clients(store: Store, job: Job, now: float) -> list[str]:
@@ -74,7 +82,7 @@ def maybe_start(store: Store, job: Job, now: float) -> Job:
     clients = store.client_docs(job.id)
     if len(clients) < cfg.clients_to_start:
         return job
-    picked = pick_clients(eligible(store, job, clients), cfg, 1)
+    picked = choose(store, job, eligible(store, job, clients), cfg, 1)
     moved = store.transition(
         job.id, {"state": "waiting"},
         {"$set": {"state": "running", "started_at": now, **round_fields(picked, 1, cfg, now)}},
@@ -111,7 +119,7 @@ def repick(store: Store, job: Job, arrived: list[str], now: float) -> dict | Non
     cfg = job.config
     attempt = int(job.doc.get("attempt", 0)) + 1
     others = [c for c in live_clients(store, job, now) if c not in arrived]
-    fresh = pick_clients(others, cfg, job.round, attempt) if others else []
+    fresh = choose(store, job, others, cfg, job.round, attempt) if others else []
     picked = arrived + fresh[: max(0, cfg.clients_per_round - len(arrived))]
     log.info("job %s round %s missed its deadline; re-picked %d clients", job.id, job.round, len(picked))
     moved = store.transition(
@@ -246,7 +254,7 @@ def _commit_update(store: Store, leased: Job, entry: dict, best: dict | None, fi
         fields.update(ending, state="done",
                       stopped_because="target accuracy reached" if reached else "all rounds done")
     else:
-        fields.update(round_fields(pick_clients(candidates(store, leased, now), cfg, rnd + 1),
+        fields.update(round_fields(choose(store, leased, candidates(store, leased, now), cfg, rnd + 1),
                                    rnd + 1, cfg, time.time()))
     return {"$set": fields, "$push": push, "$unset": {"lease_owner": "", "lease_until": ""}}
 
