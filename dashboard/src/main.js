@@ -383,7 +383,8 @@ const FORM_FIELDS = [["name", "text"], ["dataset", "text", "mnist, fashionmnist,
   ["num_clients", "number"], ["clients_per_round", "number"], ["rounds", "number"], ["local_epochs", "number"],
   ["lr", "number"], ["strategy", "text", "fedavg (default), fedprox, scaffold, …"],
   ["partition", "text", "iid (default), shards:2, dirichlet:0.5"], ["max_train_examples", "number", "0: whole share"],
-  ["target_accuracy", "number", "0: off"], ["tags", "text", "comma-separated"]];
+  ["target_accuracy", "number", "0: off"], ["selection", "text", "random (default) or fast"],
+  ["priority", "number", "higher: offered to devices first"], ["tags", "text", "comma-separated"]];
 
 function createView(view) {
   const inputs = Object.fromEntries(FORM_FIELDS.map(([f, type, hint]) => [f, el("input", { name: f,
