@@ -59,13 +59,23 @@ def enrol(store: Store, job: Job, device_id: str | None = None) -> dict:
     client = store.add_client(doc, capacity=cfg.num_clients)
     if client is None:
         raise ApiError(409, f"job {job.id} already has its {cfg.num_clients} clients")
-    if client["_id"] != client_id:  # the device's concurrent join took its place first: this token opens it
-        client_id = client["_id"]
-        token, token_hash = auth.new_client_token(client_id)
-        store.set_client_token(client_id, token_hash, now)
+    # the device's concurrent join took its place first: a fresh token opens that place
+    reply = identity(job, client, token) if client["_id"] == client_id else reissue(store, job, client, now)
     rounds.maybe_start(store, job, now)
-    return {"job_id": job.id, "client_id": client_id, "token": token, "index": client["index"],
-            "config": cfg.to_dict()}
+    return reply
+
+
+def reissue(store: Store, job: Job, client: dict, now: float) -> dict:
+    """A fresh token for an existing client (the old one stops working), as ``identity`` answers it."""
+    token, token_hash = auth.new_client_token(client["_id"])
+    store.set_client_token(client["_id"], token_hash, now)
+    return identity(job, client, token)
+
+
+def identity(job: Job, client: dict, token: str) -> dict:
+    """What subscribe and join answer: who the client is in the job, and the job's settings."""
+    return {"job_id": job.id, "client_id": client["_id"], "token": token, "index": client["index"],
+            "config": job.config.to_dict()}
 
 
 def partition(req: Request) -> dict:

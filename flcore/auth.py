@@ -25,12 +25,15 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     return None
 
 
+def presents(headers: Mapping[str, str], secret: str) -> bool:
+    """Whether the request's bearer token is ``secret`` (compared in constant time)."""
+    given = bearer(headers) or ""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), secret.encode())
+
+
 def is_admin(headers: Mapping[str, str], admin_token: str) -> bool:
     """True when no operator token is configured, or the request carries it."""
-    if not admin_token:
-        return True
-    given = bearer(headers) or ""
-    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), admin_token.encode())
+    return not admin_token or presents(headers, admin_token)
 
 
 def require_admin(headers: Mapping[str, str], admin_token: str) -> None:

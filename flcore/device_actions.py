@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import time
 
 from flcore import auth, filters, rounds
-from flcore.actions import enrol
+from flcore.actions import enrol, reissue
 from flcore.devices import holds_dataset, new_stats, parse_info, view
 from flcore.errors import ApiError
 from flcore.jobs import Job
@@ -21,12 +20,11 @@ MAX_DEVICES = 1000
 
 def register(req: Request) -> dict:
     """A new device identity: ``{"device_id", "token"}``; needs ``FL_ENROL_TOKEN`` when one is set."""
-    enrol_token = req.settings.enrol_token
-    if enrol_token:
-        given = (auth.bearer(req.headers) or "").encode("utf-8", "surrogatepass")
-        if not hmac.compare_digest(given, enrol_token.encode()) and not (
-                req.settings.admin_token and auth.is_admin(req.headers, req.settings.admin_token)):
-            raise ApiError(401 if not given else 403, "registering needs the enrolment token (FL_ENROL_TOKEN)")
+    enrol_token, admin_token = req.settings.enrol_token, req.settings.admin_token
+    if enrol_token and not auth.presents(req.headers, enrol_token) \
+            and not (admin_token and auth.presents(req.headers, admin_token)):
+        raise ApiError(401 if auth.bearer(req.headers) is None else 403,
+                       "registering needs the enrolment token (FL_ENROL_TOKEN)")
     info = parse_info(req.body.get("info", {}))
     device_id = "d-" + secrets.token_hex(6)
     token, token_hash = auth.new_client_token(device_id)
@@ -102,10 +100,7 @@ def _rejoin(store: Store, job: Job, device: dict) -> dict:
     client = store.device_client(job.id, device["_id"])
     if client is None:  # the join is being recorded right now by a concurrent request
         raise ApiError(409, f"this device is joining job {job.id}; try again")
-    token, token_hash = auth.new_client_token(client["_id"])
-    store.set_client_token(client["_id"], token_hash, time.time())
-    return {"job_id": job.id, "client_id": client["_id"], "token": token, "index": client["index"],
-            "config": job.config.to_dict()}
+    return reissue(store, job, client, time.time())
 
 
 def leave(req: Request) -> dict:

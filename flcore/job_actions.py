@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 
-from flcore import filters, rounds, rules
+from flcore import filters, lease, rounds, rules
 from flcore import weights as wcodec
 from flcore.config import parse_changes, parse_config
 from flcore.errors import ApiError
@@ -111,8 +111,7 @@ def update_job(req: Request) -> dict:
         # round sets up the next one from the settings it read, so it must see this change.
         now = time.time()
         moved = req.store.transition(
-            job.id, {"state": job.state, "round": job.round,
-                     "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]},
+            job.id, {"state": job.state, "round": job.round, **lease.free(now)},
             {"$push": {"changes": change}})
         if moved is not None:
             return {"job_id": job.id, "from_round": from_round, "set": changes,

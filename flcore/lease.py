@@ -24,6 +24,11 @@ LEASE_S = 15.0
 RENEW_S = 5.0
 
 
+def free(now: float) -> dict:
+    """The query condition that no aggregation holds a job's lease at ``now`` (none, or expired)."""
+    return {"$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
+
+
 class Lease:
     """Held from :meth:`acquire` until :meth:`stop`; renews itself in between."""
 
@@ -38,8 +43,7 @@ class Lease:
         """Take the round's lease if it is free or expired; the job document, or None."""
         doc = self.store.transition(
             self.job_id,
-            {"state": "running", "round": self.round,
-             "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]},
+            {"state": "running", "round": self.round, **free(now)},
             {"$set": {"lease_owner": self.owner, "lease_until": now + LEASE_S}},
         )
         if doc is not None:

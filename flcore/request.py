@@ -3,7 +3,7 @@ calling, and the common fields (``job_id``, integers within range)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from flcore import auth
@@ -43,25 +43,23 @@ class Request:
 
     def client(self) -> dict:
         """The client a request's bearer token proves it is."""
-        token = auth.bearer(self.headers)
-        if token is None:
-            raise ApiError(401, "missing client token (Authorization: Bearer <token from subscribe>)")
-        client_id, secret = auth.split_client_token(token)
-        client = self.store.get_client(client_id)
-        if client is None or not auth.verify_secret(secret, client["token_hash"]):
-            raise ApiError(401, "invalid client token")
-        return client
+        return self._holder("client", "subscribe", self.store.get_client)
 
     def device(self) -> dict:
         """The device a request's bearer token proves it is (the token ``register`` gave)."""
+        return self._holder("device", "register",
+                            lambda device_id: self.store.get_device(device_id) if device_id.startswith("d-") else None)
+
+    def _holder(self, kind: str, given_by: str, lookup: Callable[[str], dict | None]) -> dict:
+        """The document behind an ``<id>.<secret>`` bearer token, checked against its stored hash."""
         token = auth.bearer(self.headers)
         if token is None:
-            raise ApiError(401, "missing device token (Authorization: Bearer <token from register>)")
-        device_id, secret = auth.split_client_token(token)
-        device = self.store.get_device(device_id) if device_id.startswith("d-") else None
-        if device is None or not auth.verify_secret(secret, device["token_hash"]):
-            raise ApiError(401, "invalid device token")
-        return device
+            raise ApiError(401, f"missing {kind} token (Authorization: Bearer <token from {given_by}>)")
+        holder_id, secret = auth.split_client_token(token)
+        doc = lookup(holder_id)
+        if doc is None or not auth.verify_secret(secret, doc["token_hash"]):
+            raise ApiError(401, f"invalid {kind} token")
+        return doc
 
     def caller(self) -> dict | None:
         """The client making the request, or None for the operator; refuses anyone else."""

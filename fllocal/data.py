@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from flcore.specs import NORMALISE
+from flcore.specs import NORMALISE, TRAIN_CLASS_COUNTS
 
 if TYPE_CHECKING:
     import torch
@@ -130,8 +130,6 @@ def available() -> dict[str, int]:
 
     What a device reports when it registers; nothing is loaded to find out.
     """
-    from flcore.specs import TRAIN_CLASS_COUNTS
-
     places = [data_dir(), *seed_dirs()]
     out = {}
     for name, folder in _FOLDERS.items():
