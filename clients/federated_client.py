@@ -104,7 +104,8 @@ class FederatedClient:
         self.info.update(job_id=reply["job_id"], round=reply["round"])
         if reply["action"] == "train":
             try:
-                self._train_round(reply["round"])
+                # async mode: "round" is the model version to start from, which may no longer be the newest
+                self._train_round(reply["round"], on_version=reply.get("mode") == "async")
             except TrainingFailed as exc:
                 self._leave(str(exc))
             return 0.0
@@ -188,10 +189,10 @@ class FederatedClient:
             self.info["model_round"] = reply["model_round"]
             self.info["dataset"] = reply["config"]["dataset"]
 
-    def _train_round(self, rnd: int) -> None:
-        self.info["phase"] = f"training round {rnd}"
+    def _train_round(self, rnd: int, on_version: bool = False) -> None:
+        self.info["phase"] = f"training {'on version' if on_version else 'round'} {rnd}"
         started = time.perf_counter()
-        reply = self._call("get_model")
+        reply = self._call("get_model", {"round": rnd} if on_version else None)
         cfg = reply["config"]
         model = self._global_model(reply)
         with self._model_lock:  # /predict serves the latest global model, not the one in training

@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Callable
 
-from flcore import auth, rounds
+from flcore import auth, buffered, rounds
 from flcore import weights as wcodec
 from flcore.devices import parse_info
 from flcore.errors import ApiError
@@ -96,6 +96,12 @@ def poll(req: Request) -> dict:
     reply = {"job_id": job.id, "round": job.round, "state": job.state}
     if job.finished or client.get("left"):
         return {**reply, "action": "done", "retry_after": None}
+    if job.state == "running" and job.config.mode == "async":
+        base = buffered.claim(store, job, client["_id"], now)
+        if base is not None:  # "round" is the version to train on, "version" the one being built
+            return {**reply, "round": base, "version": job.round, "mode": "async", "action": "train",
+                    "retry_after": 0}
+        return {**reply, "mode": "async", "action": "wait", "retry_after": POLL_INTERVAL_S}
     if job.state == "running" and client["_id"] in job.picked \
             and not store.has_update(job.id, job.round, client["_id"]):
         return {**reply, "action": "train", "retry_after": 0}
@@ -111,6 +117,8 @@ def get_model(req: Request) -> dict:
     wanted = req.body.get("round")
     job = req.visible_job(history=wanted is not None)
     model_round = job.doc.get("model_round")
+    if wanted == 0 and model_round is None:  # the seeded initial model, which clients build themselves
+        wanted = None
     if wanted is not None:
         if isinstance(wanted, bool) or not isinstance(wanted, int) or model_round is None \
                 or not 0 <= wanted <= model_round:
@@ -173,9 +181,11 @@ def submit(req: Request) -> dict:
     metrics = metrics_of(req.body.get("metrics"))
     if store.has_update(job.id, rnd, client["_id"]):
         return {"accepted": False, "duplicate": True, "round": rnd}
-    if job.state != "running" or rnd != job.round or client.get("left"):
+    if job.config.mode == "async":  # rnd: the version it trained on
+        buffered.check_submit(store, job, client, rnd)
+    elif job.state != "running" or rnd != job.round or client.get("left"):
         raise ApiError(409, f"round {rnd} is not open (job is {job.state}, round {job.round})")
-    if client["_id"] not in job.picked:
+    elif client["_id"] not in job.picked:
         raise ApiError(409, f"client {client['_id']} was not picked for round {rnd}")
     checked = wcodec.parse_update(req.body.get("weights"), job.config.model, job.strategy.update_prefixes)
     now = time.time()
@@ -185,6 +195,8 @@ def submit(req: Request) -> dict:
     if outcome == "copy":
         raise ApiError(409, "this update is identical to one another client already submitted in this round")
     if outcome == "stored":
+        if job.config.mode == "async":  # its slot is free for the next client (or for itself, on a newer model)
+            store.release_slot(job.id, client["_id"])
         store.touch_client(client["_id"], now)  # a client that just delivered is alive
         if client.get("device_id"):
             timed = {"train_seconds_total": metrics["train_seconds"], "timed_updates": 1} \
@@ -219,6 +231,15 @@ def close_ready(store: Store) -> dict:
     return {"jobs": moved}
 
 
+def _submitted(store: Store, job: Job) -> int:
+    """Updates waiting to count: this round's (sync), or those in the buffer (async)."""
+    if job.state != "running":
+        return 0
+    if job.config.mode == "async":
+        return store.count_uncounted(job.id)
+    return len(store.submitted_clients(job.id, job.round))
+
+
 def status(req: Request) -> dict:
     """State, current round, settings (with their changes), rules and per-round history of a job."""
     job = req.visible_job(history=True)
@@ -227,7 +248,7 @@ def status(req: Request) -> dict:
         "job_id": job.id, "name": doc.get("name"), "tags": doc.get("tags", []), "priority": doc.get("priority", 0),
         "state": job.state, "round": job.round, "rounds": job.config.rounds,
         "subscribed": req.store.count_clients(job.id), "picked": job.picked,
-        "submitted": len(req.store.submitted_clients(job.id, job.round)) if job.state == "running" else 0,
+        "submitted": _submitted(req.store, job), "mode": job.config.mode,
         "model_round": doc.get("model_round"), "created_at": doc["created_at"],
         "stopped_because": doc.get("stopped_because"),
         "opened_at": doc.get("opened_at"), "started_at": doc.get("started_at"), "finished_at": doc.get("finished_at"),

@@ -54,6 +54,14 @@ class JobConfig:
     # Whom a round picks: random (seeded), or fast (measured speed and reliability, with
     # fairness; see flcore/selection.py)
     selection: str = "random"
+    # sync: rounds with a barrier; async: buffered asynchronous FL (FedBuff, see flcore/buffered.py):
+    # a new model version from every buffer_size arrived updates, each weighted by its examples and
+    # by (1 + staleness) ** -staleness_exponent, with at most max_concurrency clients training at once
+    mode: str = "sync"
+    buffer_size: int = 0  # 0: half of clients_per_round, at least 1
+    max_concurrency: int = 0  # 0: clients_per_round
+    max_staleness: int = 10
+    staleness_exponent: float = 0.5
     strategy_params: Mapping[str, float] = field(default_factory=dict)
 
     @property
@@ -63,6 +71,16 @@ class JobConfig:
     @property
     def clients_to_start(self) -> int:
         return self.min_clients or self.num_clients
+
+    @property
+    def buffer(self) -> int:
+        """Updates per model version in async mode."""
+        return self.buffer_size or max(1, self.clients_per_round // 2)
+
+    @property
+    def concurrency(self) -> int:
+        """How many clients may train at once in async mode."""
+        return self.max_concurrency or self.clients_per_round
 
     @property
     def min_updates_needed(self) -> int:
@@ -120,9 +138,14 @@ RANGES: dict[str, tuple[type, float, float]] = {
     "shards_per_client": (int, 1, 1000),
     "target_accuracy": (float, 0.0, 1.0),
     "min_clients": (int, 0, 10_000),
+    "buffer_size": (int, 0, 10_000),
+    "max_concurrency": (int, 0, 10_000),
+    "max_staleness": (int, 0, 10_000),
+    "staleness_exponent": (float, 0.0, 4.0),
 }
-TEXT = ("dataset", "partition", "strategy", "selection")
+TEXT = ("dataset", "partition", "strategy", "selection", "mode")
 SELECTIONS = ("random", "fast")
+MODES = ("sync", "async")
 FIELDS = frozenset(RANGES) | frozenset(TEXT)
 
 
@@ -201,6 +224,14 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
                             "(the model follows from the dataset)")
     if cfg.selection not in SELECTIONS:
         raise ApiError(400, f"selection must be one of {list(SELECTIONS)}")
+    if cfg.mode not in MODES:
+        raise ApiError(400, f"mode must be one of {list(MODES)}")
+    if cfg.mode == "async" and not cfg.build_strategy().asynchronous:
+        raise ApiError(400, f"strategy {cfg.strategy} cannot run in async mode: "
+                            f"{strategies.REGISTRY[cfg.strategy].why_not_async}; async mode takes "
+                            f"{', '.join(strategies.asynchronous())}")
+    if cfg.buffer_size > cfg.num_clients:
+        raise ApiError(400, "buffer_size cannot exceed num_clients (a client adds one update per model version)")
     if cfg.partition not in partitions.SCHEMES:
         raise ApiError(400, f"partition must be one of {sorted(partitions.SCHEMES)}")
     if cfg.min_clients > cfg.num_clients:
@@ -216,7 +247,7 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
 # partition, clients, seed, strategy) fixes who holds which data and cannot change.
 UPDATABLE = frozenset({"lr", "lr_decay", "local_epochs", "batch_size", "momentum", "clients_per_round",
                        "rounds", "target_accuracy", "round_timeout_s", "min_updates", "client_timeout_s",
-                       "selection"})
+                       "selection", "buffer_size", "max_concurrency", "max_staleness", "staleness_exponent"})
 
 
 def parse_changes(cfg: JobConfig, raw: object) -> dict:

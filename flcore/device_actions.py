@@ -123,7 +123,10 @@ def leave(req: Request) -> dict:
         req.store.count_device_stats({client["device_id"]: {"failures_reported": 1}})
     job = Job.load(req.store, client["job_id"])
     if job.state == "running" and client["_id"] in job.picked:
-        rounds.replace_picked(req.store, job, client["_id"], now)
+        if job.config.mode == "async":  # its training slot goes back to the pool
+            req.store.release_slot(job.id, client["_id"])
+        else:
+            rounds.replace_picked(req.store, job, client["_id"], now)
     return {"left": True, "already": False}
 
 

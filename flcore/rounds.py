@@ -13,7 +13,7 @@ import time
 import numpy as np
 from pymongo.errors import PyMongoError
 
-from flcore import filters, rules, selection
+from flcore import buffered, filters, rules, selection
 from flcore import weights as wcodec
 from flcore.config import JobConfig, with_changes
 from flcore.devices import view
@@ -82,7 +82,7 @@ def maybe_start(store: Store, job: Job, now: float) -> Job:
     clients = store.client_docs(job.id)
     if len(clients) < cfg.clients_to_start:
         return job
-    picked = choose(store, job, eligible(store, job, clients), cfg, 1)
+    picked = choose(store, job, eligible(store, job, clients), cfg, 1) if cfg.mode == "sync" else []
     moved = store.transition(
         job.id, {"state": "waiting"},
         {"$set": {"state": "running", "started_at": now, **round_fields(picked, 1, cfg, now)}},
@@ -105,12 +105,27 @@ def advance(store: Store, job: Job, now: float | None = None) -> Job:
     job = maybe_start(store, job, now)
     if job.state != "running":
         return job
+    if job.config.mode == "async":
+        return _advance_async(store, job, now)
     ready, arrived = ready_to_close(store, job, now)
     if ready:
         return _reloaded(store, job, close_round(store, job, now))
     if now >= job.doc["deadline"]:
         moved = repick(store, job, arrived, now)
         return Job.of(moved) if moved else job
+    return job
+
+
+def _advance_async(store: Store, job: Job, now: float, most: int = 8) -> Job:
+    """Give back expired slots, then close versions while full buffers wait (a burst may fill several)."""
+    buffered.expire_slots(store, job, now)
+    for _ in range(most):
+        if job.state != "running" or not buffered.ready(store, job, now):
+            break
+        closed = close_round(store, job, now)
+        if closed is None:  # another invocation holds the lease: it will carry on
+            break
+        job = Job.of(closed)
     return job
 
 
@@ -185,10 +200,11 @@ def close_round(store: Store, job: Job, now: float) -> dict | None:
     except BaseException:
         lease.release()
         raise
-    lease.stop()
     if committed is not None:
+        lease.stop()
         store.drop_uncommitted_models(job.id, job.round, lease.owner)
-    else:  # stopped meanwhile, or another aggregator won: nobody will read this model
+    else:  # nothing to fold after all, stopped meanwhile, or another aggregator won: nobody reads this model
+        lease.release()
         store.drop_model(job.id, job.round, lease.owner)
     return committed
 
@@ -202,18 +218,18 @@ def _aggregate(store: Store, leased: Job, owner: str, now: float) -> dict | None
     no trace of this aggregation.
     """
     job_id, rnd = leased.id, leased.round
-    picked = set(leased.picked)
-    docs = [d for d in store.load_updates(job_id, rnd) if d["client_id"] in picked]
     started = time.perf_counter()
     base_round = leased.doc.get("model_round")
     blob, state_blob = store.get_model_and_state(job_id, base_round, leased.model_owner(base_round))
     current = wcodec.decode(blob) if blob is not None else None
     state = wcodec.decode(state_blob) if state_blob is not None else {}
-    updates = [(wcodec.decode(d["weights"]), int(d["num_examples"])) for d in docs]
+    docs, updates, extra = _round_updates(store, leased, current, now)
+    if not docs:  # async: the buffer is not full once updates a committed version had taken are set aside
+        return None
     strategy = leased.config_at(rnd).build_strategy()  # the settings this round ran with
     new_weights, new_state = strategy.aggregate(current, updates, state, leased.config.num_clients)
     store.put_model(job_id, rnd, owner, wcodec.encode(new_weights), wcodec.encode(new_state) if new_state else None)
-    entry = {**history_entry(docs, leased.doc, now, time.perf_counter() - started), "model_owner": owner}
+    entry = {**history_entry(docs, leased.doc, now, time.perf_counter() - started), **extra, "model_owner": owner}
     best = rules.best_after(leased.doc.get("best"), entry)
     firing = rules.evaluate(leased.doc.get("rules", []), leased.doc.get("rules_fired", []),
                             rules.round_context(entry, best), leased.config)
@@ -222,14 +238,34 @@ def _aggregate(store: Store, leased: Job, owner: str, now: float) -> dict | None
     update = _commit_update(store, leased, entry, best, firing, owner, now)
     committed = store.transition(job_id, {"state": "running", "round": rnd, "lease_owner": owner}, update)
     if committed is not None:
+        if leased.config.mode == "async":
+            buffered.finish_marking(store, Job.of(committed))
         if firing.starts:
             start_pending(store, job_id, firing.starts, time.time())
         total = sum(int(d["num_examples"]) for d in docs) or 1
-        credit = {c: {"deadlines_missed": 1} for c in picked}
+        # in sync mode a picked client that sent nothing missed the deadline; async has no deadline to miss
+        credit = {c: {"deadlines_missed": 1} for c in leased.picked} if leased.config.mode == "sync" else {}
         credit.update({d["client_id"]: {"rounds_trained": 1, "contribution": int(d["num_examples"]) / total}
                        for d in docs})
         _count(store, credit)
     return committed
+
+
+def _round_updates(store: Store, leased: Job, current, now: float) -> tuple[list[dict], list, dict]:
+    """The updates this aggregation folds: the picked clients' for the round (sync), or the buffer (async).
+
+    Returns the update documents, ``(weights, examples)`` pairs for the
+    strategy, and extra fields for the history entry.
+    """
+    if leased.config.mode == "async":
+        docs, updates, info = buffered.collect(store, leased, current)
+        if len(docs) < leased.config.buffer and now < leased.doc["deadline"]:
+            return [], [], {}
+        return docs, updates, {**info, "picked": len(leased.picked),
+                               "closed": "buffer full" if len(docs) >= leased.config.buffer else "deadline"}
+    picked = set(leased.picked)
+    docs = [d for d in store.load_updates(leased.id, leased.round) if d["client_id"] in picked]
+    return docs, [(wcodec.decode(d["weights"]), int(d["num_examples"])) for d in docs], {}
 
 
 def _commit_update(store: Store, leased: Job, entry: dict, best: dict | None, firing: rules.Firing,
@@ -247,12 +283,14 @@ def _commit_update(store: Store, leased: Job, entry: dict, best: dict | None, fi
     if firing.starts:
         fields["starts_pending"] = firing.starts
     reached = cfg.target_accuracy > 0 and entry["metrics"].get("eval_accuracy", 0.0) >= cfg.target_accuracy
-    ending = {"finished_at": time.time(), "picked": []}
+    ending = {"finished_at": time.time(), "picked": [], "in_flight": {}}
     if firing.stop:
         fields.update(ending, state="stopped", stopped_because=f"rule: {firing.stop}")
     elif rnd >= cfg.rounds or reached:
         fields.update(ending, state="done",
                       stopped_because="target accuracy reached" if reached else "all rounds done")
+    elif cfg.mode == "async":  # who trains now keeps training: only the version moves on
+        fields.update(buffered.commit_fields(entry["taken"], rnd + 1, time.time(), cfg.round_timeout_s))
     else:
         fields.update(round_fields(choose(store, leased, candidates(store, leased, now), cfg, rnd + 1),
                                    rnd + 1, cfg, time.time()))

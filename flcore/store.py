@@ -75,6 +75,8 @@ class Store:
         if "job_id_1_round_1" in self.models.index_information():
             self.models.drop_index("job_id_1_round_1")
         self.models.create_index([("job_id", ASCENDING), ("round", ASCENDING), ("owner", ASCENDING)], unique=True)
+        # async mode's buffer: a job's uncounted updates, oldest first
+        self.updates.create_index([("job_id", ASCENDING), ("counted", ASCENDING), ("received_at", ASCENDING)])
         self.jobs.create_index([("state", ASCENDING), ("created_at", DESCENDING)])
         self.jobs.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
         # one place per device in a job, however many joins race
@@ -125,6 +127,20 @@ class Store:
         return self.jobs.find_one_and_update(
             {"_id": job_id, **expect}, update, projection=_JOB_LIGHT, return_document=ReturnDocument.AFTER
         )
+
+    def claim_slot(self, job_id: str, client_id: str, base: int, limit: int, now: float) -> bool:
+        """Async mode: let a client train on version ``base`` if fewer than ``limit`` train now."""
+        return self.transition(
+            job_id, {"state": "running", "picked": {"$ne": client_id}, f"picked.{limit - 1}": {"$exists": False}},
+            {"$push": {"picked": client_id}, "$set": {f"in_flight.{client_id}": [base, now]}},
+        ) is not None
+
+    def release_slot(self, job_id: str, client_id: str) -> None:
+        self.release_slots(job_id, [client_id])
+
+    def release_slots(self, job_id: str, client_ids: list[str]) -> None:
+        self.jobs.update_one({"_id": job_id}, {"$pull": {"picked": {"$in": client_ids}},
+                                               "$unset": {f"in_flight.{c}": "" for c in client_ids}})
 
     # clients ------------------------------------------------------------
     def add_client(self, doc: dict, capacity: int) -> dict | None:
@@ -237,6 +253,22 @@ class Store:
 
     def load_updates(self, job_id: str, rnd: int) -> list[dict]:
         return list(self.updates.find({"job_id": job_id, "round": rnd}))
+
+    def count_uncounted(self, job_id: str) -> int:
+        """Async mode: updates stored and not yet taken into a model version."""
+        return self.updates.count_documents({"job_id": job_id, "counted": None})
+
+    def uncounted_updates(self, job_id: str, limit: int) -> list[dict]:
+        """Async mode: the oldest ``limit`` updates no version has taken."""
+        cursor = self.updates.find({"job_id": job_id, "counted": None}).sort("received_at", ASCENDING)
+        return list(cursor.limit(limit))
+
+    def mark_counted(self, job_id: str, taken: list[tuple[str, int]], version: int | None) -> None:
+        """Async mode: record that ``version`` took these (client, base version) updates; idempotent."""
+        ops = [UpdateOne({"job_id": job_id, "round": b, "client_id": c}, {"$set": {"counted": version}})
+               for c, b in taken]
+        if ops:
+            self.updates.bulk_write(ops, ordered=False)
 
     # models -------------------------------------------------------------
     def put_model(self, job_id: str, rnd: int, owner: str, blob: bytes, state: bytes | None = None) -> None:

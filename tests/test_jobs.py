@@ -84,7 +84,7 @@ def test_stop_between_aggregation_and_commit_leaves_no_trace(store, raw_db, monk
     call("aggregate", {"job_id": job_id})
     doc = raw_db.jobs.find_one({"_id": job_id})
     assert doc["state"] == "stopped" and doc["round"] == 1 and doc["history"] == []
-    assert doc["model_round"] == 0 and "lease_owner" in doc  # the lease simply expires; nothing reads it
+    assert doc["model_round"] == 0 and "lease_owner" not in doc  # the loser gives its lease back
     assert raw_db.models.count_documents({"job_id": job_id, "round": 1}) == 0
 
 

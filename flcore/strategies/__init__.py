@@ -44,6 +44,10 @@ class Strategy:
     update_prefixes: tuple[str, ...] = ()
     # Whether clients receive tensors from the server state (see client_tensors).
     shares_state = False
+    # Whether the server rule can fold a buffer of updates trained on different model
+    # versions (async mode); if not, why not, for the 400 that refuses it.
+    asynchronous = True
+    why_not_async = ""
 
     def __init__(self, **values: float) -> None:
         unknown = set(values) - set(self.params)
@@ -91,6 +95,11 @@ def build(name: str, values: Mapping[str, float]) -> Strategy:
 def owners(param: str) -> list[str]:
     """The strategies that have a setting called ``param`` (for error messages)."""
     return sorted(n for n, cls in REGISTRY.items() if param in cls.params)
+
+
+def asynchronous() -> list[str]:
+    """The strategies that async mode takes."""
+    return sorted(n for n, cls in REGISTRY.items() if cls.asynchronous)
 
 
 def all_params() -> dict[str, Param]:

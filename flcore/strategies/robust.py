@@ -13,6 +13,8 @@ class Median(Strategy):
     """Coordinate-wise median of the client weights."""
 
     name = "median"
+    asynchronous = False
+    why_not_async = "the median's robustness needs the round's updates on one model, not a buffer of stale ones"
 
     def aggregate(self, current, updates, state, num_clients):
         return coordinate_median([w for w, _ in updates]), {}
@@ -23,6 +25,8 @@ class TrimmedMean(Strategy):
     """Coordinate-wise mean after dropping the ``trim_fraction`` largest and smallest values."""
 
     name = "trimmed_mean"
+    asynchronous = False
+    why_not_async = "trimming needs the round's updates on one model, not a buffer of stale ones"
     params = {"trim_fraction": Param(float, 0.1, 0.0, 0.49, "share of values dropped at each end")}
 
     def aggregate(self, current, updates, state, num_clients):

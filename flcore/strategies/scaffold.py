@@ -27,6 +27,8 @@ class Scaffold(Strategy):
     name = "scaffold"
     update_prefixes = (PREFIX,)
     shares_state = True
+    asynchronous = False
+    why_not_async = "its control variates are corrected once per synchronous round"
 
     def client_config(self) -> dict:
         return {"control_variates": True}
