@@ -2,13 +2,13 @@
 # make test   set up if needed, then the test suite
 # make serve  the embedded database + the function under serverless-offline, in the foreground
 # make demo-jobs  several jobs, devices, criteria and rules at once on the local stack
-# make bench-default, bench-accuracy, bench-package, bench-predict: benchmarks, results in bench/results/
+# make bench-default, bench-accuracy, bench-package, bench-predict, bench-async: benchmarks, results in bench/results/
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run test serve demo-jobs deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict clean
+.PHONY: setup run test serve demo-jobs deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,9 @@ bench-accuracy: setup
 	$(BIN)/python bench/accuracy.py
 
 # global vs ensemble predictions after the default job (iid, shards:2), and the function's time per batch
+bench-async: setup
+	$(BIN)/python bench/async_run.py
+
 bench-predict: setup
 	$(BIN)/python bench/predict.py
 

@@ -146,6 +146,11 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def _rate(entry: dict) -> float | None:
+    """Updates folded per second over a round or version."""
+    return round(entry["clients"] / entry["seconds"], 3) if entry.get("seconds") else None
+
+
 def _ago(ts: float | None) -> str:
     if not ts:
         return "-"
@@ -190,20 +195,29 @@ class Commands:
 
     def jobs_show(self, a: argparse.Namespace) -> int:
         st = self.op.status(a.job_id)
+        cfg, asynchronous = st["config"], st.get("mode") == "async"
         rows = [{"round": h["round"], "clients": f"{h['clients']}/{h['picked']}", "seconds": h["seconds"],
+                 "rate": _rate(h), "staleness": f"{h['staleness_mean']:.1f}/{h['staleness_max']}"
+                 if "staleness_mean" in h else None,
                  "acc": h["metrics"].get("eval_accuracy"), "loss": h["metrics"].get("train_loss"),
                  "closed": h["closed"], "rules": [r["rule"] for r in h.get("rules", [])]} for h in st["history"]]
-        head = [f"{st['job_id']}  {st.get('name') or ''}  {st['state']}  round {st['round']}/{st['rounds']}  "
-                f"clients {st['subscribed']}/{st['config']['num_clients']}",
-                f"{st['config']['dataset']}, {st['config']['strategy']}, lr {st['config']['lr']}, "
-                f"{st['config']['local_epochs']} local epochs"]
+        unit = "version" if asynchronous else "round"
+        head = [f"{st['job_id']}  {st.get('name') or ''}  {st['state']}  {unit} {st['round']}/{st['rounds']}  "
+                f"clients {st['subscribed']}/{cfg['num_clients']}",
+                f"{cfg['dataset']}, {cfg['strategy']}, lr {cfg['lr']}, {cfg['local_epochs']} local epochs"]
+        if asynchronous:
+            buf = st["buffer"]
+            head.append(f"async: {buf['size']} updates per version, {buf['training']} training now (at most "
+                        f"{buf['max_concurrency']}), {st['submitted']} in the buffer, "
+                        f"max staleness {cfg['max_staleness']}")
         if st.get("stopped_because"):
             head.append(f"ended: {st['stopped_because']}")
         for change in st.get("changes", []):
             head.append(f"from round {change['round']} ({change['by']}): {change['set']}")
-        self.out(st, "\n".join(head) + "\n\n" + table(rows, [
-            ("round", "ROUND"), ("clients", "UPDATES"), ("seconds", "SECONDS"), ("acc", "FED. ACC"),
-            ("loss", "TRAIN LOSS"), ("closed", "CLOSED"), ("rules", "RULES FIRED")]))
+        columns = [("round", unit.upper()), ("clients", "UPDATES"), ("seconds", "SECONDS"), ("rate", "UPDATES/S")]
+        columns += [("staleness", "STALENESS MEAN/MAX")] if asynchronous else []
+        self.out(st, "\n".join(head) + "\n\n" + table(rows, columns + [
+            ("acc", "FED. ACC"), ("loss", "TRAIN LOSS"), ("closed", "CLOSED"), ("rules", "RULES FIRED")]))
         return 0
 
     def jobs_watch(self, a: argparse.Namespace) -> int:
@@ -214,8 +228,11 @@ class Commands:
                 line = {"job_id": st["job_id"], "round": h["round"], "rounds": st["rounds"], **h["metrics"],
                         "seconds": h["seconds"], "rules": h.get("rules", [])}
                 acc = h["metrics"].get("eval_accuracy")
+                unit = "version" if st.get("mode") == "async" else "round"
                 print(json.dumps(line) if self.as_json else
-                      f"round {h['round']}/{st['rounds']}: {h['clients']} updates in {h['seconds']:.1f}s"
+                      f"{unit} {h['round']}/{st['rounds']}: {h['clients']} updates in {h['seconds']:.1f}s"
+                      + (f", staleness mean {h['staleness_mean']:.1f} max {h['staleness_max']}"
+                         if "staleness_mean" in h else "")
                       + (f", federated accuracy {acc:.4f}" if acc is not None else "")
                       + (f", rules fired {[r['rule'] for r in h['rules']]}" if h.get("rules") else ""), flush=True)
             shown = len(st["history"])

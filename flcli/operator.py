@@ -54,7 +54,9 @@ class Operator:
                 last = st["history"][-1] if st["history"] else {}
                 bar.set_postfix_str(
                     f"{st['state']}, clients {st['subscribed']}/{st['config']['num_clients']}, "
-                    f"round {st['round']} updates {st['submitted']}/{len(st['picked'])}"
+                    + (f"version {st['round']}, buffer {st['submitted']}/{st['buffer']['size']}, "
+                       f"{st['buffer']['training']} training" if st.get("mode") == "async" else
+                       f"round {st['round']} updates {st['submitted']}/{len(st['picked'])}")
                     + (f", fed. eval acc {last['metrics'].get('eval_accuracy', float('nan')):.4f}" if last else ""),
                     refresh=False)
                 bar.refresh()

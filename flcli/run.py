@@ -22,7 +22,7 @@ from pathlib import Path
 from flcli.devstack import ROOT, LocalStack, free_port
 from flcli.memory import PeakMemory
 from flcli.operator import Operator
-from flcore.config import field_types, parse_config
+from flcore.config import JobConfig, field_types, parse_config
 from flcore.errors import ApiError
 from fllocal import data, env
 
@@ -78,9 +78,11 @@ def create_job(op: Operator, overrides: dict) -> tuple[str, dict]:
     # this process imports torch only after training, for the evaluation.
     job = op.start_job(overrides, initial_weights=False)
     cfg = job["config"]
+    pace = (f"async, {JobConfig.from_doc(cfg).buffer} updates per version, "
+            f"{cfg['rounds']} versions" if cfg["mode"] == "async" else
+            f"{cfg['clients_per_round']} per round, {cfg['rounds']} rounds")
     print(f"job {job['job_id']}: {cfg['dataset']} ({cfg['partition']}, {cfg['strategy']}), {cfg['num_clients']} "
-          f"clients, {cfg['clients_per_round']} per round, {cfg['local_epochs']} local epochs, "
-          f"{cfg['rounds']} rounds", flush=True)
+          f"clients, {cfg['local_epochs']} local epochs, {pace}", flush=True)
     return job["job_id"], cfg
 
 
@@ -109,6 +111,7 @@ def evaluate_rounds(op: Operator, job_id: str, dataset: str, history: list[dict]
                            "metrics": {"test_accuracy": acc["accuracy"], "test_loss": acc["loss"]}})
         per_round.append({"round": entry["round"], "test_accuracy": acc["accuracy"], "test_loss": acc["loss"],
                           "seconds": entry["seconds"], "clients": entry["clients"],
+                          "closed_at": entry["closed_at"],
                           "examples": entry["examples"], "closed": entry["closed"],
                           "federated_eval_accuracy": entry["metrics"].get("eval_accuracy"),
                           "train_loss": entry["metrics"].get("train_loss")})
@@ -120,6 +123,7 @@ def summarise(job_id: str, cfg: dict, final: dict, per_round: list[dict], wall: 
         "job_id": job_id, "config": cfg, "test_accuracy": per_round[-1]["test_accuracy"],
         "test_loss": per_round[-1]["test_loss"], "rounds_completed": len(per_round),
         "stopped_because": final.get("stopped_because"),
+        "started_at": final["started_at"],
         "wall_seconds": round(wall, 1), "training_seconds": round(final["finished_at"] - final["started_at"], 1),
         "round_seconds": [r["seconds"] for r in per_round], "per_round": per_round,
         "memory": memory, "cpu_count": os.cpu_count(),

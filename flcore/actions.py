@@ -240,6 +240,14 @@ def _submitted(store: Store, job: Job) -> int:
     return len(store.submitted_clients(job.id, job.round))
 
 
+def _buffer(job: Job) -> dict:
+    """Async mode's effective buffer settings and who trains now (defaults resolved), for people to read."""
+    if job.config.mode != "async":
+        return {}
+    return {"buffer": {"size": job.config.buffer, "max_concurrency": job.config.concurrency,
+                       "training": len(job.picked), "in_flight": job.doc.get("in_flight", {})}}
+
+
 def status(req: Request) -> dict:
     """State, current round, settings (with their changes), rules and per-round history of a job."""
     job = req.visible_job(history=True)
@@ -248,7 +256,7 @@ def status(req: Request) -> dict:
         "job_id": job.id, "name": doc.get("name"), "tags": doc.get("tags", []), "priority": doc.get("priority", 0),
         "state": job.state, "round": job.round, "rounds": job.config.rounds,
         "subscribed": req.store.count_clients(job.id), "picked": job.picked,
-        "submitted": _submitted(req.store, job), "mode": job.config.mode,
+        "submitted": _submitted(req.store, job), "mode": job.config.mode, **_buffer(job),
         "model_round": doc.get("model_round"), "created_at": doc["created_at"],
         "stopped_because": doc.get("stopped_because"),
         "opened_at": doc.get("opened_at"), "started_at": doc.get("started_at"), "finished_at": doc.get("finished_at"),

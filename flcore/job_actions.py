@@ -169,6 +169,6 @@ def _summary(req: Request, job: Job) -> dict:
     return {"job_id": job.id, "name": doc.get("name"), "tags": doc.get("tags", []), "state": job.state,
             "round": job.round, "rounds": job.config.rounds, "clients": req.store.count_clients(job.id),
             "num_clients": job.config.num_clients, "dataset": job.config.dataset, "strategy": job.config.strategy,
-            "eval_accuracy": latest.get("eval_accuracy"), "best": doc.get("best"),
+            "mode": job.config.mode, "eval_accuracy": latest.get("eval_accuracy"), "best": doc.get("best"),
             "priority": doc.get("priority", 0), "created_at": doc["created_at"],
             "finished_at": doc.get("finished_at"), "stopped_because": doc.get("stopped_because")}

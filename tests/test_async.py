@@ -171,6 +171,29 @@ def test_updates_a_dead_aggregator_had_taken_are_not_taken_again(store, raw_db):
         [sorted(s["client_id"] for s in subs[:2]), sorted(s["client_id"] for s in subs[2:])]
 
 
+def two_versions_over_http(function_url: str, name: str) -> str:
+    """An async job driven over HTTP with made-up updates to two versions, the second with a stale update."""
+    from clients.transport import make_transport
+
+    fn = make_transport(function_url)
+    job_id = fn.call("create_job", {"mode": "async", "num_clients": 3, "clients_per_round": 3, "buffer_size": 2,
+                                    "rounds": 5, "name": name}, token=ADMIN)["job_id"]
+    subs = [fn.call("subscribe", {"job_id": job_id}) for _ in range(3)]
+
+    def deliver(sub, base, seed):
+        fn.call("submit", {"round": base, "weights": wcodec.to_b64(random_weights(seed=seed)), "num_examples": 50},
+                token=sub["token"])
+        fn.call("aggregate", {"job_id": job_id}, token=ADMIN)
+
+    bases = [fn.call("poll", {}, token=s["token"])["round"] for s in subs]
+    for i, (sub, base) in enumerate(zip(subs, bases)):  # the third trained on version 0 and arrives stale
+        deliver(sub, base, i)
+    again = fn.call("poll", {}, token=subs[0]["token"])
+    assert again["action"] == "train" and again["round"] == 1  # on the newest version
+    deliver(subs[0], 1, 9)
+    return job_id
+
+
 def test_an_async_job_end_to_end_with_clients_of_uneven_speed(function_url, fleet_env):
     n = 4
     env, _ = fleet_env(n)

@@ -149,3 +149,19 @@ def test_without_a_token_the_page_asks_for_one(browser, function_url, tmp_path):
     browser.find_element(By.ID, "token-save").click()
     wait(browser, "the jobs", lambda: "Jobs" in browser.find_element(By.ID, "view").text
          and browser.find_element(By.ID, "banner").get_attribute("hidden") is not None)
+
+
+def test_an_async_job_page_shows_versions_staleness_and_throughput(browser, function_url, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from test_async import two_versions_over_http
+
+    job_id = two_versions_over_http(function_url, "async in the browser")
+    browser.get(f"{function_url}/dashboard#token={ADMIN}&job={job_id}")
+    view = lambda: browser.find_element(By.ID, "view")  # noqa: E731
+    wait(browser, "the async job", lambda: "version 2 of 5" in view().text)
+    assert "async: 2 updates per version" in browser.find_element(By.ID, "job-summary").text
+    titles = [c.get_attribute("aria-label") for c in browser.find_elements(By.CSS_SELECTOR, ".chart")]
+    assert titles == ["Accuracy", "Loss", "Version duration", "Staleness", "Throughput"]
+    assert all(c.get_attribute("data-points") == "2" for c in browser.find_elements(By.CSS_SELECTOR, ".chart"))
+    shoot(browser, tmp_path, "7-async-job")

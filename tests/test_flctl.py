@@ -13,6 +13,7 @@ from safetensors.numpy import load_file
 
 from conftest import ADMIN
 from flcli.operator import Operator
+from test_async import two_versions_over_http
 from flcore.specs import tensor_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,3 +90,15 @@ def test_errors_have_meaningful_exit_codes(function_url, args, token, code, mess
 def test_an_unreachable_function_exits_3():
     out = flctl("http://127.0.0.1:9", "jobs", "list", expect=3)
     assert "cannot reach" in out.stderr
+
+
+def test_an_async_job_shows_versions_staleness_and_throughput(function_url):
+    job_id = two_versions_over_http(function_url, "async cli")
+    shown = flctl(function_url, "jobs", "show", job_id).stdout
+    assert "version 2/5" in shown and "2 updates per version" in shown
+    header = shown.split("\n\n")[1].splitlines()[0].split()
+    assert header[:4] == ["VERSION", "UPDATES", "SECONDS", "UPDATES/S"] and "STALENESS" in header
+    rows = [line.split() for line in shown.split("\n\n")[1].splitlines()[1:]]
+    assert [r[0] for r in rows] == ["1", "2"] and rows[1][4] == "0.5/1"  # version 2: one fresh, one stale update
+    listed = json.loads(flctl(function_url, "jobs", "list", "--json").stdout)["jobs"]
+    assert next(j for j in listed if j["job_id"] == job_id)["mode"] == "async"

@@ -132,7 +132,7 @@ async function jobsView(view) {
       table([
         [(j) => el("a", { href: `#job=${j.job_id}` }, j.name || j.job_id), "job"],
         [(j) => badge(j.state), "state"],
-        [(j) => `${j.round} / ${j.rounds}`, "round"],
+        [(j) => `${j.mode === "async" ? "version " : ""}${j.round} / ${j.rounds}`, "round"],
         [(j) => pct(j.eval_accuracy), "federated accuracy"],
         [(j) => `${j.clients} / ${j.num_clients}`, "clients"],
         ["dataset", "data"],
@@ -152,8 +152,8 @@ function chart(title, rounds, series, opts = {}) {
     title, width, height: 220,
     scales: { x: { time: false } },
     legend: { live: false },
-    axes: [{ label: "round", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] }, { label: opts.unit || "" }],
-    series: [{ label: "round" }, ...series.map((s, i) => ({
+    axes: [{ label: opts.x || "round", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] }, { label: opts.unit || "" }],
+    series: [{ label: opts.x || "round" }, ...series.map((s, i) => ({
       label: s.label, stroke: ["#2563eb", "#dc2626", "#16a34a", "#9333ea"][i], width: 2,
       points: { size: 6 }, spanGaps: true, ...(opts.bars ? { paths: uPlot.paths.bars({ size: [0.6] }) } : {}),
     }))],
@@ -309,10 +309,21 @@ async function jobView(view, jobId) {
     }
   };
   const fired = h.flatMap((e) => (e.rules || []).map((r) => ({ round: e.round, ...r })));
+  const isAsync = st.mode === "async";
+  const unit = isAsync ? "version" : "round";
+  const jchart = (title, series, opts = {}) => chart(title, rounds, series, { x: unit, ...opts });
+  const timing = () => isAsync ? [
+    jchart("Staleness", [{ label: "mean", values: h.map((e) => e.staleness_mean) },
+      { label: "max", values: h.map((e) => e.staleness_max) }], { unit: "versions" }),
+    jchart("Throughput", [{ label: "updates per second", values: h.map((e) => e.seconds ? e.clients / e.seconds : null) }]),
+  ] : [jchart("Clients per round", [{ label: "updates", values: h.map((e) => e.clients) },
+    { label: "picked", values: h.map((e) => e.picked) }])];
   show(view, 
     el("h2", {}, st.name || st.job_id, " ", badge(st.state)),
     el("p", { class: "muted", id: "job-summary" },
-      `${st.job_id} · round ${st.round} of ${st.rounds} · ${st.subscribed} of ${st.config.num_clients} clients · ` +
+      `${st.job_id} · ${unit} ${st.round} of ${st.rounds} · ${st.subscribed} of ${st.config.num_clients} clients · ` +
+      (isAsync ? `async: ${st.buffer.size} updates per version, ${st.buffer.training} training now, ` +
+        `${st.submitted} in the buffer · ` : "") +
       `${st.config.dataset}, ${st.config.strategy}, ${st.config.partition}` +
       (st.stopped_because ? ` · ended: ${st.stopped_because}` : "") +
       (st.best ? ` · best federated accuracy ${pct(st.best.eval_accuracy)} (round ${st.best.round})` : "")),
@@ -320,17 +331,17 @@ async function jobView(view, jobId) {
       st.state === "created" ? el("button", { id: "start-job", onclick: start }, "Start") : null,
       unfinished ? el("button", { class: "danger", id: "stop-job", onclick: stop }, "Stop job") : null),
     unfinished ? changeForm(st) : null,
-    h.length === 0 ? el("p", { class: "muted", id: "no-rounds" }, "No round has closed yet.") :
+    h.length === 0 ? el("p", { class: "muted", id: "no-rounds" }, `No ${unit} has closed yet.`) :
       el("div", { class: "charts" },
-        chart("Accuracy", rounds, [
+        jchart("Accuracy", [
           { label: "federated evaluation", values: metric("eval_accuracy") },
           ...(reported.some((v) => v !== null) ? [{ label: "test set (reported)", values: reported }] : []),
         ]),
-        chart("Loss", rounds, [{ label: "training", values: metric("train_loss") },
+        jchart("Loss", [{ label: "training", values: metric("train_loss") },
           { label: "federated evaluation", values: metric("eval_loss") }]),
-        chart("Round duration", rounds, [{ label: "seconds", values: h.map((e) => e.seconds) }], { unit: "s" }),
-        chart("Clients per round", rounds, [{ label: "updates", values: h.map((e) => e.clients) },
-          { label: "picked", values: h.map((e) => e.picked) }])),
+        jchart(isAsync ? "Version duration" : "Round duration",
+          [{ label: "seconds", values: h.map((e) => e.seconds) }], { unit: "s" }),
+        ...timing()),
     el("div", { class: "columns" },
       el("section", {},
         el("h3", {}, "Draw a digit"),
