@@ -32,11 +32,16 @@ def pick_clients(candidates: list[str], cfg: JobConfig, rnd: int, attempt: int =
     return [candidates[i] for i in sorted(chosen)]
 
 
-def choose(store: Store, job: Job, candidates: list[str], cfg: JobConfig, rnd: int, attempt: int = 0) -> list[str]:
-    """A round's picks by the job's ``selection``: seeded random, or fast (:mod:`flcore.selection`)."""
+def choose(store: Store, job: Job, candidates: list[str], cfg: JobConfig, rnd: int, attempt: int = 0,
+           closing: dict | None = None) -> list[str]:
+    """A round's picks by the job's ``selection``: seeded random, or fast (:mod:`flcore.selection`).
+
+    ``closing`` is the history entry of the round being committed with these
+    picks, which the stored history does not hold yet.
+    """
     if cfg.selection != "fast" or not candidates:
         return pick_clients(candidates, cfg, rnd, attempt)
-    history = (store.get_job(job.id, history=True) or {}).get("history", [])
+    history = (store.get_job(job.id, history=True) or {}).get("history", []) + ([closing] if closing else [])
     return selection.pick_fast(store, job.id, candidates, cfg, rnd, history)
 
 
@@ -292,8 +297,8 @@ def _commit_update(store: Store, leased: Job, entry: dict, best: dict | None, fi
     elif cfg.mode == "async":  # who trains now keeps training: only the version moves on
         fields.update(buffered.commit_fields(entry["taken"], rnd + 1, time.time(), cfg.round_timeout_s))
     else:
-        fields.update(round_fields(choose(store, leased, candidates(store, leased, now), cfg, rnd + 1),
-                                   rnd + 1, cfg, time.time()))
+        picked = choose(store, leased, candidates(store, leased, now), cfg, rnd + 1, closing=entry)
+        fields.update(round_fields(picked, rnd + 1, cfg, time.time()))
     return {"$set": fields, "$push": push, "$unset": {"lease_owner": "", "lease_until": ""}}
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from flcore.config import JobConfig
 from flcore.selection import overdue_after, score
 from test_devices import KIND_A, register
@@ -55,3 +57,29 @@ def test_random_stays_the_default_and_bad_values_are_refused(store):
     assert "selection must be one of" in call("create_job", {"selection": "slowest"}, expect=400)["error"]
     job_id = create()["job_id"]
     assert call("update_job", {"job_id": job_id, "set": {"selection": "fast"}})["set"] == {"selection": "fast"}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_slow_devices_take_their_turns_together_and_once(store, raw_db, seed):
+    devs = [register(KIND_A) for _ in range(6)]
+    slow = {0, 1}  # four devices train in about 10 s, two in about 40 s
+    for i, d in enumerate(devs):
+        set_stats(raw_db, d["device_id"], train_seconds_total=40.0 + i if i in slow else 10.0 + i,
+                  timed_updates=1, rounds_trained=1)
+    job_id = create(num_clients=6, clients_per_round=2, rounds=12, selection="fast", seed=seed)["job_id"]
+    subs = [call("join", {"job_id": job_id}, token=d["token"]) for d in devs]
+    by_client = {s["client_id"]: i for i, s in enumerate(subs)}
+    slow_rounds = []
+    for rnd in range(1, 13):
+        picked = {by_client[c] for c in store.get_job(job_id)["picked"]}
+        if picked & slow:
+            slow_rounds.append((rnd, picked))
+        for sub in subs:
+            if by_client[sub["client_id"]] in picked:
+                submit(sub, rnd, seed=rnd * 10 + by_client[sub["client_id"]])
+        call("aggregate", {"job_id": job_id})
+    assert slow_rounds and all(p == slow for _, p in slow_rounds)  # they come together, never one per round
+    # a turn counts as soon as its round closes: the next round does not pick them again as overdue
+    rounds = [r for r, _ in slow_rounds]
+    assert all(b - a > 1 for a, b in zip(rounds, rounds[1:])), rounds
+    assert len(rounds) <= 12 // (overdue_after(JobConfig(num_clients=6, clients_per_round=2)) + 1) + 1
