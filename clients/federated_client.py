@@ -211,6 +211,7 @@ class FederatedClient:
                                 momentum=hp["momentum"], proximal_mu=hp.get("proximal_mu", 0.0),
                                 restricted_softmax=hp.get("restricted_softmax", 1.0),
                                 correction=scaffold.correction() if scaffold else None,
+                                shift=int(hp.get("augment_shift", 0)), flip=bool(hp.get("augment_flip", False)),
                                 seed=int(cfg["seed"]) * 1_000_003 + rnd * 1009 + self.identity["index"])
             update = models.get_weights(model)
             if scaffold:

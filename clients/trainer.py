@@ -10,7 +10,8 @@ from torch import nn
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
           momentum: float, seed: int, proximal_mu: float = 0.0,
           restricted_softmax: float = 1.0,
-          correction: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+          correction: dict[str, torch.Tensor] | None = None,
+          shift: int = 0, flip: bool = False) -> dict[str, float]:
     """SGD with momentum over shuffled mini-batches; returns the last epoch's loss and accuracy.
 
     With ``proximal_mu`` > 0 (FedProx) the loss gains (mu/2)·||w - w_start||², which
@@ -19,6 +20,11 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
     scaled by it, so local training does not push those classes down everywhere.
     With ``correction`` (SCAFFOLD's c - c_i, by parameter name) every gradient is
     shifted by it, steering local steps towards the global direction.
+
+    Augmentation, when the job asks for it: ``shift`` moves each batch by up to
+    that many pixels in each direction (one random offset per batch, so it costs
+    next to nothing), ``flip`` mirrors a random half of each batch left to right
+    (for images where that keeps the label, like clothes, not digits).
     """
     # channels-last: the same maths, 1.3x faster per epoch here on one thread (bench/trainer.py,
     # identical loss); the weights go back to the usual layout before anyone reads them
@@ -37,6 +43,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             xb, yb = x[idx], y[idx]
+            if shift or flip:
+                xb = augment(xb, shift, flip, gen)
             opt.zero_grad(set_to_none=True)
             out = model(xb) if scale is None else model(xb) * scale
             loss = F.cross_entropy(out, yb)
@@ -53,6 +61,17 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
             correct += int((out.argmax(1) == yb).sum())
     model.to(memory_format=torch.contiguous_format)
     return {"train_loss": loss_sum / max(n, 1), "train_accuracy": correct / max(n, 1)}
+
+
+def augment(xb: torch.Tensor, shift: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """A batch moved by one random offset of up to ``shift`` pixels, and half of it mirrored if ``flip``."""
+    if shift:
+        dy, dx = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=gen))
+        xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+    if flip:
+        mirrored = torch.rand(len(xb), generator=gen) < 0.5
+        xb = torch.where(mirrored[:, None, None, None], xb.flip(3), xb)
+    return xb.contiguous(memory_format=torch.channels_last)
 
 
 def class_scale(y: torch.Tensor, alpha: float, classes: int) -> torch.Tensor:

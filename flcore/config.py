@@ -54,6 +54,10 @@ class JobConfig:
     # Whom a round picks: random (seeded), or fast (measured speed and reliability, with
     # fairness; see flcore/selection.py)
     selection: str = "random"
+    # Augmentation while training: random shifts of up to augment_shift pixels, and (1) mirroring
+    # half of each batch left to right, for data where that keeps the label
+    augment_shift: int = 0
+    augment_flip: int = 0
     # sync: rounds with a barrier; async: buffered asynchronous FL (FedBuff, see flcore/buffered.py):
     # a new model version from every buffer_size arrived updates, each weighted by its examples and
     # by (1 + staleness) ** -staleness_exponent, with at most max_concurrency clients training at once
@@ -93,6 +97,7 @@ class JobConfig:
         """What clients train with in round ``rnd``: hyperparameters come from the job, never the client."""
         return {"lr": self.lr * self.lr_decay ** max(0, rnd - 1), "momentum": self.momentum,
                 "local_epochs": self.local_epochs, "batch_size": self.batch_size,
+                "augment_shift": self.augment_shift, "augment_flip": bool(self.augment_flip),
                 **strategies.CLIENT_DEFAULTS, **strategy.client_config()}
 
     def partition_spec(self, index: int) -> dict:
@@ -142,11 +147,14 @@ RANGES: dict[str, tuple[type, float, float]] = {
     "max_concurrency": (int, 0, 10_000),
     "max_staleness": (int, 0, 10_000),
     "staleness_exponent": (float, 0.0, 4.0),
+    "augment_shift": (int, 0, 8),
+    "augment_flip": (int, 0, 1),
 }
 # Each data set's best measured training settings (make bench-accuracy), used where a
 # job does not set them, so that naming only the data set gives the best result known.
 DATASET_DEFAULTS: dict[str, dict[str, float]] = {
-    "mnist": {},
+    # 99.2 % against 98.6 % with the class defaults (lr 0.01, no augmentation)
+    "mnist": {"lr": 0.05, "momentum": 0.5, "augment_shift": 2},
     "fashionmnist": {},
 }
 TEXT = ("dataset", "partition", "strategy", "selection", "mode")
@@ -254,7 +262,8 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
 # partition, clients, seed, strategy) fixes who holds which data and cannot change.
 UPDATABLE = frozenset({"lr", "lr_decay", "local_epochs", "batch_size", "momentum", "clients_per_round",
                        "rounds", "target_accuracy", "round_timeout_s", "min_updates", "client_timeout_s",
-                       "selection", "buffer_size", "max_concurrency", "max_staleness", "staleness_exponent"})
+                       "selection", "buffer_size", "max_concurrency", "max_staleness", "staleness_exponent",
+                       "augment_shift", "augment_flip"})
 
 
 def parse_changes(cfg: JobConfig, raw: object) -> dict:

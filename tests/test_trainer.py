@@ -34,3 +34,34 @@ def test_channels_last_training_gives_the_plain_loops_weights_in_the_usual_layou
         assert got[name].flags["C_CONTIGUOUS"], name
         np.testing.assert_allclose(got[name], want[name], atol=1e-5, err_msg=name)
     assert all(p.is_contiguous() for p in ours.parameters())
+
+
+def test_augmentation_moves_and_mirrors_whole_images_reproducibly():
+    xb = torch.arange(4 * 1 * 6 * 6, dtype=torch.float32).reshape(4, 1, 6, 6)
+    moved = trainer.augment(xb, 2, False, torch.Generator().manual_seed(3))
+    # one offset for the batch: every image is the same roll of itself, nothing lost or made up
+    offsets = {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+               if torch.equal(torch.roll(xb, (dy, dx), (2, 3)), moved)}
+    assert len(offsets) == 1
+    assert torch.equal(trainer.augment(xb, 2, False, torch.Generator().manual_seed(3)), moved)  # same seed, same
+    mirrored = trainer.augment(xb, 0, True, torch.Generator().manual_seed(5))
+    flipped = [torch.equal(m, x.flip(2)) for m, x in zip(mirrored, xb)]
+    kept = [torch.equal(m, x) for m, x in zip(mirrored, xb)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped)
+
+
+def test_a_job_asks_for_augmentation_and_clients_receive_it():
+    from flcore.config import parse_config
+
+    cfg = parse_config({"dataset": "fashionmnist", "augment_shift": 2, "augment_flip": 1})
+    hp = cfg.round_config(1, cfg.build_strategy())
+    assert hp["augment_shift"] == 2 and hp["augment_flip"] is True
+
+
+def test_each_data_set_trains_with_its_measured_best_unless_the_job_says_otherwise():
+    from flcore.config import DATASET_DEFAULTS, JobConfig, parse_config
+
+    mnist = parse_config({})
+    assert mnist.lr == DATASET_DEFAULTS["mnist"]["lr"] != JobConfig.lr and mnist.augment_shift == 2
+    assert parse_config({"lr": 0.01, "augment_shift": 0}).lr == 0.01  # what the job sets wins
+    assert parse_config({"dataset": "cifar10"}).lr == JobConfig.lr  # no preset: the general defaults

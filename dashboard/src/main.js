@@ -383,18 +383,22 @@ async function devicesView(view) {
 const PRESETS = {
   "MNIST, quick (3 rounds)": { dataset: "mnist", num_clients: 4, clients_per_round: 4, rounds: 3, local_epochs: 1,
     lr: 0.05, max_train_examples: 600 },
+  // no lr: each data set's measured best applies (flcore/config.py DATASET_DEFAULTS)
   "MNIST, default (20 clients)": { dataset: "mnist", num_clients: 20, clients_per_round: 10, rounds: 10,
-    local_epochs: 10, lr: 0.01 },
+    local_epochs: 10 },
   "MNIST, non-iid (shards:2, SCAFFOLD)": { dataset: "mnist", num_clients: 20, clients_per_round: 10, rounds: 10,
-    local_epochs: 10, lr: 0.01, partition: "shards:2", strategy: "scaffold" },
+    local_epochs: 10, partition: "shards:2", strategy: "scaffold" },
+  "MNIST, async (uneven devices)": { dataset: "mnist", num_clients: 20, clients_per_round: 10, rounds: 20,
+    local_epochs: 10, mode: "async", buffer_size: 5 },
   "Fashion-MNIST": { dataset: "fashionmnist", num_clients: 20, clients_per_round: 10, rounds: 10,
-    local_epochs: 10, lr: 0.01 },
+    local_epochs: 10 },
 };
 const FORM_FIELDS = [["name", "text"], ["dataset", "text", "mnist, fashionmnist, cifar10"],
   ["num_clients", "number"], ["clients_per_round", "number"], ["rounds", "number"], ["local_epochs", "number"],
   ["lr", "number"], ["strategy", "text", "fedavg (default), fedprox, scaffold, …"],
   ["partition", "text", "iid (default), shards:2, dirichlet:0.5"], ["max_train_examples", "number", "0: whole share"],
   ["target_accuracy", "number", "0: off"], ["selection", "text", "random (default) or fast"],
+  ["mode", "text", "sync (default) or async"], ["buffer_size", "number", "async: updates per version"],
   ["priority", "number", "higher: offered to devices first"], ["tags", "text", "comma-separated"]];
 
 function createView(view) {
