@@ -29,19 +29,22 @@ TRAINING = ("lr", "momentum", "lr_decay", "batch_size", "augment_shift", "augmen
 VARIANTS = {
     "fedavg": ("fedavg", {}),
     "fedavg-lr0.02": ("fedavg", {"lr": 0.02}),
+    "fedavg-decay0.9": ("fedavg", {"lr_decay": 0.9}),
     "fedprox": ("fedprox", {"proximal_mu": 0.1}),
     "fedavgm": ("fedavgm", {"server_momentum": 0.5}),
     "fedavgm-0.7": ("fedavgm", {"server_momentum": 0.7}),
     "fedrs": ("fedrs", {"fedrs_alpha": 0.5}),
     "scaffold": ("scaffold", {}),
+    "scaffold-decay": ("scaffold", {"lr_decay": 0.8}),
 }
 # (scenario, dataset, partition, variants, target on the test set after 10 rounds)
 SCENARIOS = [
     ("mnist-iid", "mnist", "iid", ["fedavg"], 0.99),
-    ("mnist-shards", "mnist", "shards:2", ["fedavg", "fedprox", "fedavgm", "fedavgm-0.7", "fedrs", "scaffold"],
+    ("mnist-shards", "mnist", "shards:2", ["fedavg", "fedprox", "fedavgm", "fedavgm-0.7", "fedrs", "scaffold",
+                                        "scaffold-decay"],
      0.97),
     ("mnist-dirichlet", "mnist", "dirichlet:0.5", ["fedavg", "fedavgm", "fedrs"], None),
-    ("fashionmnist-iid", "fashionmnist", "iid", ["fedavg", "fedavg-lr0.02", "fedavgm"], 0.90),
+    ("fashionmnist-iid", "fashionmnist", "iid", ["fedavg", "fedavg-lr0.02", "fedavgm", "fedavg-decay0.9"], 0.90),
 ]
 
 

@@ -155,7 +155,8 @@ RANGES: dict[str, tuple[type, float, float]] = {
 DATASET_DEFAULTS: dict[str, dict[str, float]] = {
     # 99.2 % against 98.6 % with the class defaults (lr 0.01, no augmentation)
     "mnist": {"lr": 0.05, "momentum": 0.5, "augment_shift": 2},
-    "fashionmnist": {},
+    # 90.0 % against 87.7 % (lr 0.01) and 88.8 % (lr 0.02); shifts and flips did not help in 10 rounds
+    "fashionmnist": {"lr": 0.05, "momentum": 0.9, "lr_decay": 0.8},
 }
 TEXT = ("dataset", "partition", "strategy", "selection", "mode")
 SELECTIONS = ("random", "fast")

@@ -159,9 +159,10 @@ def test_an_async_job_page_shows_versions_staleness_and_throughput(browser, func
     job_id = two_versions_over_http(function_url, "async in the browser")
     browser.get(f"{function_url}/dashboard#token={ADMIN}&job={job_id}")
     view = lambda: browser.find_element(By.ID, "view")  # noqa: E731
-    wait(browser, "the async job", lambda: "version 2 of 5" in view().text)
+    wait(browser, "the async job", lambda: "version 3 of 5" in view().text)
     assert "async: 2 updates per version" in browser.find_element(By.ID, "job-summary").text
     titles = [c.get_attribute("aria-label") for c in browser.find_elements(By.CSS_SELECTOR, ".chart")]
     assert titles == ["Accuracy", "Loss", "Version duration", "Staleness", "Throughput"]
     assert all(c.get_attribute("data-points") == "2" for c in browser.find_elements(By.CSS_SELECTOR, ".chart"))
+    assert browser.find_element(By.ID, "set-buffer_size").get_attribute("placeholder") == "2"  # changeable here
     shoot(browser, tmp_path, "7-async-job")

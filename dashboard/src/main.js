@@ -163,7 +163,9 @@ function chart(title, rounds, series, opts = {}) {
 }
 
 function changeForm(job) {
-  const fields = ["lr", "local_epochs", "batch_size", "clients_per_round", "rounds", "target_accuracy"];
+  const fields = ["lr", "local_epochs", "batch_size",
+    ...(job.mode === "async" ? ["buffer_size", "max_concurrency", "max_staleness"] : ["clients_per_round"]),
+    "rounds", "target_accuracy"];
   const inputs = Object.fromEntries(fields.map((f) => [f, el("input", { name: f, id: `set-${f}`,
     placeholder: String(job.config[f]), size: 8 })]));
   const apply = async (e) => {
