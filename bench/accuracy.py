@@ -60,7 +60,7 @@ def plot(results: list[dict], path: Path) -> None:
         for r in (r for r in results if r["scenario"] == name):
             ax.plot(range(1, len(r["per_round_test_accuracy"]) + 1), [100 * a for a in r["per_round_test_accuracy"]],
                     "o-", ms=3, label=f"{r['label']} ({100 * r['test_accuracy']:.2f}%)")
-        target = next(r["target"] for r in results if r["scenario"] == name)
+        target = next((s[4] for s in SCENARIOS if s[0] == name), None)  # today's target, not a run's
         if target:
             ax.axhline(100 * target, color="grey", ls=":", lw=1, label=f"target {100 * target:.1f}%")
         ax.set(title=name, xlabel="round", ylabel="test accuracy (%)")
