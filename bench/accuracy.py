@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from flcli.plots import pyplot, save
 from flcli.run import _exit_on_sigterm, run_job
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -49,10 +50,7 @@ SCENARIOS = [
 
 
 def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     scenarios = list(dict.fromkeys(r["scenario"] for r in results))
     fig, axes = plt.subplots(1, len(scenarios), figsize=(4.6 * len(scenarios), 4), dpi=110, squeeze=False)
@@ -66,9 +64,7 @@ def plot(results: list[dict], path: Path) -> None:
         ax.set(title=name, xlabel="round", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main() -> int:

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from flcli.plots import pyplot, save
 from flcli.run import _exit_on_sigterm, run_job
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -46,10 +47,7 @@ def time_to(target: float, curve: list[tuple[float, float]]) -> float | None:
 
 
 def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
     for r in results:
@@ -61,9 +59,7 @@ def plot(results: list[dict], path: Path) -> None:
            title="MNIST, 20 clients, 30 % of them 4x slower")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main() -> int:

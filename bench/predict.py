@@ -20,6 +20,7 @@ import numpy as np
 from clients.transport import make_transport
 from flcli.devstack import ROOT, LocalStack
 from flcli.operator import Operator
+from flcli.plots import pyplot, save
 from flcli.run import create_job, running_clients, start_stack
 from fllocal import data
 
@@ -57,10 +58,7 @@ def run(partition: str, images, labels) -> dict:
 
 
 def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
     xs = np.arange(len(results))
@@ -75,9 +73,7 @@ def plot(results: list[dict], path: Path) -> None:
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     left.set_ylim(min(100 * r[m]["test_accuracy"] for r in results for m in ("global", "ensemble")) - 5, 100)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main() -> int:

@@ -5,12 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def plot_history(status: dict, path: Path) -> None:
-    """Federated accuracy and training loss per round, with the rounds where rules fired or settings changed."""
+def pyplot():
+    """matplotlib's pyplot, drawing to files (no display on servers)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path: Path) -> None:
+    """Lay out, write and free a figure: how every plot here ends."""
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot().close(fig)
+
+
+def plot_history(status: dict, path: Path) -> None:
+    """Federated accuracy and training loss per round, with the rounds where rules fired or settings changed."""
+    plt = pyplot()
 
     history = status.get("history", [])
     rounds = [h["round"] for h in history]
@@ -32,6 +46,4 @@ def plot_history(status: dict, path: Path) -> None:
             ax.set_xticks(rounds if len(rounds) <= 20 else rounds[:: max(1, len(rounds) // 20)])
     left.legend(loc="lower right", fontsize=8, title="red lines: rules fired", title_fontsize=8)
     right.legend(loc="upper right", fontsize=8, title="green lines: settings changed", title_fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from clients import trainer
+from flcli.plots import pyplot, save
 from fllocal import data, models
 from flcore.specs import DATASET_MODELS
 
@@ -21,10 +22,7 @@ def evaluate_on_test_set(dataset: str, weights: dict) -> dict:
 
 def plot(summary: dict, path: Path) -> None:
     """Accuracy per round: the whole range, and a zoom on where the curves end up."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = summary["per_round"]
     rounds = [r["round"] for r in rows]
@@ -44,9 +42,7 @@ def plot(summary: dict, path: Path) -> None:
     axes[0].set_title(f"{cfg['dataset']}: {cfg['num_clients']} clients, {cfg['clients_per_round']} per round, "
                       f"{cfg['local_epochs']} local epochs")
     axes[0].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)
 
 
 def write(summary: dict, results_dir: Path) -> Path:
