@@ -93,10 +93,10 @@ def check_submit(store: Store, job: Job, client: dict, rnd: int) -> None:
 def expire_slots(store: Store, job: Job, now: float) -> list[str]:
     """Give back the slots of clients that took one longer than ``round_timeout_s`` ago."""
     cutoff = now - job.config.round_timeout_s
-    expired = [c for c, (_, since) in job.doc.get("in_flight", {}).items() if since < cutoff]
-    if expired:
-        store.release_slots(job.id, expired)
-    return expired
+    expired = {c: slot for c, slot in job.doc.get("in_flight", {}).items() if slot[1] < cutoff}
+    for client_id, slot in expired.items():  # only that slot: not one the client took since this read
+        store.release_slot(job.id, client_id, slot)
+    return list(expired)
 
 
 def ready(store: Store, job: Job, now: float) -> bool:

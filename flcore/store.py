@@ -135,12 +135,12 @@ class Store:
             {"$push": {"picked": client_id}, "$set": {f"in_flight.{client_id}": [base, now]}},
         ) is not None
 
-    def release_slot(self, job_id: str, client_id: str) -> None:
-        self.release_slots(job_id, [client_id])
-
-    def release_slots(self, job_id: str, client_ids: list[str]) -> None:
-        self.jobs.update_one({"_id": job_id}, {"$pull": {"picked": {"$in": client_ids}},
-                                               "$unset": {f"in_flight.{c}": "" for c in client_ids}})
+    def release_slot(self, job_id: str, client_id: str, slot: list | None = None) -> None:
+        """Async mode: give a client's training slot back (only if it is still ``slot``, when given)."""
+        query: dict = {"_id": job_id}
+        if slot is not None:
+            query[f"in_flight.{client_id}"] = slot
+        self.jobs.update_one(query, {"$pull": {"picked": client_id}, "$unset": {f"in_flight.{client_id}": ""}})
 
     # clients ------------------------------------------------------------
     def add_client(self, doc: dict, capacity: int) -> dict | None:
