@@ -212,6 +212,7 @@ class FederatedClient:
                                 restricted_softmax=hp.get("restricted_softmax", 1.0),
                                 correction=scaffold.correction() if scaffold else None,
                                 shift=int(hp.get("augment_shift", 0)), flip=bool(hp.get("augment_flip", False)),
+                                weight_decay=float(hp.get("weight_decay", 0.0)),
                                 seed=int(cfg["seed"]) * 1_000_003 + rnd * 1009 + self.identity["index"])
             update = models.get_weights(model)
             if scaffold:

@@ -11,7 +11,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
           momentum: float, seed: int, proximal_mu: float = 0.0,
           restricted_softmax: float = 1.0,
           correction: dict[str, torch.Tensor] | None = None,
-          shift: int = 0, flip: bool = False) -> dict[str, float]:
+          shift: int = 0, flip: bool = False, weight_decay: float = 0.0) -> dict[str, float]:
     """SGD with momentum over shuffled mini-batches; returns the last epoch's loss and accuracy.
 
     With ``proximal_mu`` > 0 (FedProx) the loss gains (mu/2)·||w - w_start||², which
@@ -31,7 +31,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
     model.to(memory_format=torch.channels_last).train()
     x = x.contiguous(memory_format=torch.channels_last)
     scale = class_scale(y, restricted_softmax, model.fc2.out_features) if restricted_softmax < 1 else None
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     params = dict(model.named_parameters())
     gen = torch.Generator().manual_seed(seed)

@@ -30,6 +30,7 @@ class JobConfig:
     batch_size: int = 50
     lr: float = 0.01
     momentum: float = 0.5
+    weight_decay: float = 0.0  # L2 penalty in the clients' SGD
     seed: int = 0
     # lr in round r is lr * lr_decay ** (r - 1)
     lr_decay: float = 1.0
@@ -96,6 +97,7 @@ class JobConfig:
     def round_config(self, rnd: int, strategy: strategies.Strategy) -> dict:
         """What clients train with in round ``rnd``: hyperparameters come from the job, never the client."""
         return {"lr": self.lr * self.lr_decay ** max(0, rnd - 1), "momentum": self.momentum,
+                "weight_decay": self.weight_decay,
                 "local_epochs": self.local_epochs, "batch_size": self.batch_size,
                 "augment_shift": self.augment_shift, "augment_flip": bool(self.augment_flip),
                 **strategies.CLIENT_DEFAULTS, **strategy.client_config()}
@@ -132,6 +134,7 @@ RANGES: dict[str, tuple[type, float, float]] = {
     "batch_size": (int, 1, 100_000),
     "lr": (float, 1e-8, 10.0),
     "momentum": (float, 0.0, 0.999),
+    "weight_decay": (float, 0.0, 0.1),
     "seed": (int, 0, 2**32 - 1),
     "train_fraction": (float, 0.05, 1.0),
     "round_timeout_s": (float, 1.0, 86_400.0),
@@ -262,8 +265,8 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
 
 # What update_job and rules may change on a job that exists. The rest (data set,
 # partition, clients, seed, strategy) fixes who holds which data and cannot change.
-UPDATABLE = frozenset({"lr", "lr_decay", "local_epochs", "batch_size", "momentum", "clients_per_round",
-                       "rounds", "target_accuracy", "round_timeout_s", "min_updates", "client_timeout_s",
+UPDATABLE = frozenset({"lr", "lr_decay", "local_epochs", "batch_size", "momentum", "weight_decay",
+                       "clients_per_round", "rounds", "target_accuracy", "round_timeout_s", "min_updates", "client_timeout_s",
                        "selection", "buffer_size", "max_concurrency", "max_staleness", "staleness_exponent",
                        "augment_shift", "augment_flip"})
 

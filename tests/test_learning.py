@@ -80,7 +80,7 @@ def test_round_config_carries_the_schedule_and_fedprox_mu(store):
     rc = call("get_model", {}, subs[0]["token"])["round_config"]
     assert rc == {"lr": 0.1, "momentum": 0.5, "local_epochs": 10, "batch_size": 50, "proximal_mu": 0.2,
                   "restricted_softmax": 1.0, "control_variates": False,
-                  "augment_shift": 2, "augment_flip": False}  # MNIST's default shifts
+                  "augment_shift": 2, "augment_flip": False, "weight_decay": 0.0}  # MNIST's default shifts
     _submit_all(store, job_id, subs, 1, 0.0)
     assert call("get_model", {}, subs[0]["token"])["round_config"]["lr"] == 0.05
 
