@@ -217,3 +217,14 @@ def test_an_async_job_end_to_end_with_clients_of_uneven_speed(function_url, flee
     # fast clients do not wait for slow ones: some contribute to several versions
     assert sum(counts.values()) == 12 and max(counts.values()) >= 3
     assert any(h["staleness_max"] > 0 for h in history)  # the slow ones' updates arrived stale, and counted
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"mode": "later"}, "mode must be one of ['sync', 'async']"),
+    ({"mode": "async", "num_clients": 4, "clients_per_round": 4, "buffer_size": 5}, "buffer_size cannot exceed"),
+    ({"mode": "async", "max_staleness": -1}, "max_staleness must be between"),
+    ({"mode": "async", "staleness_exponent": "half"}, "staleness_exponent must be a number"),
+])
+def test_bad_async_settings_are_refused_and_create_nothing(store, raw_db, settings, message):
+    assert message in call("create_job", settings, expect=400)["error"]
+    assert raw_db.jobs.count_documents({}) == 0
