@@ -30,8 +30,6 @@ is the model version being built and ``model_round`` the newest one finished:
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from flcore import weights as wcodec
@@ -40,8 +38,6 @@ from flcore.jobs import Job
 from flcore.store import Store
 from flcore.strategies import Update
 from flcore.weights import Weights
-
-log = logging.getLogger(__name__)
 
 
 def staleness_weight(staleness: int, exponent: float) -> float:
@@ -116,6 +112,7 @@ def collect(store: Store, leased: Job, current: Weights | None) -> tuple[list[di
     top = newest(leased)
     exponent = leased.config.staleness_exponent
     bases: dict[int, Weights | None] = {}
+    with_history: Job | None = None  # read once, when a stale update needs its base's owner
     updates: list[Update] = []
     staleness = [top - int(d["round"]) for d in docs]
     for doc, s in zip(docs, staleness):
@@ -124,7 +121,9 @@ def collect(store: Store, leased: Job, current: Weights | None) -> tuple[list[di
             updates.append((trained, int(doc["num_examples"])))
             continue
         if doc["round"] not in bases:
-            bases[doc["round"]] = _model(store, leased, int(doc["round"]))
+            if with_history is None:
+                with_history = Job.load(store, leased.id, history=True)
+            bases[doc["round"]] = _model(store, with_history, int(doc["round"]))
         updates.append((_scaled(current, trained, bases[doc["round"]], staleness_weight(s, exponent)),
                         int(doc["num_examples"])))
     info = {"staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
@@ -133,11 +132,11 @@ def collect(store: Store, leased: Job, current: Weights | None) -> tuple[list[di
     return docs, updates, info
 
 
-def _model(store: Store, leased: Job, version: int) -> Weights | None:
-    """A past version's weights (None for the seeded initial model, which the function never sees)."""
-    job = Job.load(store, leased.id, history=True)
+def _model(store: Store, job: Job, version: int) -> Weights | None:
+    """A past version's weights (None for the seeded initial model, which the function never sees);
+    ``job`` loaded with its history, where older versions' owners are."""
     owner = job.model_owner(version)
-    blob = store.get_model(leased.id, version, owner) if owner else None
+    blob = store.get_model(job.id, version, owner) if owner else None
     return wcodec.decode(blob) if blob is not None else None
 
 
