@@ -101,14 +101,20 @@ def ready(store: Store, job: Job, now: float) -> bool:
     return waiting >= job.config.buffer or (waiting > 0 and now >= job.doc["deadline"])
 
 
-def collect(store: Store, leased: Job, current: Weights | None) -> tuple[list[dict], list[Update], dict]:
+def collect(store: Store, leased: Job, current: Weights | None,
+            now: float) -> tuple[list[dict], list[Update], dict]:
     """The lease holder's buffer: the oldest uncounted updates, as staleness-scaled pseudo-models.
 
     Returns the update documents, ``(pseudo-model, examples)`` pairs for the
-    strategy, and what the history entry records about staleness.
+    strategy, and what the history entry records (staleness, what it took, how
+    it closed); nothing at all when the buffer is not full before the deadline
+    once the updates a committed version took are set aside.
     """
     finish_marking(store, leased)
     docs = store.uncounted_updates(leased.id, leased.config.buffer)
+    full = len(docs) >= leased.config.buffer
+    if not full and now < leased.doc["deadline"]:
+        return [], [], {}
     top = newest(leased)
     exponent = leased.config.staleness_exponent
     bases: dict[int, Weights | None] = {}
@@ -128,7 +134,8 @@ def collect(store: Store, leased: Job, current: Weights | None) -> tuple[list[di
                         int(doc["num_examples"])))
     info = {"staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
             "staleness_max": max(staleness, default=0),
-            "taken": [[d["client_id"], int(d["round"])] for d in docs]}
+            "taken": [[d["client_id"], int(d["round"])] for d in docs],
+            "closed": "buffer full" if full else "deadline"}
     return docs, updates, info
 
 

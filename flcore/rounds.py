@@ -263,11 +263,8 @@ def _round_updates(store: Store, leased: Job, current, now: float) -> tuple[list
     strategy, and extra fields for the history entry.
     """
     if leased.config.mode == "async":
-        docs, updates, info = buffered.collect(store, leased, current)
-        if len(docs) < leased.config.buffer and now < leased.doc["deadline"]:
-            return [], [], {}
-        return docs, updates, {**info, "picked": len(leased.picked),
-                               "closed": "buffer full" if len(docs) >= leased.config.buffer else "deadline"}
+        docs, updates, info = buffered.collect(store, leased, current, now)
+        return docs, updates, {**info, "picked": len(leased.picked)}
     picked = set(leased.picked)
     docs = [d for d in store.load_updates(leased.id, leased.round) if d["client_id"] in picked]
     return docs, [(wcodec.decode(d["weights"]), int(d["num_examples"])) for d in docs], {}
