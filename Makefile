@@ -2,13 +2,13 @@
 # make test   set up if needed, then the test suite
 # make serve  the embedded database + the function under serverless-offline, in the foreground
 # make demo-jobs  several jobs, devices, criteria and rules at once on the local stack
-# make bench-default, bench-accuracy, bench-package, bench-predict, bench-async: benchmarks, results in bench/results/
+# make bench-default, bench-accuracy, bench-package, bench-predict, bench-async, bench-aggregate: benchmarks, results in bench/results/
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run test serve demo-jobs deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async clean
+.PHONY: setup run test serve demo-jobs deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,10 @@ bench-async: setup
 
 bench-predict: setup
 	$(BIN)/python bench/predict.py
+
+# one aggregation of N stored updates (MNIST CNN N=10..1000, resnet18 N=10, 50): seconds and peak memory
+bench-aggregate: setup
+	$(BIN)/python bench/aggregate.py
 
 # deployable size and cold import time of the function
 bench-package: setup

@@ -38,7 +38,7 @@ def _train_client(args: tuple[dict, int, dict | None, int]) -> tuple[dict, int]:
     images, labels = data.load_raw(cfg.dataset)
     train_idx, _ = train_eval_split(partition_indices(labels, spec), spec["train_fraction"])
     x, y = data.to_tensors(cfg.dataset, images[train_idx], labels[train_idx])
-    model = models.build(cfg.model, seed=cfg.seed)
+    model = models.build(cfg.model_def, seed=cfg.seed)
     if weights is not None:
         models.set_weights(model, weights)
     model.train()
@@ -71,7 +71,7 @@ def run(settings: dict | None = None) -> dict:
             weights = weighted_mean(updates)
             rounds.append(round(time.perf_counter() - t0, 2))
     seconds = time.perf_counter() - started
-    model = models.build(cfg.model)
+    model = models.build(cfg.model_def)
     models.set_weights(model, weights)
     x, y = data.to_tensors(cfg.dataset, *data.load_raw(cfg.dataset, train=False))
     model.eval()

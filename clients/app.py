@@ -11,7 +11,7 @@ from PIL import Image
 
 from clients.federated_client import FederatedClient
 from fllocal import data
-from flcore.specs import ARCHS, DATASET_MODELS
+from flcore.specs import INPUT_SHAPES
 
 MAX_UPLOAD_BYTES = 1024 * 1024
 Image.MAX_IMAGE_PIXELS = 4096 * 4096  # refuse decompression bombs
@@ -19,9 +19,9 @@ Image.MAX_IMAGE_PIXELS = 4096 * 4096  # refuse decompression bombs
 
 def image_tensor(raw: bytes, dataset: str) -> torch.Tensor:
     """An uploaded image (PNG, JPEG, ...) as one normalised input for ``dataset``'s model."""
-    arch = ARCHS[DATASET_MODELS[dataset]]
+    channels, side, _ = INPUT_SHAPES[dataset]
     img = Image.open(io.BytesIO(raw))
-    img = img.convert("L" if arch.in_channels == 1 else "RGB").resize((arch.side, arch.side))
+    img = img.convert("L" if channels == 1 else "RGB").resize((side, side))
     pixels = np.asarray(img, dtype=np.uint8)
     pixels = pixels[None, None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)[None]
     return data.to_tensors(dataset, pixels, np.zeros(1))[0]
@@ -29,10 +29,10 @@ def image_tensor(raw: bytes, dataset: str) -> torch.Tensor:
 
 def pixels_tensor(pixels: object, dataset: str) -> torch.Tensor:
     """A JSON array of side x side grey values (0-255) as one normalised input."""
-    arch = ARCHS[DATASET_MODELS[dataset]]
+    channels, side, _ = INPUT_SHAPES[dataset]
     arr = np.asarray(pixels, dtype=np.float64)
-    if arch.in_channels != 1 or arr.shape != (arch.side, arch.side) or not np.isfinite(arr).all():
-        raise ValueError(f"pixels must be a {arch.side}x{arch.side} array of numbers")
+    if channels != 1 or arr.shape != (side, side) or not np.isfinite(arr).all():
+        raise ValueError(f"pixels must be a {side}x{side} array of numbers")
     arr = np.clip(arr, 0, 255).astype(np.uint8)[None, None]
     return data.to_tensors(dataset, arr, np.zeros(1))[0]
 

@@ -47,12 +47,12 @@ class ScaffoldRound:
     """One SCAFFOLD round on the client: c (from the server) and c_i (from disk) in,
     the update carrying the change of c_i out, c_i kept once the server has it."""
 
-    def __init__(self, variate: ControlVariate, server_tensors: str | None, start: Weights):
+    def __init__(self, variate: ControlVariate, server_tensors: bytes | None, start: Weights):
         self.variate = variate
         self.start = start
         self.c_i = variate.load(start)
         # before the first aggregation the server's c is zero and not sent
-        self.c = wcodec.from_b64(server_tensors) if server_tensors else {k: np.zeros_like(v) for k, v in start.items()}
+        self.c = wcodec.decode(server_tensors) if server_tensors else {k: np.zeros_like(v) for k, v in start.items()}
         self.new_c_i: Weights | None = None
 
     def correction(self) -> dict[str, torch.Tensor]:

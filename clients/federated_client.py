@@ -22,7 +22,7 @@ import torch
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from clients import control, files, trainer
+from clients import control, files, trainer, transfer
 from clients.device import Device, fails_in
 from clients.transport import FunctionError, Transport
 from fllocal import data, env, models
@@ -169,17 +169,19 @@ class FederatedClient:
         images, labels = data.load_raw(spec["dataset"])
         mine = partition_indices(labels, spec)
         train_idx, eval_idx = train_eval_split(mine, spec["train_fraction"])
-        if spec.get("max_train_examples"):
+        if spec.get("max_train_examples"):  # a quick try: its evaluation is capped alike
             train_idx = train_idx[: spec["max_train_examples"]]
+            eval_idx = eval_idx[: spec["max_train_examples"]]
         xt, yt = data.to_tensors(spec["dataset"], images[train_idx], labels[train_idx])
         xe, ye = data.to_tensors(spec["dataset"], images[eval_idx], labels[eval_idx])
         return xt, yt, xe, ye
 
     def _global_model(self, reply: dict) -> torch.nn.Module:
         cfg = reply["config"]
-        model = models.build(cfg["model"], seed=cfg["seed"])  # the job's shared initialisation
-        if reply["weights"] is not None:
-            models.set_weights(model, wcodec.from_b64(reply["weights"]))
+        model = models.build(cfg["model"], cfg["dataset"], seed=cfg["seed"])  # the job's shared initialisation
+        blob = transfer.model_part(self._call, reply)
+        if blob is not None:
+            models.set_weights(model, wcodec.decode(blob))
         return model
 
     def _fetch_model(self) -> None:
@@ -205,7 +207,8 @@ class FederatedClient:
             if fails_in(self.name, self.identity):
                 raise RuntimeError("simulated failure (FL_FAIL_JOBS)")
             before = trainer.evaluate(model, xe, ye)  # federated evaluation of the received model
-            scaffold = control.ScaffoldRound(self.control, reply.get("tensors"), models.get_weights(model)) \
+            scaffold = control.ScaffoldRound(self.control, transfer.model_part(self._call, reply, "tensors"),
+                                             models.get_weights(model)) \
                 if hp.get("control_variates") else None
             fit = trainer.train(model, xt, yt, epochs=hp["local_epochs"], batch_size=hp["batch_size"], lr=hp["lr"],
                                 momentum=hp["momentum"], proximal_mu=hp.get("proximal_mu", 0.0),
@@ -221,8 +224,8 @@ class FederatedClient:
             time.sleep((self.slowdown - 1) * (time.perf_counter() - fit_started))
         metrics = {**fit, "eval_loss": before["loss"], "eval_accuracy": before["accuracy"],
                    "eval_examples": float(len(xe)), "train_seconds": time.perf_counter() - started}
-        result = self._call("submit", {"round": rnd, "weights": wcodec.to_b64(update),
-                                       "num_examples": len(xt), "metrics": metrics})
+        result = transfer.submit(self._call, {"round": rnd, "num_examples": len(xt), "metrics": metrics},
+                                 wcodec.encode(update))
         if scaffold:
             scaffold.commit()
         self.info["last"] = {"round": rnd, **metrics, "accepted": result.get("accepted")}

@@ -13,7 +13,6 @@ printed); 2 wrong usage; 3 the function could not be reached or failed;
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import requests
 
+from clients import transfer
 from clients.transport import FunctionError
 from flcli.operator import Operator
 from fllocal import env
@@ -280,9 +280,10 @@ class Commands:
         files = {"summary": out / "summary.json", "plot": out / "accuracy.png"}
         (out / "summary.json").write_text(json.dumps(st, indent=2) + "\n")
         plot_history(st, out / "accuracy.png")
-        if model["weights"] is not None:
+        blob = transfer.model_part(self.op.call, model)  # in chunks when it is large
+        if blob is not None:
             files["model"] = out / "model.safetensors"
-            files["model"].write_bytes(base64.b64decode(model["weights"]))
+            files["model"].write_bytes(blob)
         reply = {"job_id": a.job_id, "model_round": model["model_round"], **{k: str(v) for k, v in files.items()}}
         self.out(reply, "\n".join(f"wrote {p}" for p in files.values()))
         return 0

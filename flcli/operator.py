@@ -6,9 +6,11 @@ import time
 
 from tqdm import tqdm
 
+from clients import transfer
 from clients.transport import make_transport
 from flcore import weights as wcodec
 from flcore.config import parse_config
+from flcore.specs import CHUNK_BYTES
 
 
 class Operator:
@@ -26,11 +28,11 @@ class Operator:
         and this process need not import torch.
         """
         body = dict(overrides)
-        if initial_weights:
+        if initial_weights and parse_config(overrides).model_def.nbytes <= CHUNK_BYTES:  # else: too big to send
             from fllocal import models  # torch: only when asked for
 
             cfg = parse_config(overrides)
-            init = models.build(cfg.model, seed=cfg.seed)
+            init = models.build(cfg.model_def, seed=cfg.seed)
             body["weights"] = wcodec.to_b64(models.get_weights(init))
         return self.call("start_training", body)
 
@@ -38,8 +40,9 @@ class Operator:
         return self.call("status", {"job_id": job_id})
 
     def weights(self, job_id: str, rnd: int | None = None) -> dict:
+        """A round's global model (the latest without ``rnd``), however large."""
         body = {"job_id": job_id} if rnd is None else {"job_id": job_id, "round": rnd}
-        return wcodec.from_b64(self.call("get_model", body)["weights"])
+        return wcodec.decode(transfer.model_part(self.call, self.call("get_model", body)))
 
     def follow(self, job_id: str, timeout: float, interval: float = 1.0) -> dict:
         """Show a progress bar over rounds until the job is done; the final status."""

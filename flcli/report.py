@@ -12,9 +12,10 @@ from fllocal import data, models
 from flcore.specs import DATASET_MODELS
 
 
-def evaluate_on_test_set(dataset: str, weights: dict) -> dict:
-    """Centralised evaluation on the held-out test split (10,000 images for MNIST)."""
-    model = models.build(DATASET_MODELS[dataset])
+def evaluate_on_test_set(dataset: str, weights: dict, model_spec: object = None) -> dict:
+    """Centralised evaluation on the held-out test split (10,000 images for MNIST) of the job's
+    ``model`` (a preset name or layer list; default: the data set's usual model)."""
+    model = models.build(model_spec or DATASET_MODELS[dataset], dataset)
     models.set_weights(model, weights)
     x, y = data.load_split(dataset, train=False)
     return {**trainer.evaluate(model, x, y), "examples": len(x)}

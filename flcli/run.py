@@ -10,6 +10,7 @@ every round's global model on the test set, writes ``results/<job_id>/`` and
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -45,6 +46,9 @@ def job_overrides(environ: Mapping[str, str] | None = None) -> dict:
         if not value:
             continue
         kind = types[setting]
+        if setting == "model":
+            out[setting] = model_setting(name, value)
+            continue
         try:
             out[setting] = value.lower() if kind is str else kind(float(value) if kind is int else value)
         except ValueError:
@@ -52,6 +56,19 @@ def job_overrides(environ: Mapping[str, str] | None = None) -> dict:
         if kind is int and float(value) != out[setting]:
             raise SystemExit(f"{name}={value!r} must be a whole number")
     return out
+
+
+def model_setting(name: str, value: str) -> str | list:
+    """``FL_MODEL``: a preset's name, or the path of a JSON file holding a list of layers."""
+    if not value.endswith(".json") and not Path(value).is_file():
+        return value.lower()
+    try:
+        layers = json.loads(Path(value).read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{name}={value!r}: cannot read a JSON layer list from it ({exc})") from None
+    if not isinstance(layers, list):
+        raise SystemExit(f"{name}={value!r}: the file must hold a JSON list of layers")
+    return layers
 
 
 def _pids(pid_file: Path) -> list[int]:
@@ -100,13 +117,13 @@ def running_clients(base_url: str, job_id: str, cfg: dict) -> Iterator[Path]:
         subprocess.run([str(ROOT / "scripts" / "stop_clients_aws.sh")], env=child_env, cwd=ROOT, check=False)
 
 
-def evaluate_rounds(op: Operator, job_id: str, dataset: str, history: list[dict]) -> list[dict]:
+def evaluate_rounds(op: Operator, job_id: str, cfg: dict, history: list[dict]) -> list[dict]:
     """Every round's global model on the test set, beside what the clients reported."""
     from flcli import report  # torch, now that the clients are gone
 
     per_round = []
     for entry in history:
-        acc = report.evaluate_on_test_set(dataset, op.weights(job_id, entry["round"]))
+        acc = report.evaluate_on_test_set(cfg["dataset"], op.weights(job_id, entry["round"]), cfg["model"])
         op.call("report", {"job_id": job_id, "round": entry["round"],  # for the dashboard's accuracy chart
                            "metrics": {"test_accuracy": acc["accuracy"], "test_loss": acc["loss"]}})
         per_round.append({"round": entry["round"], "test_accuracy": acc["accuracy"], "test_loss": acc["loss"],
@@ -119,8 +136,10 @@ def evaluate_rounds(op: Operator, job_id: str, dataset: str, history: list[dict]
 
 
 def summarise(job_id: str, cfg: dict, final: dict, per_round: list[dict], wall: float, memory: dict) -> dict:
+    mdef = JobConfig.from_doc(cfg).model_def
     return {
-        "job_id": job_id, "config": cfg, "test_accuracy": per_round[-1]["test_accuracy"],
+        "job_id": job_id, "config": cfg, "model": mdef.name,
+        "model_parameters": mdef.parameters, "model_bytes": mdef.nbytes, "test_accuracy": per_round[-1]["test_accuracy"],
         "test_loss": per_round[-1]["test_loss"], "rounds_completed": len(per_round),
         "stopped_because": final.get("stopped_because"),
         "started_at": final["started_at"],
@@ -145,7 +164,7 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
             with PeakMemory(lambda: [os.getpid(), *_pids(pid_file)]) as mem:
                 final = op.follow(job_id, timeout=env.get_float("FL_RUN_TIMEOUT", 3600))
                 mem.sample()
-        per_round = evaluate_rounds(op, job_id, cfg["dataset"], final["history"])
+        per_round = evaluate_rounds(op, job_id, cfg, final["history"])
     summary = summarise(job_id, cfg, final, per_round, time.time() - t0, mem.as_dict())
     print(f"\ntest accuracy {100 * summary['test_accuracy']:.2f}% after {len(per_round)} rounds; "
           f"wall {summary['wall_seconds']:.0f}s (training {summary['training_seconds']:.0f}s); "

@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Callable
 
-from flcore import auth, buffered, rounds
+from flcore import auth, buffered, rounds, transfer
 from flcore import weights as wcodec
 from flcore.devices import parse_info
 from flcore.errors import ApiError
@@ -112,7 +112,8 @@ def get_model(req: Request) -> dict:
     """The latest (or the given ``round``'s) global model, ``weights`` null before any exists.
 
     The stored safetensors bytes go out as they are, base64-encoded: no decode
-    and re-encode per call.
+    and re-encode per call; a model larger than one request is described under
+    ``chunked`` instead and fetched with ``get_chunk`` (see :mod:`flcore.transfer`).
     """
     wanted = req.body.get("round")
     job = req.visible_job(history=wanted is not None)
@@ -130,15 +131,7 @@ def get_model(req: Request) -> dict:
              "round_config": round_cfg.round_config(job.round, round_cfg.build_strategy())}
     if model_round is None:
         return reply
-    owner = job.model_owner(model_round)
-    if job.strategy.shares_state:  # SCAFFOLD: the server's control variate goes with the model
-        blob, state_blob = req.store.get_model_and_state(job.id, model_round, owner)
-        extra = job.strategy.client_tensors(wcodec.decode(state_blob) if state_blob is not None else {})
-        if extra:
-            reply["tensors"] = wcodec.to_b64(extra)
-    else:
-        blob = req.store.get_model(job.id, model_round, owner)
-    reply["weights"] = wcodec.b64(blob) if blob is not None else None
+    transfer.model_parts(req.store, req.store.model_doc(job.id, model_round, job.model_owner(model_round)), reply)
     return reply
 
 
@@ -181,16 +174,11 @@ def submit(req: Request) -> dict:
     metrics = metrics_of(req.body.get("metrics"))
     if store.has_update(job.id, rnd, client["_id"]):
         return {"accepted": False, "duplicate": True, "round": rnd}
-    if job.config.mode == "async":  # rnd: the version it trained on
-        buffered.check_submit(store, job, client, rnd)
-    elif job.state != "running" or rnd != job.round or client.get("left"):
-        raise ApiError(409, f"round {rnd} is not open (job is {job.state}, round {job.round})")
-    elif client["_id"] not in job.picked:
-        raise ApiError(409, f"client {client['_id']} was not picked for round {rnd}")
-    checked = wcodec.parse_update(req.body.get("weights"), job.config.model, job.strategy.update_prefixes)
+    may_submit(store, job, client, rnd)
+    blob_id, size, digest = transfer.checked_update(store, job, client, rnd, req.body)
     now = time.time()
-    outcome = store.add_update({"job_id": job.id, "round": rnd, "client_id": client["_id"], "weights": checked.blob,
-                                "sha256": checked.sha256, "num_examples": n, "metrics": metrics,
+    outcome = store.add_update({"job_id": job.id, "round": rnd, "client_id": client["_id"], "blob": blob_id,
+                                "size": size, "sha256": digest, "num_examples": n, "metrics": metrics,
                                 "received_at": now})
     if outcome == "copy":
         raise ApiError(409, "this update is identical to one another client already submitted in this round")
@@ -203,6 +191,21 @@ def submit(req: Request) -> dict:
                 if 0 <= metrics.get("train_seconds", -1) <= 86_400 else {}
             store.count_device_stats({client["device_id"]: {"updates_accepted": 1, **timed}})
     return {"accepted": outcome == "stored", "duplicate": outcome == "duplicate", "round": rnd}
+
+
+def may_submit(store: Store, job: Job, client: dict, rnd: int) -> None:
+    """Refuse, with the reason, an update for ``rnd`` that could not count (round closed, not picked, no slot)."""
+    if job.config.mode == "async":  # rnd: the version it trained on
+        buffered.check_submit(store, job, client, rnd)
+    elif job.state != "running" or rnd != job.round or client.get("left"):
+        raise ApiError(409, f"round {rnd} is not open (job is {job.state}, round {job.round})")
+    elif client["_id"] not in job.picked:
+        raise ApiError(409, f"client {client['_id']} was not picked for round {rnd}")
+
+
+def upload_chunk(req: Request) -> dict:
+    """One chunk of an update too large for one request (see :mod:`flcore.transfer`)."""
+    return transfer.upload_chunk(req, may_submit)
 
 
 def aggregate(req: Request) -> dict:
@@ -274,6 +277,8 @@ ACTIONS: dict[str, Action] = {
     "poll": poll,
     "get_model": get_model,
     "submit": submit,
+    "upload_chunk": upload_chunk,
+    "get_chunk": transfer.get_chunk,
     "aggregate": aggregate,
     "status": status,
 }

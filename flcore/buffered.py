@@ -36,7 +36,7 @@ from flcore import weights as wcodec
 from flcore.errors import ApiError
 from flcore.jobs import Job
 from flcore.store import Store
-from flcore.strategies import Update
+from flcore.stored_updates import StoredUpdates
 from flcore.weights import Weights
 
 
@@ -102,11 +102,13 @@ def ready(store: Store, job: Job, now: float) -> bool:
 
 
 def collect(store: Store, leased: Job, current: Weights | None,
-            now: float) -> tuple[list[dict], list[Update], dict]:
+            now: float) -> tuple[list[dict], StoredUpdates, dict]:
     """The lease holder's buffer: the oldest uncounted updates, as staleness-scaled pseudo-models.
 
-    Returns the update documents, ``(pseudo-model, examples)`` pairs for the
-    strategy, and what the history entry records (staleness, what it took, how
+    Returns the update documents, the stream of ``(pseudo-model, examples)``
+    the strategy folds (each read and scaled as it is folded, so memory holds
+    the newest model, the stale updates' base versions and one update), and
+    what the history entry records (staleness, what it took, how
     it closed); nothing at all when the buffer is not full before the deadline
     once the updates a committed version took are set aside.
     """
@@ -118,25 +120,24 @@ def collect(store: Store, leased: Job, current: Weights | None,
     top = newest(leased)
     exponent = leased.config.staleness_exponent
     bases: dict[int, Weights | None] = {}
-    with_history: Job | None = None  # read once, when a stale update needs its base's owner
-    updates: list[Update] = []
-    staleness = [top - int(d["round"]) for d in docs]
-    for doc, s in zip(docs, staleness):
-        trained = wcodec.decode(doc["weights"])
+    with_history: list[Job] = []  # read once, when a stale update needs its base's owner
+
+    def pseudo_model(doc: dict, trained: Weights) -> Weights:
+        s = top - int(doc["round"])
         if s == 0 or current is None:  # trained on the newest model: it enters as it is
-            updates.append((trained, int(doc["num_examples"])))
-            continue
+            return trained
         if doc["round"] not in bases:
-            if with_history is None:
-                with_history = Job.load(store, leased.id, history=True)
-            bases[doc["round"]] = _model(store, with_history, int(doc["round"]))
-        updates.append((_scaled(current, trained, bases[doc["round"]], staleness_weight(s, exponent)),
-                        int(doc["num_examples"])))
+            if not with_history:
+                with_history.append(Job.load(store, leased.id, history=True))
+            bases[doc["round"]] = _model(store, with_history[0], int(doc["round"]))
+        return _scaled(current, trained, bases[doc["round"]], staleness_weight(s, exponent))
+
+    staleness = [top - int(d["round"]) for d in docs]
     info = {"staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
             "staleness_max": max(staleness, default=0),
             "taken": [[d["client_id"], int(d["round"])] for d in docs],
             "closed": "buffer full" if full else "deadline"}
-    return docs, updates, info
+    return docs, StoredUpdates(store, docs, pseudo_model), info
 
 
 def _model(store: Store, job: Job, version: int) -> Weights | None:

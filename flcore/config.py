@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from flcore import partition as partitions
 from flcore import strategies
 from flcore.errors import ApiError
+from flcore import modeldef
+from flcore.modeldef import ModelDef
 from flcore.specs import DATASET_MODELS
 
 
@@ -67,11 +69,14 @@ class JobConfig:
     max_concurrency: int = 0  # 0: clients_per_round
     max_staleness: int = 10
     staleness_exponent: float = 0.5
+    # a preset of flcore.modeldef (resnet18, ...) or a list of layers; "": the data set's usual model
+    model: str | list = ""
     strategy_params: Mapping[str, float] = field(default_factory=dict)
 
     @property
-    def model(self) -> str:
-        return DATASET_MODELS[self.dataset]
+    def model_def(self) -> ModelDef:
+        """The checked model (cached: every update is validated against it)."""
+        return modeldef.resolve(self.model or DATASET_MODELS[self.dataset], self.dataset)
 
     @property
     def clients_to_start(self) -> int:
@@ -113,7 +118,8 @@ class JobConfig:
         """The flat form stored in the job and shown to users: the strategy's settings beside the rest."""
         d = asdict(self)
         d.update(d.pop("strategy_params"))
-        d["model"] = self.model
+        m = self.model_def
+        d["model"] = m.name if m.name != "custom" else [dict(layer) for layer in m.layers]
         return d
 
     @classmethod
@@ -165,12 +171,13 @@ DATASET_DEFAULTS: dict[str, dict[str, float]] = {
 TEXT = ("dataset", "partition", "strategy", "selection", "mode")
 SELECTIONS = ("random", "fast")
 MODES = ("sync", "async")
-FIELDS = frozenset(RANGES) | frozenset(TEXT)
+FIELDS = frozenset(RANGES) | frozenset(TEXT) | {"model"}
 
 
 def field_types() -> dict[str, type]:
     """Every job setting a user can set, with its type (strategy settings included)."""
     out: dict[str, type] = {name: str for name in TEXT}
+    out["model"] = str  # or a list of layers, in a job definition (not as one text)
     out.update({name: kind for name, (kind, _, _) in RANGES.items()})
     out.update({name: p.kind for name, p in strategies.all_params().items()})
     return out
@@ -193,7 +200,7 @@ def _short(name: str) -> str:
 
 def check_known(body: Mapping, strategy: str, extra: Iterable[str] = ()) -> None:
     """Refuse fields that are not settings of a job with this strategy, naming each."""
-    allowed = FIELDS | set(strategies.REGISTRY[strategy].params) | set(extra) | {"model"}
+    allowed = FIELDS | set(strategies.REGISTRY[strategy].params) | set(extra)
     unknown = [k for k in body if k not in allowed]
     if not unknown:
         return
@@ -236,12 +243,12 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
             values[name] = number(name, body[name], kind, low, high)
     params = {name: number(name, body[name], p.kind, p.lo, p.hi) if name in body else p.kind(p.default)
               for name, p in strategies.REGISTRY[strategy].params.items()}
+    if body.get("model") not in (None, ""):
+        values["model"] = body["model"]
     cfg = JobConfig(**values, strategy_params=params)
     if cfg.dataset not in DATASET_MODELS:
         raise ApiError(400, f"dataset must be one of {sorted(DATASET_MODELS)}")
-    if "model" in body and body["model"] != cfg.model:
-        raise ApiError(400, f"model must be {cfg.model!r} for dataset {cfg.dataset!r} "
-                            "(the model follows from the dataset)")
+    cfg.model_def  # noqa: B018  (a 400 naming what is wrong with the model)
     if cfg.selection not in SELECTIONS:
         raise ApiError(400, f"selection must be one of {list(SELECTIONS)}")
     if cfg.mode not in MODES:

@@ -43,7 +43,7 @@ def create_job(req: Request) -> dict:
         "rules": rules.parse_rules(body.get("rules"), cfg),
         "public_predict": public,
     }
-    checked = wcodec.parse_update(body["weights"], cfg.model) if body.get("weights") is not None else None
+    checked = wcodec.parse_update(body["weights"], cfg.model_def) if body.get("weights") is not None else None
     job_id = "job-" + secrets.token_hex(6)
     now = time.time()
     if checked is not None:

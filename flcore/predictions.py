@@ -18,7 +18,7 @@ from flcore import weights as wcodec
 from flcore.errors import ApiError
 from flcore.jobs import Job
 from flcore.request import Request
-from flcore.specs import ARCHS, tensor_spec
+from flcore.specs import INPUT_SHAPES
 
 MAX_IMAGES = 64
 MAX_IMAGE_BYTES = 2 * 1024 * 1024
@@ -36,18 +36,18 @@ def predict(req: Request) -> dict:
     mode = req.body.get("mode", "global")
     if mode not in MODES:
         raise ApiError(400, f"mode must be one of {list(MODES)}")
-    pixels = _pixels(req.body, job.config.dataset, job.config.model)
+    pixels = _pixels(req.body, job.config.dataset)
     rnd = _round(req, job)
     x = inference.preprocess(job.config.dataset, pixels)
     if mode == "global":
         blob = req.store.get_model(job.id, rnd, job.model_owner(rnd))
         if blob is None:
             raise ApiError(404, f"no model for round {rnd}")
-        probs = inference.probabilities(wcodec.decode(blob), x)
+        probs = inference.probabilities(job.config.model_def, wcodec.decode(blob), x)
         used = 1
     else:
         models = _client_models(req, job, rnd)
-        probs = sum(inference.probabilities(w, x) for w in models) / len(models)
+        probs = sum(inference.probabilities(job.config.model_def, w, x) for w in models) / len(models)
         used = len(models)
     return {"job_id": job.id, "model_round": rnd, "mode": mode, "models": used,
             "classes": [int(c) for c in probs.argmax(axis=1)],
@@ -68,18 +68,17 @@ def _client_models(req: Request, job: Job, rnd: int) -> list[dict[str, np.ndarra
     if entry is None:
         raise ApiError(404, f"round {rnd} has no client models (round 0 is the initial model)")
     counted = set(entry["client_ids"])
-    names = set(tensor_spec(job.config.model))  # not SCAFFOLD's control variates beside them
-    models = [{k: v for k, v in wcodec.decode(bytes(d["weights"])).items() if k in names}
+    names = set(job.config.model_def.spec)  # not SCAFFOLD's control variates beside them
+    models = [{k: v for k, v in wcodec.decode(req.store.update_weights(d)).items() if k in names}
               for d in req.store.load_updates(job.id, rnd) if d["client_id"] in counted]
     if not models:
         raise ApiError(404, f"the client models of round {rnd} are no longer stored")
     return models
 
 
-def _pixels(body: dict, dataset: str, model: str) -> np.ndarray:
+def _pixels(body: dict, dataset: str) -> np.ndarray:
     """The request's images as an N x C x H x W array of 0..255 values, or a 400."""
-    arch = ARCHS[model]
-    c, side = arch.in_channels, arch.side
+    c, side, _ = INPUT_SHAPES[dataset]
     if ("inputs" in body) == ("image" in body):
         raise ApiError(400, "send either inputs (a list of images as pixel lists) or image (base64 PNG/JPEG)")
     if "image" in body:

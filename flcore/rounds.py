@@ -19,7 +19,9 @@ from flcore.config import JobConfig, with_changes
 from flcore.devices import view
 from flcore.jobs import Job
 from flcore.lease import Lease
+from flcore.aggregation import Updates
 from flcore.store import Store
+from flcore.stored_updates import StoredUpdates
 
 log = logging.getLogger(__name__)
 
@@ -224,16 +226,22 @@ def _aggregate(store: Store, leased: Job, owner: str, now: float) -> dict | None
     """
     job_id, rnd = leased.id, leased.round
     started = time.perf_counter()
+    strategy = leased.config_at(rnd).build_strategy()  # the settings this round ran with
     base_round = leased.doc.get("model_round")
-    blob, state_blob = store.get_model_and_state(job_id, base_round, leased.model_owner(base_round))
-    current = wcodec.decode(blob) if blob is not None else None
+    base = store.model_doc(job_id, base_round, leased.model_owner(base_round))
+    # the global model is read only by the rules that use it; an O(model) state is read when kept
+    needed = strategy.needs_current or leased.config.mode == "async"
+    current_blob = store.model_part(base, "weights") if needed else None
+    current = wcodec.decode(current_blob) if current_blob is not None else None
+    state_blob = store.model_part(base, "state")
     state = wcodec.decode(state_blob) if state_blob is not None else {}
     docs, updates, extra = _round_updates(store, leased, current, now)
     if not docs:  # async: the buffer is not full once updates a committed version had taken are set aside
         return None
-    strategy = leased.config_at(rnd).build_strategy()  # the settings this round ran with
     new_weights, new_state = strategy.aggregate(current, updates, state, leased.config.num_clients)
-    store.put_model(job_id, rnd, owner, wcodec.encode(new_weights), wcodec.encode(new_state) if new_state else None)
+    shared = strategy.client_tensors(new_state) if strategy.shares_state else None
+    store.put_model(job_id, rnd, owner, wcodec.encode(new_weights), wcodec.encode(new_state) if new_state else None,
+                    wcodec.encode(shared) if shared else None)
     entry = {**history_entry(docs, leased.doc, now, time.perf_counter() - started), **extra, "model_owner": owner}
     best = rules.best_after(leased.doc.get("best"), entry)
     firing = rules.evaluate(leased.doc.get("rules", []), leased.doc.get("rules_fired", []),
@@ -245,6 +253,7 @@ def _aggregate(store: Store, leased: Job, owner: str, now: float) -> dict | None
     if committed is not None:
         if leased.config.mode == "async":
             buffered.finish_marking(store, Job.of(committed))
+        _drop_dead_uploads(store, Job.of(committed), now)
         if firing.starts:
             start_pending(store, job_id, firing.starts, time.time())
         total = sum(int(d["num_examples"]) for d in docs) or 1
@@ -256,18 +265,32 @@ def _aggregate(store: Store, leased: Job, owner: str, now: float) -> dict | None
     return committed
 
 
-def _round_updates(store: Store, leased: Job, current, now: float) -> tuple[list[dict], list, dict]:
+def _drop_dead_uploads(store: Store, job: Job, now: float) -> None:
+    """Delete unfinished uploads that can no longer count: any once the job ended, a closed round's
+    (sync), or one untouched for ``round_timeout_s`` (async: its slot has expired)."""
+    try:
+        if job.finished:
+            store.blobs.drop_stale_uploads(job.id, float("inf"))
+        else:
+            store.blobs.drop_stale_uploads(job.id, now - job.config.round_timeout_s,
+                                           job.round if job.config.mode == "sync" else None)
+    except PyMongoError as exc:  # the round is committed; what is left is deleted next time
+        log.warning("unfinished uploads of job %s not deleted: %s", job.id, exc)
+
+
+def _round_updates(store: Store, leased: Job, current, now: float) -> tuple[list[dict], Updates, dict]:
     """The updates this aggregation folds: the picked clients' for the round (sync), or the buffer (async).
 
-    Returns the update documents, ``(weights, examples)`` pairs for the
-    strategy, and extra fields for the history entry.
+    Returns the update documents, the stream of ``(weights, examples)`` the
+    strategy folds (read from the database one at a time as it folds them),
+    and extra fields for the history entry.
     """
     if leased.config.mode == "async":
         docs, updates, info = buffered.collect(store, leased, current, now)
         return docs, updates, {**info, "picked": len(leased.picked)}
     picked = set(leased.picked)
     docs = [d for d in store.load_updates(leased.id, leased.round) if d["client_id"] in picked]
-    return docs, [(wcodec.decode(d["weights"]), int(d["num_examples"])) for d in docs], {}
+    return docs, StoredUpdates(store, docs), {}
 
 
 def _commit_update(store: Store, leased: Job, entry: dict, best: dict | None, firing: rules.Firing,

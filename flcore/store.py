@@ -8,14 +8,15 @@ uniqueness comes from unique indexes, transitions from conditional
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterable
 
-from bson import Binary
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from flcore.blobs import Blobs
 from flcore.settings import Settings
 
 _clients: dict[str, MongoClient] = {}
@@ -54,6 +55,7 @@ class Store:
         self.updates = db["updates"]
         self.models = db["models"]
         self.devices = db["devices"]
+        self.blobs = Blobs(db)
         self.ensure_indexes()
 
     def ensure_indexes(self) -> None:
@@ -83,6 +85,7 @@ class Store:
         self.clients.create_index([("job_id", ASCENDING), ("device_id", ASCENDING)], unique=True,
                                   partialFilterExpression={"device_id": {"$exists": True}}, name="one_place_per_device")
         self.clients.create_index([("device_id", ASCENDING)], partialFilterExpression={"device_id": {"$exists": True}})
+        self.blobs.ensure_indexes()
         Store._indexed.add(key)
 
     # jobs ---------------------------------------------------------------
@@ -237,13 +240,22 @@ class Store:
 
     # updates ------------------------------------------------------------
     def add_update(self, doc: dict) -> str:
-        """Store an update once: ``stored``, ``duplicate`` (this client already submitted
-        for the round) or ``copy`` (another client's identical update is stored)."""
+        """Record an update whose bytes are stored as blob ``doc["blob"]``, once: ``stored``,
+        ``duplicate`` (this client already submitted for the round) or ``copy`` (another
+        client's identical update is stored). The blob is deleted unless it was recorded."""
         try:
-            self.updates.insert_one({**doc, "weights": Binary(doc["weights"])})
+            self.updates.insert_one(doc)
             return "stored"
         except DuplicateKeyError:
-            return "duplicate" if self.has_update(doc["job_id"], doc["round"], doc["client_id"]) else "copy"
+            held = self.updates.find_one({"job_id": doc["job_id"], "round": doc["round"],
+                                          "client_id": doc["client_id"]}, {"blob": True})
+            if held is None or held.get("blob") != doc["blob"]:  # not the same upload sealed twice
+                self.blobs.delete([doc["blob"]])
+            return "duplicate" if held is not None else "copy"
+
+    def update_weights(self, doc: dict) -> bytearray:
+        """An update's safetensors bytes (from its stored document)."""
+        return self.blobs.read(doc["blob"], doc["size"])
 
     def has_update(self, job_id: str, rnd: int, client_id: str) -> bool:
         return self.updates.count_documents({"job_id": job_id, "round": rnd, "client_id": client_id}, limit=1) > 0
@@ -252,6 +264,7 @@ class Store:
         return [d["client_id"] for d in self.updates.find({"job_id": job_id, "round": rnd}, {"client_id": True})]
 
     def load_updates(self, job_id: str, rnd: int) -> list[dict]:
+        """A round's update documents (their weights are blobs: :meth:`update_weights`)."""
         return list(self.updates.find({"job_id": job_id, "round": rnd}))
 
     def count_uncounted(self, job_id: str) -> int:
@@ -271,32 +284,56 @@ class Store:
             self.updates.bulk_write(ops, ordered=False)
 
     # models -------------------------------------------------------------
-    def put_model(self, job_id: str, rnd: int, owner: str, blob: bytes, state: bytes | None = None) -> None:
+    def put_model(self, job_id: str, rnd: int, owner: str, blob: bytes, state: bytes | None = None,
+                  shared: bytes | None = None) -> None:
         """A round's model as written by one aggregation (``owner``, its lease).
 
         Which one counts is decided by the job's commit, which names the owner; an
         aggregator that lost its lease writes a document nobody reads. ``state``
-        holds a strategy's tensors between rounds (server momentum, Adam moments).
+        holds a strategy's tensors between rounds (server momentum, Adam moments),
+        ``shared`` the part of it clients receive with the model (SCAFFOLD's c).
+        The bytes are GridFS files; the document lists them with their sizes and
+        digests, which chunked downloads are checked against.
         """
-        doc = {"job_id": job_id, "round": rnd, "owner": owner, "weights": Binary(blob)}
-        if state is not None:
-            doc["state"] = Binary(state)
-        self.models.replace_one({"job_id": job_id, "round": rnd, "owner": owner}, doc, upsert=True)
+        doc: dict = {"job_id": job_id, "round": rnd, "owner": owner}
+        for part, data in (("weights", blob), ("state", state), ("shared", shared)):
+            if data is not None:
+                doc[part] = {"id": self.blobs.put(data, part), "size": len(data),
+                             "sha256": hashlib.sha256(data).hexdigest()}
+        old = self.models.find_one_and_replace({"job_id": job_id, "round": rnd, "owner": owner}, doc, upsert=True)
+        if old:
+            self.blobs.delete(_blob_ids(old))
 
-    def get_model(self, job_id: str, rnd: int, owner: str) -> bytes | None:
-        doc = self.models.find_one({"job_id": job_id, "round": rnd, "owner": owner}, {"state": False})
-        return bytes(doc["weights"]) if doc else None
+    def model_doc(self, job_id: str, rnd: int | None, owner: str | None) -> dict | None:
+        """What a round's stored model consists of: ``weights``, ``state``, ``shared`` as {id, size, sha256}."""
+        return self.models.find_one({"job_id": job_id, "round": rnd, "owner": owner}) if rnd is not None else None
+
+    def model_part(self, doc: dict | None, part: str) -> bytearray | None:
+        """One part of a stored model, read whole (None if it has none)."""
+        if doc is None or not doc.get(part):
+            return None
+        return self.blobs.read(doc[part]["id"], doc[part]["size"])
+
+    def get_model(self, job_id: str, rnd: int, owner: str) -> bytearray | None:
+        return self.model_part(self.model_doc(job_id, rnd, owner), "weights")
 
     def get_model_and_state(self, job_id: str, rnd: int | None,
-                            owner: str | None) -> tuple[bytes | None, bytes | None]:
-        doc = self.models.find_one({"job_id": job_id, "round": rnd, "owner": owner}) if rnd is not None else None
-        if doc is None:
-            return None, None
-        return bytes(doc["weights"]), bytes(doc["state"]) if doc.get("state") is not None else None
+                            owner: str | None) -> tuple[bytearray | None, bytearray | None]:
+        doc = self.model_doc(job_id, rnd, owner)
+        return self.model_part(doc, "weights"), self.model_part(doc, "state")
 
     def drop_model(self, job_id: str, rnd: int, owner: str) -> None:
-        self.models.delete_one({"job_id": job_id, "round": rnd, "owner": owner})
+        self._drop_models({"job_id": job_id, "round": rnd, "owner": owner})
 
     def drop_uncommitted_models(self, job_id: str, rnd: int, owner: str) -> None:
         """Remove what aggregators that lost the round wrote (best effort: nobody reads them)."""
-        self.models.delete_many({"job_id": job_id, "round": rnd, "owner": {"$ne": owner}})
+        self._drop_models({"job_id": job_id, "round": rnd, "owner": {"$ne": owner}})
+
+    def _drop_models(self, query: dict) -> None:
+        for doc in self.models.find(query):
+            self.blobs.delete(_blob_ids(doc))
+            self.models.delete_one({"_id": doc["_id"]})
+
+
+def _blob_ids(doc: dict) -> list:
+    return [doc[part]["id"] for part in ("weights", "state", "shared") if isinstance(doc.get(part), dict)]

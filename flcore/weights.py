@@ -1,7 +1,10 @@
 """Weights <-> bytes with safetensors, and strict validation of what clients send.
 
 safetensors holds only tensors, never code, so decoding an update cannot run
-anything a client sent (pickle could).
+anything a client sent (pickle could). The header is parsed and checked here,
+against the job's model, before any tensor is read: an update is validated the
+same way whether it arrived in one request or in chunks (:class:`Source`), one
+tensor at a time, so memory stays at one tensor however large the model.
 """
 
 from __future__ import annotations
@@ -9,19 +12,36 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from safetensors.numpy import load as _st_load
 from safetensors.numpy import save as _st_save
 
 from flcore.errors import ApiError
-from flcore.specs import DTYPE, model_bytes, tensor_spec
+from flcore.modeldef import ModelDef
 
 Weights = dict[str, np.ndarray]
 
 # Room for the safetensors JSON header on top of the raw tensor bytes.
-_HEADER_SLACK = 4096
+_HEADER_BASE = 4096
+_HEADER_PER_TENSOR = 256
+_F32 = np.dtype("<f4")
+
+
+class Source:
+    """Random access to an update's bytes, wherever they are (one request, or stored chunks)."""
+
+    def __init__(self, size: int, read: Callable[[int, int], bytes | memoryview]):
+        self.size = size
+        self.read = read  # (offset, length) -> exactly those bytes
+
+    @classmethod
+    def of(cls, blob: bytes) -> "Source":
+        view = memoryview(blob)
+        return cls(len(blob), lambda offset, n: view[offset:offset + n])
 
 
 def encode(weights: Weights) -> bytes:
@@ -29,9 +49,23 @@ def encode(weights: Weights) -> bytes:
     return _st_save({k: np.ascontiguousarray(v) for k, v in weights.items()})
 
 
-def decode(blob: bytes) -> Weights:
-    """Parse safetensors bytes we stored ourselves (trusted, already validated)."""
-    return _st_load(bytes(blob))
+def decode(blob: bytes | bytearray | memoryview) -> Weights:
+    """Parse safetensors bytes we stored ourselves (trusted, already validated).
+
+    The arrays are views of ``blob``, not copies, so an aggregation holds each
+    update once.
+    """
+    return {name: np.frombuffer(blob, dtype=_F32, count=(end - begin) // 4, offset=begin).reshape(shape)
+            for name, (begin, end, shape) in layout(Source.of(blob)).items()}
+
+
+def layout(src: Source) -> dict[str, tuple[int, int, list]]:
+    """name -> (absolute begin, end, shape) of a file we stored ourselves (trusted)."""
+    (n,) = struct.unpack("<Q", bytes(src.read(0, 8)))
+    header = json.loads(bytes(src.read(8, n)))
+    header.pop("__metadata__", None)
+    return {name: (8 + n + info["data_offsets"][0], 8 + n + info["data_offsets"][1], info["shape"])
+            for name, info in header.items()}
 
 
 def to_b64(weights: Weights) -> str:
@@ -48,6 +82,12 @@ def from_b64(text: str) -> Weights:
     return decode(base64.b64decode(text))
 
 
+def limit_bytes(mdef: ModelDef, prefixes: tuple[str, ...] = ()) -> int:
+    """The largest safetensors file an update of this model (with these extra copies) can be."""
+    copies = 1 + len(prefixes)
+    return mdef.nbytes * copies + _HEADER_BASE + _HEADER_PER_TENSOR * len(mdef.spec) * copies
+
+
 @dataclass(frozen=True)
 class CheckedBlob:
     """An update that passed every check: its safetensors bytes and a digest of its content."""
@@ -61,14 +101,17 @@ def content_digest(tensors: Weights) -> str:
     same digest however the safetensors header was written, so a copy is a copy."""
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = np.ascontiguousarray(tensors[name])
-        h.update(f"{name}:{t.dtype}:{list(t.shape)}\n".encode())
-        h.update(t.tobytes())
+        _digest_tensor(h, name, np.ascontiguousarray(tensors[name], dtype=np.float32))
     return h.hexdigest()
 
 
-def parse_update(text: object, model: str, prefixes: tuple[str, ...] = ()) -> CheckedBlob:
-    """Decode and check an update from the network; its bytes and content digest.
+def _digest_tensor(h, name: str, t: np.ndarray) -> None:
+    h.update(f"{name}:{t.dtype}:{list(t.shape)}\n".encode())
+    h.update(t.tobytes() if not t.flags.c_contiguous else memoryview(t).cast("B"))
+
+
+def parse_update(text: object, mdef: ModelDef, prefixes: tuple[str, ...] = ()) -> CheckedBlob:
+    """Decode and check an update sent in one request; its bytes and content digest.
 
     Every tensor must match the job's model exactly (names, shapes, float32)
     and be finite, so one bad client cannot poison the average. ``prefixes``
@@ -77,34 +120,72 @@ def parse_update(text: object, model: str, prefixes: tuple[str, ...] = ()) -> Ch
     """
     if not isinstance(text, str) or not text:
         raise ApiError(400, "weights must be a non-empty base64 string")
-    limit = model_bytes(model) * (1 + len(prefixes)) + _HEADER_SLACK
+    limit = limit_bytes(mdef, prefixes)
     if len(text) > (limit * 4) // 3 + 8:
-        raise ApiError(413, f"weights are larger than model {model!r} allows ({limit} bytes)")
+        raise ApiError(413, f"weights are larger than model {mdef.name!r} allows ({limit} bytes)")
     try:
         blob = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ApiError(400, "weights are not valid base64") from None
-    try:
-        tensors = _st_load(blob)
-    except Exception:  # safetensors raises its own error type for any malformed input
-        raise ApiError(400, "weights are not a valid safetensors payload") from None
-    check(tensors, model, prefixes)
-    return CheckedBlob(blob, content_digest(tensors))
+    return CheckedBlob(blob, validate(Source.of(blob), mdef, prefixes))
 
 
-def check(tensors: Weights, model: str, prefixes: tuple[str, ...] = ()) -> None:
-    """Raise a 400 naming the first way ``tensors`` differs from the model's spec."""
-    base = tensor_spec(model)
-    spec = {p + name: shape for p in ("", *prefixes) for name, shape in base.items()}
-    missing = sorted(set(spec) - set(tensors))
-    extra = sorted(set(tensors) - set(spec))
-    if missing or extra:
-        raise ApiError(400, f"weights do not match model {model!r}: missing {missing}, unexpected {extra}")
-    for name, shape in spec.items():
-        t = tensors[name]
-        if t.dtype != np.dtype(DTYPE):
-            raise ApiError(400, f"tensor {name!r} has dtype {t.dtype}, expected {DTYPE}")
-        if tuple(t.shape) != shape:
-            raise ApiError(400, f"tensor {name!r} has shape {list(t.shape)}, expected {list(shape)}")
+def validate(src: Source, mdef: ModelDef, prefixes: tuple[str, ...] = ()) -> str:
+    """Check a safetensors file against the model, tensor by tensor; its content digest, or a 400."""
+    offsets = _header(src, mdef, prefixes)
+    h = hashlib.sha256()
+    for name in sorted(offsets):
+        begin, end, shape = offsets[name]
+        t = np.frombuffer(src.read(begin, end - begin), dtype=_F32).reshape(shape)
         if not np.isfinite(t).all():
             raise ApiError(400, f"tensor {name!r} contains NaN or infinite values")
+        _digest_tensor(h, name, t.astype(np.float32, copy=False))
+    return h.hexdigest()
+
+
+def _invalid(why: str) -> ApiError:
+    return ApiError(400, f"weights are not a valid safetensors payload: {why}")
+
+
+def _header(src: Source, mdef: ModelDef, prefixes: tuple[str, ...]) -> dict[str, tuple[int, int, tuple]]:
+    """name -> (absolute begin, end, shape) from a header that describes exactly the model's tensors
+    laid out back to back to the end of the file; a 400 naming the first thing that is not so."""
+    spec = {p + name: shape for p in ("", *prefixes) for name, shape in mdef.spec.items()}
+    if src.size < 8:
+        raise _invalid("shorter than its 8-byte header length")
+    (n,) = struct.unpack("<Q", bytes(src.read(0, 8)))
+    if not 2 <= n <= _HEADER_BASE + _HEADER_PER_TENSOR * len(spec) or 8 + n > src.size:
+        raise _invalid(f"header length {n} does not fit a file of {src.size} bytes for this model")
+    try:
+        header = json.loads(bytes(src.read(8, n)).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise _invalid("header is not JSON") from None
+    if not isinstance(header, dict):
+        raise _invalid("header is not a JSON object")
+    header.pop("__metadata__", None)
+    missing, extra = sorted(set(spec) - set(header)), sorted(set(header) - set(spec))
+    if missing or extra:
+        raise ApiError(400, f"weights do not match model {mdef.name!r}: missing {missing[:10]}, "
+                            f"unexpected {[k[:64] for k in extra[:10]]}")
+    out, spans = {}, []
+    for name, shape in spec.items():
+        info = header[name]
+        if not isinstance(info, dict) or info.get("dtype") != "F32":
+            raise ApiError(400, f"tensor {name!r} has dtype {info.get('dtype') if isinstance(info, dict) else None},"
+                                f" expected float32")
+        if info.get("shape") != list(shape):
+            raise ApiError(400, f"tensor {name!r} has shape {info.get('shape')}, expected {list(shape)}")
+        span = info.get("data_offsets")
+        if not (isinstance(span, list) and len(span) == 2 and all(type(v) is int for v in span)
+                and 0 <= span[0] and span[1] - span[0] == 4 * int(np.prod(shape, dtype=np.int64))):
+            raise _invalid(f"data_offsets of {name!r} do not hold its {list(shape)} float32 values")
+        spans.append((span[0], span[1]))
+        out[name] = (8 + n + span[0], 8 + n + span[1], shape)
+    position = 0
+    for begin, end in sorted(spans):  # back to back, no gaps, no overlaps, nothing after
+        if begin != position:
+            raise _invalid("tensor data overlap or leave gaps")
+        position = end
+    if 8 + n + position != src.size:
+        raise _invalid(f"the tensors end at byte {8 + n + position} but the file has {src.size}")
+    return out

@@ -42,7 +42,7 @@ rm -f "$build/params.json"
 
 # API gateway routes, one per action (clients may also use the web action URL directly).
 if [ "${FL_OW_API:-1}" = 1 ]; then
-  for a in start_training subscribe partition poll get_model submit aggregate status \
+  for a in start_training subscribe partition poll get_model submit upload_chunk get_chunk aggregate status \
            create_job start_job stop_job update_job list_jobs register update_device offers join leave devices \
            predict report; do
     wsk api create /fl "/$a" post "$action" --response-type http >/dev/null

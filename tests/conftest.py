@@ -12,7 +12,7 @@ from pymongo import MongoClient
 from flcli.devstack import LocalStack, free_port_block
 from flcore import store as store_mod
 from flcore.settings import Settings
-from flcore.specs import tensor_spec
+from flcore import modeldef
 
 ADMIN = "test-admin-token"
 
@@ -67,6 +67,15 @@ def fleet_env(tmp_path, function_url):
                 "FL_RUN_DIR": str(tmp_path / "run"), "FL_LOG_DIR": str(tmp_path / "logs")}, base_port
 
     return make
+
+
+def mdef(model: str = "cnn_mnist", dataset: str | None = None) -> modeldef.ModelDef:
+    """A preset checked for its usual data set (cnn_cifar10: CIFAR-10, the rest: MNIST)."""
+    return modeldef.resolve(model, dataset or ("cifar10" if model == "cnn_cifar10" else "mnist"))
+
+
+def tensor_spec(model: str = "cnn_mnist", dataset: str | None = None) -> dict[str, tuple[int, ...]]:
+    return mdef(model, dataset).spec
 
 
 def random_weights(model: str = "cnn_mnist", seed: int = 0, scale: float = 0.1) -> dict[str, np.ndarray]:

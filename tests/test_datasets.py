@@ -13,6 +13,7 @@ from clients import trainer
 from fllocal import data, models
 from flcore import weights as wcodec
 from flcore.partition import partition_indices, train_eval_split
+from flcore import modeldef
 from flcore.specs import DATASET_MODELS
 
 
@@ -42,13 +43,13 @@ def _federated_step(name: str, index: int = 0) -> None:
     train_idx, eval_idx = train_eval_split(partition_indices(labels, spec), 0.8)
     xt, yt = data.to_tensors(name, images[train_idx], labels[train_idx])
     xe, ye = data.to_tensors(name, images[eval_idx], labels[eval_idx])
-    model = models.build(DATASET_MODELS[name], seed=0)
+    model = models.build(DATASET_MODELS[name], name, seed=0)
     fit = trainer.train(model, xt, yt, epochs=2, batch_size=20, lr=0.05, momentum=0.5, seed=0, proximal_mu=0.01)
     assert np.isfinite(fit["train_loss"])
     metrics = trainer.evaluate(model, xe, ye)
     assert 0.0 <= metrics["accuracy"] <= 1.0
     # the update is exactly what the function accepts for this data set's model
-    wcodec.parse_update(wcodec.to_b64(models.get_weights(model)), DATASET_MODELS[name])
+    wcodec.parse_update(wcodec.to_b64(models.get_weights(model)), modeldef.resolve(DATASET_MODELS[name], name))
 
 
 def test_cifar10_code_path(tmp_path, monkeypatch):

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import ADMIN
+from conftest import ADMIN, tensor_spec
 from flcli.operator import Operator
 from test_async import two_versions_over_http
-from flcore.specs import tensor_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 FLCTL = Path(sys.executable).parent / "flctl"

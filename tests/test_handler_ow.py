@@ -6,6 +6,7 @@ import base64
 import json
 import os
 
+import numpy as np
 import pytest
 
 from pymongo import MongoClient
@@ -165,3 +166,43 @@ def test_enrolment_token_bound_as_a_number_is_text(store, db_name):
     assert main(web("/register", {"info": {}}, **params))["statusCode"] == 401
     ok = main(web("/register", {"info": {}}, headers={"authorization": "Bearer 20251123"}, **params))
     assert ok["statusCode"] == 200
+
+
+def test_a_resnet18_update_travels_in_chunks_under_the_1_mib_limit(store, monkeypatch):
+    """Every request and every reply of a chunked upload and download through the web action stays
+    under OpenWhisk's 1 MiB, and the model that comes back is the average that went in."""
+    from clients import transfer
+    from conftest import mdef
+
+    monkeypatch.setenv("FL_ADMIN_TOKEN", "ow-admin")
+    admin = {"authorization": "Bearer ow-admin"}
+    sizes: list[int] = []
+
+    def ow_call(action: str, body: dict | None = None, headers: dict | None = None) -> dict:
+        params = web(f"/{action}", body, headers)
+        sizes.append(len(json.dumps(params).encode()))
+        resp = main(params)
+        sizes.append(len(resp["body"].encode()))
+        assert resp["statusCode"] == 200, resp["body"][:300]
+        return payload(resp)
+
+    job = ow_call("create_job", {"model": "resnet18", "num_clients": 2, "clients_per_round": 2, "rounds": 1},
+                  admin)["job_id"]
+    spec = mdef("resnet18").spec
+    sent = []
+    for i in range(2):
+        sub = ow_call("subscribe", {"job_id": job})
+        auth = {"authorization": f"Bearer {sub['token']}"}
+        rng = np.random.default_rng(i)
+        w = {k: rng.standard_normal(s).astype(np.float32) * 0.01 for k, s in spec.items()}
+        sent.append(w)
+        reply = transfer.submit(lambda a, b=None, h=auth: ow_call(a, b, h),
+                                {"round": 1, "num_examples": 1000}, wcodec.encode(w))
+        assert reply["accepted"] is True
+    ow_call("aggregate", {"job_id": job}, admin)
+    reply = ow_call("get_model", {"job_id": job}, admin)
+    assert reply["model_round"] == 1 and reply["chunked"]["weights"]["chunks"] == 86
+    got = wcodec.decode(transfer.model_part(lambda a, b=None: ow_call(a, b, admin), reply))
+    np.testing.assert_allclose(got["fc.weight"], (sent[0]["fc.weight"] + sent[1]["fc.weight"]) / 2, atol=1e-6)
+    assert max(sizes) < 0.75 * 2**20, max(sizes)
+    assert len(sizes) > 2 * (2 * 86 + 86)  # every chunk went through the adapter

@@ -11,9 +11,8 @@ import numpy as np
 import requests
 from pymongo import MongoClient
 
-from conftest import ADMIN, random_weights, snapshot
+from conftest import ADMIN, random_weights, snapshot, tensor_spec
 from flcore import weights as wcodec
-from flcore.specs import tensor_spec
 
 
 def _b64(tensors: dict) -> str:

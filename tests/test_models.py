@@ -5,16 +5,21 @@ import torch
 
 from clients import control, trainer
 from fllocal import models
-from flcore.specs import ARCHS, tensor_spec
+from flcore import modeldef
+from flcore.specs import INPUT_SHAPES
 
 
 def test_state_dicts_match_specs():
-    for name in ARCHS:
-        m = models.build(name)
-        assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == tensor_spec(name)
-        a = ARCHS[name]
-        out = m(torch.zeros(2, a.in_channels, a.side, a.side))
-        assert out.shape == (2, a.classes)
+    """For every preset and data set: the torch model's float tensors are the spec, in its order."""
+    for name in modeldef.PRESETS:
+        for dataset in INPUT_SHAPES:
+            spec = modeldef.resolve(name, dataset).spec
+            m = models.build(name, dataset)
+            floats = {k: tuple(v.shape) for k, v in m.state_dict().items() if v.is_floating_point()}
+            assert list(floats.items()) == list(spec.items())
+            m.eval()
+            out = m(torch.zeros(2, *INPUT_SHAPES[dataset]))
+            assert out.shape == (2, modeldef.CLASSES)
 
 
 def test_seeded_build_is_reproducible_and_leaves_global_rng_alone():

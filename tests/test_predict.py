@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import random_weights, snapshot
-from flcore import inference
+from flcore import inference, modeldef
 from flcore import weights as wcodec
 from fllocal import data, models
 from test_protocol import call, subscribe_all
@@ -24,7 +24,7 @@ def test_images():
 
 
 def torch_probs(weights, images, dataset="mnist"):
-    model = models.build("cnn_mnist" if dataset != "cifar10" else "cnn_cifar10")
+    model = models.build("cnn_mnist" if dataset != "cifar10" else "cnn_cifar10", dataset)
     models.set_weights(model, weights)
     x, _ = data.to_tensors(dataset, images, np.zeros(len(images), np.int64))
     with torch.inference_mode():
@@ -33,11 +33,11 @@ def torch_probs(weights, images, dataset="mnist"):
 
 @pytest.mark.parametrize("model, dataset", [("cnn_mnist", "mnist"), ("cnn_cifar10", "cifar10")])
 def test_numpy_forward_matches_torch(model, dataset):
-    weights = models.get_weights(models.build(model, seed=3))
+    weights = models.get_weights(models.build(model, dataset, seed=3))
     rng = np.random.default_rng(0)
     side, c = (28, 1) if dataset == "mnist" else (32, 3)
     pixels = rng.integers(0, 256, size=(16, c, side, side)).astype(np.uint8)
-    ours = inference.probabilities(weights, inference.preprocess(dataset, pixels))
+    ours = inference.probabilities(modeldef.resolve(model, dataset), weights, inference.preprocess(dataset, pixels))
     np.testing.assert_allclose(ours, torch_probs(weights, pixels, dataset), atol=1e-4)
 
 

@@ -4,15 +4,14 @@ import pickle
 import numpy as np
 import pytest
 
-from conftest import random_weights
+from conftest import mdef, random_weights, tensor_spec
 from flcore import weights as wcodec
 from flcore.errors import ApiError
-from flcore.specs import ARCHS, model_bytes, tensor_spec
 
 
 def test_round_trip_is_exact():
     w = random_weights()
-    checked = wcodec.parse_update(wcodec.to_b64(w), "cnn_mnist")
+    checked = wcodec.parse_update(wcodec.to_b64(w), mdef())
     parsed = wcodec.decode(checked.blob)
     for k in w:
         np.testing.assert_array_equal(parsed[k], w[k])
@@ -25,15 +24,15 @@ def test_content_digest_ignores_how_the_header_was_written():
 
     w = random_weights()
     reordered = save({k: w[k] for k in reversed(list(w))}, metadata={"note": "mine, honestly"})
-    assert wcodec.parse_update(base64.b64encode(reordered).decode(), "cnn_mnist").sha256 == \
-        wcodec.parse_update(wcodec.to_b64(w), "cnn_mnist").sha256
+    assert wcodec.parse_update(base64.b64encode(reordered).decode(), mdef()).sha256 == \
+        wcodec.parse_update(wcodec.to_b64(w), mdef()).sha256
     nudged = {**w, "fc2.bias": w["fc2.bias"] + np.float32(1e-3)}
     assert wcodec.content_digest(nudged) != wcodec.content_digest(w)
 
 
 def _status(text: object, model: str = "cnn_mnist") -> int:
     with pytest.raises(ApiError) as err:
-        wcodec.parse_update(text, model)
+        wcodec.parse_update(text, mdef(model))
     return err.value.status
 
 
@@ -52,15 +51,15 @@ def test_rejects_wrong_tensors():
 def test_scaffold_updates_carry_one_control_tensor_per_weight():
     w = random_weights()
     full = {**w, **{"control/" + k: np.zeros_like(v) for k, v in w.items()}}
-    checked = wcodec.parse_update(wcodec.to_b64(full), "cnn_mnist", ("control/",))
+    checked = wcodec.parse_update(wcodec.to_b64(full), mdef(), ("control/",))
     assert wcodec.decode(checked.blob).keys() == full.keys()
     assert _status(wcodec.to_b64(full)) == 413  # twice what other strategies take
     with pytest.raises(ApiError) as err:  # the control part missing, or not finite
-        wcodec.parse_update(wcodec.to_b64(w), "cnn_mnist", ("control/",))
+        wcodec.parse_update(wcodec.to_b64(w), mdef(), ("control/",))
     assert err.value.status == 400
     with pytest.raises(ApiError) as err:
         wcodec.parse_update(wcodec.to_b64({**full, "control/fc2.bias": np.full(10, np.nan, np.float32)}),
-                            "cnn_mnist", ("control/",))
+                            mdef(), ("control/",))
     assert err.value.status == 400
 
 
@@ -73,11 +72,11 @@ def test_rejects_what_is_not_safetensors():
 
 
 def test_rejects_oversized_before_decoding():
-    huge = "A" * (2 * model_bytes("cnn_mnist"))
+    huge = "A" * (2 * mdef().nbytes)
     assert _status(huge) == 413
 
 
 def test_cifar_model_spec_is_consistent():
     spec = tensor_spec("cnn_cifar10")
     assert spec["conv1.weight"] == (16, 3, 5, 5)
-    assert spec["fc1.weight"][1] == ARCHS["cnn_cifar10"].flat == 32 * 5 * 5
+    assert spec["fc1.weight"][1] == 32 * 5 * 5

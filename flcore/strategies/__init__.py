@@ -11,12 +11,11 @@ take theirs in their constructors; adding one means adding a module with one
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from flcore.aggregation import Update, Updates
 from flcore.weights import Weights
-
-Update = tuple[Weights, int]  # (client weights, number of training examples)
 
 # What clients train with when the strategy says nothing: plain SGD. Every
 # round's settings carry these keys, so clients hard-code no defaults.
@@ -48,6 +47,8 @@ class Strategy:
     # versions (async mode); if not, why not, for the 400 that refuses it.
     asynchronous = True
     why_not_async = ""
+    # Whether aggregate() reads ``current``; the function loads the global model only then.
+    needs_current = False
 
     def __init__(self, **values: float) -> None:
         unknown = set(values) - set(self.params)
@@ -69,12 +70,15 @@ class Strategy:
         """Tensors from the server state that clients receive with the model (None: nothing)."""
         return None
 
-    def aggregate(self, current: Weights | None, updates: Sequence[Update], state: Weights,
+    def aggregate(self, current: Weights | None, updates: Updates, state: Weights,
                   num_clients: int) -> tuple[Weights, Weights]:
         """The new global weights and the server state to keep for the next round.
 
-        ``current`` is the model the clients started from (None before any exists);
-        ``num_clients`` the job's population, for rules that scale by it.
+        ``updates`` is a stream (see :class:`flcore.aggregation.Updates`): a list
+        of ``(weights, examples)`` pairs works too. ``current`` is the model the
+        clients started from (None before any exists, or when the strategy does not
+        set ``needs_current``); ``num_clients`` the job's population, for rules
+        that scale by it.
         """
         raise NotImplementedError
 

@@ -19,6 +19,7 @@ class FedAvgM(Strategy):
     """v <- beta·v + delta;  w <- w + server_lr·v."""
 
     name = "fedavgm"
+    needs_current = True
     params = {"server_lr": Param(float, 1.0, 0.0, 100.0, "step size of the server update"),
               "server_momentum": Param(float, 0.9, 0.0, 0.999, "momentum of the server update")}
 
@@ -37,6 +38,7 @@ class FedAdam(Strategy):
     """Adam on the pseudo-gradient: m, v moments; w <- w + server_lr·m / (sqrt(v) + tau)."""
 
     name = "fedadam"
+    needs_current = True
     params = {"server_lr": Param(float, 0.01, 0.0, 100.0, "step size of the server update"),
               "adam_beta1": Param(float, 0.9, 0.0, 0.999, "decay of the first moment"),
               "adam_beta2": Param(float, 0.99, 0.0, 0.99999, "decay of the second moment"),

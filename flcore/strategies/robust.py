@@ -17,7 +17,7 @@ class Median(Strategy):
     why_not_async = "the median's robustness needs the round's updates on one model, not a buffer of stale ones"
 
     def aggregate(self, current, updates, state, num_clients):
-        return coordinate_median([w for w, _ in updates]), {}
+        return coordinate_median(updates), {}
 
 
 @register
@@ -30,4 +30,4 @@ class TrimmedMean(Strategy):
     params = {"trim_fraction": Param(float, 0.1, 0.0, 0.49, "share of values dropped at each end")}
 
     def aggregate(self, current, updates, state, num_clients):
-        return trimmed_mean([w for w, _ in updates], self.trim_fraction), {}
+        return trimmed_mean(updates, self.trim_fraction), {}

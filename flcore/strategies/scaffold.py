@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flcore.aggregation import weighted_mean
+from flcore.aggregation import Accumulator
 from flcore.strategies import Strategy, register
 
 PREFIX = "control/"
@@ -38,13 +38,14 @@ class Scaffold(Strategy):
         return {k[len(_STATE):]: v for k, v in state.items() if k.startswith(_STATE)}
 
     def aggregate(self, current, updates, state, num_clients):
-        models = [({k: v for k, v in w.items() if not k.startswith(PREFIX)}, n) for w, n in updates]
-        new = weighted_mean(models)
-        control = {}
-        for name in new:
-            total = np.zeros(new[name].shape, dtype=np.float64)
-            for weights, _ in updates:
-                total += weights[PREFIX + name].astype(np.float64)
-            old = state.get(_STATE + name, 0.0)
-            control[_STATE + name] = (old + total / num_clients).astype(np.float32)
+        models, changes = Accumulator(), Accumulator()  # one pass: each update is read once
+        for weights, n in updates:
+            models.add({k: v for k, v in weights.items() if not k.startswith(PREFIX)}, float(n))
+            changes.add({k[len(PREFIX):]: v for k, v in weights.items() if k.startswith(PREFIX)})
+        if models.count == 0:
+            raise ValueError("aggregation needs at least one update")
+        new = models.result(models.weight)
+        mean_change = changes.result(num_clients)
+        control = {_STATE + name: (state.get(_STATE + name, 0.0) + mean_change[name]).astype(np.float32)
+                   for name in new}
         return new, control
