@@ -204,7 +204,8 @@ class Commands:
         unit = "version" if asynchronous else "round"
         head = [f"{st['job_id']}  {st.get('name') or ''}  {st['state']}  {unit} {st['round']}/{st['rounds']}  "
                 f"clients {st['subscribed']}/{cfg['num_clients']}",
-                f"{cfg['dataset']}, {cfg['strategy']}, lr {cfg['lr']}, {cfg['local_epochs']} local epochs"]
+                f"{cfg['dataset']}, model {st['model']['name']} ({st['model']['parameters']:,} parameters), "
+                f"{cfg['strategy']}, lr {cfg['lr']}, {cfg['local_epochs']} local epochs"]
         if asynchronous:
             buf = st["buffer"]
             head.append(f"async: {buf['size']} updates per version, {buf['training']} training now (at most "

@@ -251,6 +251,12 @@ def _buffer(job: Job) -> dict:
                        "training": len(job.picked), "in_flight": job.doc.get("in_flight", {})}}
 
 
+def _model_summary(job: Job) -> dict:
+    """What the job trains, in a line: its model's name (a preset, or custom), size and layers."""
+    mdef = job.config.model_def
+    return {"name": mdef.name, "parameters": mdef.parameters, "bytes": mdef.nbytes, "layers": len(mdef.layers)}
+
+
 def status(req: Request) -> dict:
     """State, current round, settings (with their changes), rules and per-round history of a job."""
     job = req.visible_job(history=True)
@@ -260,6 +266,7 @@ def status(req: Request) -> dict:
         "state": job.state, "round": job.round, "rounds": job.config.rounds,
         "subscribed": req.store.count_clients(job.id), "picked": job.picked,
         "submitted": _submitted(req.store, job), "mode": job.config.mode, **_buffer(job),
+        "model": _model_summary(job),
         "model_round": doc.get("model_round"), "created_at": doc["created_at"],
         "stopped_because": doc.get("stopped_because"),
         "opened_at": doc.get("opened_at"), "started_at": doc.get("started_at"), "finished_at": doc.get("finished_at"),

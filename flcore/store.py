@@ -8,13 +8,14 @@ uniqueness comes from unique indexes, transitions from conditional
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections.abc import Iterable
 
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from flcore.blobs import Blobs
 from flcore.settings import Settings
@@ -300,7 +301,14 @@ class Store:
             if data is not None:
                 doc[part] = {"id": self.blobs.put(data, part), "size": len(data),
                              "sha256": hashlib.sha256(data).hexdigest()}
-        old = self.models.find_one_and_replace({"job_id": job_id, "round": rnd, "owner": owner}, doc, upsert=True)
+        key = {"job_id": job_id, "round": rnd, "owner": owner}
+        old = self.models.find_one(key)  # the same aggregation writing again (a retried request)
+        try:
+            self.models.replace_one(key, doc, upsert=True)
+        except PyMongoError:  # files nobody will list: best effort, then the error as it was
+            with contextlib.suppress(PyMongoError):
+                self.blobs.delete(_blob_ids(doc))
+            raise
         if old:
             self.blobs.delete(_blob_ids(old))
 

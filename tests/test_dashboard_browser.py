@@ -80,7 +80,7 @@ def test_an_operator_runs_a_job_from_the_dashboard(browser, function_url, fleet_
     by_id("nav-create").click()
     wait(d, "the form", lambda: by_id("create-form"))
     Select(by_id("create-preset")).select_by_visible_text("MNIST, quick (3 rounds)")
-    for field, value in (("name", "browser test"), ("rounds", "200"), ("num_clients", "3"),
+    for field, value in (("name", "browser test"), ("rounds", "10000"), ("num_clients", "3"),
                          ("clients_per_round", "3"), ("tags", "browser, demo")):
         by_id(f"create-{field}").clear()
         by_id(f"create-{field}").send_keys(value)

@@ -81,11 +81,12 @@ def test_fault_during_submit(store, raw_db, fail_point):
     assert call("submit", dict(body), subs[0]["token"])["accepted"] is True  # the retry succeeds
 
 
-@pytest.mark.parametrize("command", ["insert", "find"])
+@pytest.mark.parametrize("command", ["insert", "update", "find"])
 def test_fault_during_aggregation(store, raw_db, fail_point, command):
     job_id, _ = _running_job_with_updates(store, submit_all=True)
     before = snapshot(raw_db)
-    fail_point([command])  # "insert": writing the model's GridFS file; "find": loading the updates
+    # "insert": writing the model's GridFS file; "update": its document; "find": loading the updates
+    fail_point([command])
     status, _ = api.handle("aggregate", {"job_id": job_id}, {})
     assert status == 503
     assert snapshot(raw_db) == before  # no model, no history, and the lease given back

@@ -190,8 +190,8 @@ def test_a_resnet18_update_travels_in_chunks_under_the_1_mib_limit(store, monkey
                   admin)["job_id"]
     spec = mdef("resnet18").spec
     sent = []
-    for i in range(2):
-        sub = ow_call("subscribe", {"job_id": job})
+    subs = [ow_call("subscribe", {"job_id": job}) for _ in range(2)]
+    for i, sub in enumerate(subs):
         auth = {"authorization": f"Bearer {sub['token']}"}
         rng = np.random.default_rng(i)
         w = {k: rng.standard_normal(s).astype(np.float32) * 0.01 for k, s in spec.items()}

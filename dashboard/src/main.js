@@ -326,7 +326,8 @@ async function jobView(view, jobId) {
       `${st.job_id} · ${unit} ${st.round} of ${st.rounds} · ${st.subscribed} of ${st.config.num_clients} clients · ` +
       (isAsync ? `async: ${st.buffer.size} updates per version, ${st.buffer.training} training now, ` +
         `${st.submitted} in the buffer · ` : "") +
-      `${st.config.dataset}, ${st.config.strategy}, ${st.config.partition}` +
+      `${st.config.dataset}, ${st.model.name} (${(st.model.parameters / 1e6).toFixed(2)} M parameters), ` +
+      `${st.config.strategy}, ${st.config.partition}` +
       (st.stopped_because ? ` · ended: ${st.stopped_because}` : "") +
       (st.best ? ` · best federated accuracy ${pct(st.best.eval_accuracy)} (round ${st.best.round})` : "")),
     el("div", { class: "actions" },
@@ -357,7 +358,7 @@ async function jobView(view, jobId) {
           st.changes, null, "changes-table") : el("p", { class: "muted" }, "None."),
         el("h3", {}, "Config"),
         table([["k", "setting"], ["v", "value"]],
-          Object.entries(st.config).map(([k, v]) => ({ k, v: String(v) }))))),
+          Object.entries(st.config).map(([k, v]) => ({ k, v: typeof v === "object" ? JSON.stringify(v) : String(v) }))))),
   );
   for (const old of kept) view.querySelector(`#${old.id}`)?.replaceWith(old);
   return unfinished;
@@ -397,7 +398,8 @@ const PRESETS = {
 };
 const FORM_FIELDS = [["name", "text"], ["dataset", "text", "mnist, fashionmnist, cifar10"],
   ["num_clients", "number"], ["clients_per_round", "number"], ["rounds", "number"], ["local_epochs", "number"],
-  ["lr", "number"], ["strategy", "text", "fedavg (default), fedprox, scaffold, …"],
+  ["lr", "number"], ["model", "text", "the data set's CNN (default), resnet18, or a JSON layer list"],
+  ["strategy", "text", "fedavg (default), fedprox, scaffold, …"],
   ["partition", "text", "iid (default), shards:2, dirichlet:0.5"], ["max_train_examples", "number", "0: whole share"],
   ["target_accuracy", "number", "0: off"], ["selection", "text", "random (default) or fast"],
   ["mode", "text", "sync (default) or async"], ["buffer_size", "number", "async: updates per version"],
@@ -424,12 +426,13 @@ function createView(view) {
       for (const [f, type] of FORM_FIELDS) {
         const v = inputs[f].value.trim();
         if (v === "") continue;
-        body[f] = f === "tags" ? v.split(",").map((t) => t.trim()).filter(Boolean) : type === "number" ? Number(v) : v;
+        body[f] = f === "tags" ? v.split(",").map((t) => t.trim()).filter(Boolean) : type === "number" ? Number(v)
+          : f === "model" && v.startsWith("[") ? JSON.parse(v) : v;
       }
       if (criteria.value.trim()) body.criteria = JSON.parse(criteria.value);
       if (rules.value.trim()) body.rules = JSON.parse(rules.value);
     } catch (err) {
-      showError(new Error(`criteria and rules must be JSON: ${err.message}`));
+      showError(new Error(`criteria, rules and a layer list must be JSON: ${err.message}`));
       return;
     }
     try {
