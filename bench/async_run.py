@@ -16,14 +16,13 @@ Writes bench/results/async.json and async.png. ``BENCH_K`` sets K (default 5).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 
-from flcli.plots import pyplot, save
+from flcli.plots import pyplot, save, write_results
 from flcli.run import _exit_on_sigterm, run_job
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -79,10 +78,8 @@ def main() -> int:
     base = results[0]["seconds_to_98"]
     for r in results:
         r["time_to_98_vs_sync"] = round(r["seconds_to_98"] / base, 2) if base and r["seconds_to_98"] else None
-    OUT.mkdir(parents=True, exist_ok=True)
     doc = {"measured_at": time.strftime("%Y-%m-%d %H:%M"), "slow_clients": SLOW, "target": TARGET, "runs": results}
-    (OUT / "async.json").write_text(json.dumps(doc, indent=2) + "\n")
-    plot(results, OUT / "async.png")
+    write_results(OUT / "async.json", doc, plot, results)
     print(f"\n{'run':28} {'to 98 %':>9} {'ratio':>6} {'final':>7}")
     for r in results:
         to98 = f"{r['seconds_to_98']:.0f} s" if r["seconds_to_98"] is not None else "-"

@@ -8,7 +8,6 @@ handler under serverless-offline over HTTP, 64 images a call, as a user would se
 
 from __future__ import annotations
 
-import json
 import secrets
 import statistics
 import sys
@@ -20,7 +19,7 @@ import numpy as np
 from clients.transport import make_transport
 from flcli.devstack import ROOT, LocalStack
 from flcli.operator import Operator
-from flcli.plots import pyplot, save
+from flcli.plots import pyplot, save, write_results
 from flcli.run import create_job, running_clients, start_stack
 from fllocal import data
 
@@ -80,11 +79,9 @@ def main() -> int:
     data.prepare("mnist")
     images, labels = data.load_raw("mnist", train=False)
     results = [run(p, images, labels) for p in ("iid", "shards:2")]
-    OUT.mkdir(parents=True, exist_ok=True)
     summary = {"batch": BATCH, "test_images": len(images), "runs": results,
                "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-    (OUT / "predict.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot(results, OUT / "predict.png")
+    write_results(OUT / "predict.json", summary, plot, results)
     print(f"wrote {OUT / 'predict.json'} and predict.png")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -20,6 +21,15 @@ def save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     pyplot().close(fig)
+
+
+def write_results(json_path: Path, result: dict, draw, *args) -> Path:
+    """A benchmark's figures as JSON and, beside it, its plot (``draw(*args, png_path)``); the PNG's path."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    png = json_path.with_suffix(".png")
+    draw(*args, png)
+    return png
 
 
 def plot_history(status: dict, path: Path) -> None:

@@ -98,7 +98,9 @@ def create_job(op: Operator, overrides: dict) -> tuple[str, dict]:
     pace = (f"async, {JobConfig.from_doc(cfg).buffer} updates per version, "
             f"{cfg['rounds']} versions" if cfg["mode"] == "async" else
             f"{cfg['clients_per_round']} per round, {cfg['rounds']} rounds")
-    print(f"job {job['job_id']}: {cfg['dataset']} ({cfg['partition']}, {cfg['strategy']}), {cfg['num_clients']} "
+    mdef = JobConfig.from_doc(cfg).model_def
+    print(f"job {job['job_id']}: {cfg['dataset']}, model {mdef.name} ({mdef.parameters:,} parameters, "
+          f"{mdef.nbytes / 2**20:.1f} MB), {cfg['partition']}, {cfg['strategy']}, {cfg['num_clients']} "
           f"clients, {cfg['local_epochs']} local epochs, {pace}", flush=True)
     return job["job_id"], cfg
 

@@ -15,11 +15,11 @@ from pymongo.errors import PyMongoError
 
 from flcore import buffered, filters, rules, selection
 from flcore import weights as wcodec
+from flcore.aggregation import Updates
 from flcore.config import JobConfig, with_changes
 from flcore.devices import view
 from flcore.jobs import Job
 from flcore.lease import Lease
-from flcore.aggregation import Updates
 from flcore.store import Store
 from flcore.stored_updates import StoredUpdates
 

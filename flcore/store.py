@@ -325,11 +325,6 @@ class Store:
     def get_model(self, job_id: str, rnd: int, owner: str) -> bytearray | None:
         return self.model_part(self.model_doc(job_id, rnd, owner), "weights")
 
-    def get_model_and_state(self, job_id: str, rnd: int | None,
-                            owner: str | None) -> tuple[bytearray | None, bytearray | None]:
-        doc = self.model_doc(job_id, rnd, owner)
-        return self.model_part(doc, "weights"), self.model_part(doc, "state")
-
     def drop_model(self, job_id: str, rnd: int, owner: str) -> None:
         self._drop_models({"job_id": job_id, "round": rnd, "owner": owner})
 
