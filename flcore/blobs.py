@@ -129,6 +129,12 @@ class Blobs:
         A different chunk under the same number is a conflict: the upload's id
         includes its sha256, so two different contents cannot both be right.
         """
+        if self.uploads.count_documents({"_id": upload["_id"]}, limit=1) == 0:
+            # a client has one upload in progress per round: a new one replaces any other it started,
+            # so a client can hold at most one update's worth of staging
+            for other in self.uploads.find({"job_id": upload["job_id"], "client_id": upload["client_id"],
+                                            "round": upload["round"]}, {"_id": 1}):
+                self.drop_upload(other["_id"])
         self.uploads.update_one({"_id": upload["_id"]}, {"$set": {**upload, "touched_at": now}}, upsert=True)
         try:
             self.chunks.insert_one({"files_id": upload["_id"], "n": n, "data": Binary(data)})

@@ -111,6 +111,18 @@ def test_a_chunk_resent_with_other_bytes_is_refused(store, raw_db):
     assert "different bytes" in call("upload_chunk", body, subs[0]["token"], expect=409)["error"]
 
 
+def test_a_new_upload_replaces_the_one_a_client_left_unfinished(store, raw_db):
+    """A client holds at most one update's worth of staging per round, however many it starts."""
+    job_id, subs = wide_job()
+    first, second = wcodec.encode(weights(seed=1)), wcodec.encode(weights(seed=2))
+    upload(subs[0], 1, first, indices=[0])
+    upload(subs[0], 1, second, indices=[0, 1])
+    staged = raw_db["blobs.chunks"].count_documents({"files_id": {"$regex": "^up:"}})
+    assert staged == 2 and raw_db.uploads.count_documents({}) == 1
+    assert "missing chunks [0, 1]" in finish(subs[0], 1, first, expect=400)["error"]
+    assert finish(subs[0], 1, second)["accepted"] is True
+
+
 def test_missing_chunks_are_named_and_nothing_counts(store, raw_db):
     job_id, subs = wide_job()
     blob = wcodec.encode(weights(seed=1))
