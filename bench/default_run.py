@@ -42,6 +42,7 @@ def main() -> int:
         s = run_job({})
         runs.append({"test_accuracy": s["test_accuracy"], "wall_seconds": s["wall_seconds"],
                      "training_seconds": s["training_seconds"], "round_seconds": s["round_seconds"],
+                     "overhead_seconds": s["phases"]["overhead"], "phases": s["phases"],
                      "peak_memory_mb": s["memory"]["peak_pss_mb"]})
 
     def med(key: str) -> float:
@@ -52,7 +53,8 @@ def main() -> int:
         "workload": "make run defaults: MNIST iid, 20 clients, 10 per round, 10 local epochs, 10 rounds, batch 50",
         "cpu_count": os.cpu_count(),
         "median": {"test_accuracy": med("test_accuracy"), "wall_seconds": med("wall_seconds"),
-                   "training_seconds": med("training_seconds"), "round_seconds": [round(x, 1) for x in rounds],
+                   "training_seconds": med("training_seconds"), "overhead_seconds": med("overhead_seconds"),
+                   "round_seconds": [round(x, 1) for x in rounds],
                    "peak_memory_mb": med("peak_memory_mb")},
         "floor": {k: v for k, v in floor.items() if k != "settings"},
         # the default run against the same training with no FL system, measured in this sitting

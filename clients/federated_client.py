@@ -24,6 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from clients import control, files, trainer, transfer
 from clients.device import Device, fails_in
+from clients.slots import TrainerSlots
 from clients.transport import FunctionError, Transport
 from fllocal import data, env, models
 from flcore import weights as wcodec
@@ -54,11 +55,13 @@ def _failures_as(kind: type[Exception]) -> Iterator[None]:
 class FederatedClient:
     """One client: its identity (kept in a state file), its shard, its latest global model."""
 
-    def __init__(self, transport: Transport, state_path: Path, name: str, slowdown: float = 1.0):
+    def __init__(self, transport: Transport, state_path: Path, name: str, slowdown: float = 1.0,
+                 slots: TrainerSlots | None = None):
         self.transport = transport
         self.state_path = state_path
         self.name = name
         self.slowdown = slowdown  # > 1: stands for a slower device (clients/slowdown.py)
+        self.slots = slots  # shared with the machine's other clients: who may compute now
         self.identity: dict | None = self._load_identity()
         self.device = Device(transport, state_path.with_suffix(".device.json"))
         self.control = control.ControlVariate(state_path.with_suffix(".control"))
@@ -202,13 +205,14 @@ class FederatedClient:
             self.info.update(model_round=reply["model_round"], dataset=cfg["dataset"])
         _, xt, yt, xe, ye = self._shard(reply["job_id"])
         hp = reply["round_config"]  # this round's hyperparameters, as the job sets them
-        fit_started = time.perf_counter()
-        with _failures_as(TrainingFailed):
+        server_c = transfer.model_part(self._call, reply, "tensors") if hp.get("control_variates") else None
+        asked = time.perf_counter()
+        with self.slots.hold() if self.slots else contextlib.nullcontext(), _failures_as(TrainingFailed):
+            fit_started = time.perf_counter()  # the device's own time starts: not the wait for a slot
             if fails_in(self.name, self.identity):
                 raise RuntimeError("simulated failure (FL_FAIL_JOBS)")
             before = trainer.evaluate(model, xe, ye)  # federated evaluation of the received model
-            scaffold = control.ScaffoldRound(self.control, transfer.model_part(self._call, reply, "tensors"),
-                                             models.get_weights(model)) \
+            scaffold = control.ScaffoldRound(self.control, server_c, models.get_weights(model)) \
                 if hp.get("control_variates") else None
             fit = trainer.train(model, xt, yt, epochs=hp["local_epochs"], batch_size=hp["batch_size"], lr=hp["lr"],
                                 momentum=hp["momentum"], proximal_mu=hp.get("proximal_mu", 0.0),
@@ -223,7 +227,8 @@ class FederatedClient:
         if self.slowdown > 1:  # a slower device would have taken this much longer
             time.sleep((self.slowdown - 1) * (time.perf_counter() - fit_started))
         metrics = {**fit, "eval_loss": before["loss"], "eval_accuracy": before["accuracy"],
-                   "eval_examples": float(len(xe)), "train_seconds": time.perf_counter() - started}
+                   "eval_examples": float(len(xe)),
+                   "train_seconds": time.perf_counter() - started - (fit_started - asked)}
         result = transfer.submit(self._call, {"round": rnd, "num_examples": len(xt), "metrics": metrics},
                                  wcodec.encode(update))
         if scaffold:

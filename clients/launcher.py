@@ -63,8 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     gc.collect()
     gc.freeze()  # keep the collector from touching (and so copying) the shared pages
 
+    from clients import slots as trainer_slots
     from clients.slowdown import SlowdownError, factors
 
+    slots = trainer_slots.from_env(default=os.cpu_count())  # FL_TRAINERS; as many as cores
     try:
         slowdown = factors(args.count)
     except SlowdownError as exc:
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     for i in range(args.count):
         pid = os.fork()
         if pid == 0:
-            _child(i, args.host, base_port + i, url, state_dir, log_dir, client_serve, slowdown[i])
+            _child(i, args.host, base_port + i, url, state_dir, log_dir, client_serve, slowdown[i], slots)
         children.append(pid)
     if args.pid_file:
         Path(args.pid_file).parent.mkdir(parents=True, exist_ok=True)
@@ -81,12 +83,13 @@ def main(argv: list[str] | None = None) -> None:
     slow = sum(f > 1 for f in slowdown)
     print(f"started {args.count} clients on ports {base_port}-{base_port + args.count - 1} "
           f"(logs in {log_dir}/), function at {url}"
-          + (f"; {slow} of them {max(slowdown):g}x slower" if slow else ""), flush=True)
+          + (f"; {slow} of them {max(slowdown):g}x slower" if slow else "")
+          + (f"; at most {len(slots.paths)} training at once" if slots else ""), flush=True)
     _supervise(children)
 
 
 def _child(i: int, host: str, port: int, url: str, state_dir: Path, log_dir: Path, client_serve,
-           slowdown: float) -> None:
+           slowdown: float, slots) -> None:
     name = f"client-{i:02d}"
     fd = os.open(log_dir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -96,7 +99,7 @@ def _child(i: int, host: str, port: int, url: str, state_dir: Path, log_dir: Pat
     client_serve.setup_logging()
     code = 0
     try:
-        client_serve.run_client(name, host, port, url, state_dir, slowdown=slowdown)
+        client_serve.run_client(name, host, port, url, state_dir, slowdown=slowdown, slots=slots)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0
     except BaseException:

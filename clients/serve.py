@@ -12,13 +12,16 @@ from werkzeug.serving import make_server
 
 from clients.app import create_app
 from clients.federated_client import FederatedClient
+from clients.slots import TrainerSlots
 from clients.transport import make_transport
 
 
-def run_client(name: str, host: str, port: int, base_url: str, state_dir: Path, slowdown: float = 1.0) -> None:
+def run_client(name: str, host: str, port: int, base_url: str, state_dir: Path, slowdown: float = 1.0,
+               slots: TrainerSlots | None = None) -> None:
     """Serve until SIGTERM/SIGINT; the identity in ``state_dir`` survives restarts."""
     torch.set_num_threads(1)  # many clients share few cores: one thread each
-    client = FederatedClient(make_transport(base_url), state_dir / f"{name}.json", name, slowdown=slowdown)
+    client = FederatedClient(make_transport(base_url), state_dir / f"{name}.json", name, slowdown=slowdown,
+                             slots=slots)
     server = make_server(host, port, create_app(client), threaded=True)
 
     def stop(signum, frame):

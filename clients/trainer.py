@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flcore.modeldef import CLASSES
+
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
           momentum: float, seed: int, proximal_mu: float = 0.0,
@@ -30,7 +32,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
     # identical loss); the weights go back to the usual layout before anyone reads them
     model.to(memory_format=torch.channels_last).train()
     x = x.contiguous(memory_format=torch.channels_last)
-    scale = class_scale(y, restricted_softmax, model.fc2.out_features) if restricted_softmax < 1 else None
+    scale = class_scale(y, restricted_softmax, CLASSES) if restricted_softmax < 1 else None
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     params = dict(model.named_parameters())

@@ -141,14 +141,28 @@ def summarise(job_id: str, cfg: dict, final: dict, per_round: list[dict], wall: 
     mdef = JobConfig.from_doc(cfg).model_def
     return {
         "job_id": job_id, "config": cfg, "model": mdef.name,
-        "model_parameters": mdef.parameters, "model_bytes": mdef.nbytes, "test_accuracy": per_round[-1]["test_accuracy"],
-        "test_loss": per_round[-1]["test_loss"], "rounds_completed": len(per_round),
+        "model_parameters": mdef.parameters, "model_bytes": mdef.nbytes,
+        "test_accuracy": per_round[-1]["test_accuracy"], "test_loss": per_round[-1]["test_loss"],
+        "rounds_completed": len(per_round),
         "stopped_because": final.get("stopped_because"),
         "started_at": final["started_at"],
         "wall_seconds": round(wall, 1), "training_seconds": round(final["finished_at"] - final["started_at"], 1),
         "round_seconds": [r["seconds"] for r in per_round], "per_round": per_round,
         "memory": memory, "cpu_count": os.cpu_count(),
     }
+
+
+def phases(marks: dict[str, float], final: dict) -> dict[str, float]:
+    """Where a run's wall time went, in seconds: what is not training is the system's fixed overhead."""
+    spans = {"prepare_data": ("start", "data_ready"), "start_stack": ("data_ready", "stack_ready"),
+             "create_job": ("stack_ready", "job_created"), "stop_clients": ("followed", "clients_stopped"),
+             "evaluate_rounds": ("clients_stopped", "evaluated"), "stop_stack": ("evaluated", "stack_stopped")}
+    out = {name: marks[b] - marks[a] for name, (a, b) in spans.items()}
+    out["clients_until_first_round"] = final["started_at"] - marks["job_created"]
+    out["training"] = final["finished_at"] - final["started_at"]
+    out["after_last_round"] = marks["followed"] - final["finished_at"]  # until the operator saw it
+    out["overhead"] = marks["stack_stopped"] - marks["start"] - out["training"]
+    return {k: round(v, 2) for k, v in out.items()}
 
 
 def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
@@ -158,16 +172,24 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
     token = env.get("FL_ADMIN_TOKEN") or secrets.token_urlsafe(24)
     print(f"preparing {dataset} in {data.data_dir()} ...", flush=True)
     data.prepare(dataset)
+    marks = {"start": t0, "data_ready": time.time()}
     with LocalStack(ROOT / "logs", env={"FL_ADMIN_TOKEN": token}) as stack:
         op = Operator(start_stack(stack), token)
+        marks["stack_ready"] = time.time()
         job_id, cfg = create_job(op, overrides)
+        marks["job_created"] = time.time()
         print(f"watch it live: {stack.base_url}/dashboard#token={token}&job={job_id}", flush=True)
         with running_clients(stack.base_url, job_id, cfg) as pid_file:
             with PeakMemory(lambda: [os.getpid(), *_pids(pid_file)]) as mem:
                 final = op.follow(job_id, timeout=env.get_float("FL_RUN_TIMEOUT", 3600))
                 mem.sample()
+            marks["followed"] = time.time()
+        marks["clients_stopped"] = time.time()
         per_round = evaluate_rounds(op, job_id, cfg, final["history"])
+        marks["evaluated"] = time.time()
+    marks["stack_stopped"] = time.time()
     summary = summarise(job_id, cfg, final, per_round, time.time() - t0, mem.as_dict())
+    summary["phases"] = phases(marks, final)
     print(f"\ntest accuracy {100 * summary['test_accuracy']:.2f}% after {len(per_round)} rounds; "
           f"wall {summary['wall_seconds']:.0f}s (training {summary['training_seconds']:.0f}s); "
           f"peak memory {mem.peak_pss_mb:.0f} MB (PSS)", flush=True)
