@@ -2,13 +2,13 @@
 # make test   set up if needed, then the test suite
 # make serve  the embedded database + the function under serverless-offline, in the foreground
 # make demo-jobs  several jobs, devices, criteria and rules at once on the local stack
-# make bench-default, bench-accuracy, bench-package, bench-predict, bench-async, bench-aggregate: benchmarks, results in bench/results/
+# make bench-default, bench-accuracy, bench-package, bench-predict, bench-async, bench-aggregate, bench-cost: benchmarks, results in bench/results/
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run test serve demo-jobs deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate clean
+.PHONY: setup run test serve demo-jobs deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate bench-cost clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ bench-predict: setup
 # one aggregation of N stored updates (MNIST CNN N=10..1000, resnet18 N=10, 50): seconds and peak memory
 bench-aggregate: setup
 	$(BIN)/python bench/aggregate.py
+
+# the AWS cost of the default experiment and of 1,000- and 10,000-client jobs, from the last make run's counts
+bench-cost: setup
+	$(BIN)/python bench/cost.py
 
 # deployable size and cold import time of the function
 bench-package: setup

@@ -23,6 +23,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from clients import control, files, trainer, transfer
+from clients.calls import CallLog
 from clients.device import Device, fails_in
 from clients.slots import TrainerSlots
 from clients.transport import FunctionError, Transport
@@ -72,6 +73,7 @@ class FederatedClient:
         self._failures = 0
         self._next_due = 0.0
         self._scheduler: BackgroundScheduler | None = None
+        self.calls = CallLog()
 
     # identity -----------------------------------------------------------
     def _load_identity(self) -> dict | None:
@@ -89,7 +91,12 @@ class FederatedClient:
         files.write_atomic(self.state_path, json.dumps(identity).encode())
 
     def _call(self, action: str, body: dict | None = None) -> dict:
-        return self.transport.call(action, body, token=self.identity["token"] if self.identity else None)
+        reply = None
+        try:
+            reply = self.transport.call(action, body, token=self.identity["token"] if self.identity else None)
+            return reply
+        finally:
+            self.calls.count(action, reply)
 
     # protocol -----------------------------------------------------------
     def tick(self) -> float:
@@ -106,9 +113,10 @@ class FederatedClient:
             raise
         self.info.update(job_id=reply["job_id"], round=reply["round"])
         if reply["action"] == "train":
+            self.calls.trained()
             try:
                 # async mode: "round" is the model version to start from, which may no longer be the newest
-                self._train_round(reply["round"], on_version=reply.get("mode") == "async")
+                return self._train_round(reply["round"], on_version=reply.get("mode") == "async", offered=reply)
             except TrainingFailed as exc:
                 self._leave(str(exc))
             return 0.0
@@ -194,10 +202,13 @@ class FederatedClient:
             self.info["model_round"] = reply["model_round"]
             self.info["dataset"] = reply["config"]["dataset"]
 
-    def _train_round(self, rnd: int, on_version: bool = False) -> None:
+    def _train_round(self, rnd: int, on_version: bool = False, offered: dict | None = None) -> float:
+        """Train on round ``rnd``'s model (the one ``offered`` with the poll's answer, else asked for) and
+        submit; seconds until the function wants to hear from this client again."""
         self.info["phase"] = f"training {'on version' if on_version else 'round'} {rnd}"
         started = time.perf_counter()
-        reply = self._call("get_model", {"round": rnd} if on_version else None)
+        reply = offered if offered and "round_config" in offered else \
+            self._call("get_model", {"round": rnd} if on_version else None)
         cfg = reply["config"]
         model = self._global_model(reply)
         with self._model_lock:  # /predict serves the latest global model, not the one in training
@@ -236,6 +247,7 @@ class FederatedClient:
         self.info["last"] = {"round": rnd, **metrics, "accepted": result.get("accepted")}
         log.info("%s: round %d trained in %.1fs, loss %.4f, eval acc of received model %.4f", self.name, rnd,
                  metrics["train_seconds"], fit["train_loss"], before["accuracy"])
+        return float(result.get("retry_after") or 0.0)
 
     # serving ------------------------------------------------------------
     @torch.inference_mode()
@@ -281,4 +293,6 @@ class FederatedClient:
     def stop(self) -> None:
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        with contextlib.suppress(OSError):  # what it asked of the function, for the run's report (flcli.run)
+            files.write_atomic(self.state_path.with_suffix(".calls.json"), json.dumps(self.calls.as_dict()).encode())
 

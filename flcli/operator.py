@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from tqdm import tqdm
 
@@ -44,8 +45,12 @@ class Operator:
         body = {"job_id": job_id} if rnd is None else {"job_id": job_id, "round": rnd}
         return wcodec.decode(transfer.model_part(self.call, self.call("get_model", body)))
 
-    def follow(self, job_id: str, timeout: float, interval: float = 1.0) -> dict:
-        """Show a progress bar over rounds until the job is done; the final status."""
+    def follow(self, job_id: str, timeout: float, interval: float = 1.0,
+               on_round: Callable[[dict], None] | None = None) -> dict:
+        """Show a progress bar over rounds until the job is done; the final status.
+
+        ``on_round`` is called with each round's history entry once it has closed.
+        """
         st = self.status(job_id)
         deadline = time.time() + timeout
         with tqdm(total=st["rounds"], desc=f"{job_id}", unit="round", dynamic_ncols=True) as bar:
@@ -53,6 +58,8 @@ class Operator:
                 st = self.status(job_id)
                 done = len(st["history"])
                 if done > bar.n:
+                    for entry in st["history"][bar.n:] if on_round else []:
+                        on_round(entry)
                     bar.update(done - bar.n)
                 last = st["history"][-1] if st["history"] else {}
                 bar.set_postfix_str(

@@ -3,23 +3,26 @@
 Starts what is missing (the embedded database unless ``MONGODB_URL`` is set,
 the real handler under serverless-offline), creates the job, starts the
 clients with ``scripts/start_clients_aws.sh``, follows the rounds, evaluates
-every round's global model on the test set, writes ``results/<job_id>/`` and
-``results/latest/``, and stops everything it started.
+every round's global model on the test set as the round closes, writes
+``results/<job_id>/`` and ``results/latest/``, and stops everything it started.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import queue
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from flcli import invocations
 from flcli.devstack import ROOT, LocalStack, free_port
 from flcli.memory import PeakMemory
 from flcli.operator import Operator
@@ -105,12 +108,17 @@ def create_job(op: Operator, overrides: dict) -> tuple[str, dict]:
     return job["job_id"], cfg
 
 
+def state_dir(job_id: str) -> Path:
+    """Where the run's clients keep their identities and call logs."""
+    return ROOT / ".fl" / "state" / job_id
+
+
 @contextlib.contextmanager
 def running_clients(base_url: str, job_id: str, cfg: dict) -> Iterator[Path]:
     """The job's clients, started by the scripts a user would run; their pid file."""
     pid_file = Path(env.get("FL_RUN_DIR", str(ROOT / "run"))) / "clients_aws.pid"
     child_env = {**os.environ, "BASE_URL_AWS": base_url, "FL_PRELOAD": cfg["dataset"], "FL_JOB_ID": job_id,
-                 "FL_STATE_DIR": str(ROOT / ".fl" / "state" / job_id), "PYTHON": sys.executable}
+                 "FL_STATE_DIR": str(state_dir(job_id)), "PYTHON": sys.executable}
     subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), str(cfg["num_clients"])], env=child_env,
                    check=True, cwd=ROOT)
     try:
@@ -119,22 +127,50 @@ def running_clients(base_url: str, job_id: str, cfg: dict) -> Iterator[Path]:
         subprocess.run([str(ROOT / "scripts" / "stop_clients_aws.sh")], env=child_env, cwd=ROOT, check=False)
 
 
-def evaluate_rounds(op: Operator, job_id: str, cfg: dict, history: list[dict]) -> list[dict]:
-    """Every round's global model on the test set, beside what the clients reported."""
-    from flcli import report  # torch, now that the clients are gone
+class RoundEvaluator(threading.Thread):
+    """Each round's global model on the test set as soon as the round closes, beside what the clients
+    reported, instead of all at the end.
 
-    per_round = []
-    for entry in history:
-        acc = report.evaluate_on_test_set(cfg["dataset"], op.weights(job_id, entry["round"]), cfg["model"])
-        op.call("report", {"job_id": job_id, "round": entry["round"],  # for the dashboard's accuracy chart
-                           "metrics": {"test_accuracy": acc["accuracy"], "test_loss": acc["loss"]}})
-        per_round.append({"round": entry["round"], "test_accuracy": acc["accuracy"], "test_loss": acc["loss"],
-                          "seconds": entry["seconds"], "clients": entry["clients"],
-                          "closed_at": entry["closed_at"],
-                          "examples": entry["examples"], "closed": entry["closed"],
-                          "federated_eval_accuracy": entry["metrics"].get("eval_accuracy"),
-                          "train_loss": entry["metrics"].get("train_loss")})
-    return per_round
+    It runs at the lowest CPU priority, so it takes only what training leaves idle (the end of each
+    round, when fewer clients train than there are cores), and the evaluation left once the job is
+    done is that of its last round.
+    """
+
+    def __init__(self, op: Operator, job_id: str, cfg: dict):
+        super().__init__(daemon=True, name="round-evaluator")
+        self.op, self.job_id, self.cfg = op, job_id, cfg
+        self.rounds: queue.Queue = queue.Queue()
+        self.per_round: list[dict] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only
+        try:
+            from flcli import report  # torch: imported here, at low priority
+
+            while (entry := self.rounds.get()) is not None:
+                self.per_round.append(self._evaluate(report, entry))
+        except BaseException as exc:  # raised again by results()
+            self.error = exc
+
+    def _evaluate(self, report, entry: dict) -> dict:
+        acc = report.evaluate_on_test_set(self.cfg["dataset"], self.op.weights(self.job_id, entry["round"]),
+                                          self.cfg["model"])
+        self.op.call("report", {"job_id": self.job_id, "round": entry["round"],  # the dashboard's chart
+                                "metrics": {"test_accuracy": acc["accuracy"], "test_loss": acc["loss"]}})
+        return {"round": entry["round"], "test_accuracy": acc["accuracy"], "test_loss": acc["loss"],
+                "seconds": entry["seconds"], "clients": entry["clients"], "closed_at": entry["closed_at"],
+                "examples": entry["examples"], "closed": entry["closed"],
+                "federated_eval_accuracy": entry["metrics"].get("eval_accuracy"),
+                "train_loss": entry["metrics"].get("train_loss")}
+
+    def results(self) -> list[dict]:
+        """Every round's evaluation, once the last is done."""
+        self.rounds.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.per_round
 
 
 def summarise(job_id: str, cfg: dict, final: dict, per_round: list[dict], wall: float, memory: dict) -> dict:
@@ -156,7 +192,7 @@ def phases(marks: dict[str, float], final: dict) -> dict[str, float]:
     """Where a run's wall time went, in seconds: what is not training is the system's fixed overhead."""
     spans = {"prepare_data": ("start", "data_ready"), "start_stack": ("data_ready", "stack_ready"),
              "create_job": ("stack_ready", "job_created"), "stop_clients": ("followed", "clients_stopped"),
-             "evaluate_rounds": ("clients_stopped", "evaluated"), "stop_stack": ("evaluated", "stack_stopped")}
+             "evaluate_last_rounds": ("clients_stopped", "evaluated"), "stop_stack": ("evaluated", "stack_stopped")}
     out = {name: marks[b] - marks[a] for name, (a, b) in spans.items()}
     out["clients_until_first_round"] = final["started_at"] - marks["job_created"]
     out["training"] = final["finished_at"] - final["started_at"]
@@ -173,26 +209,36 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
     print(f"preparing {dataset} in {data.data_dir()} ...", flush=True)
     data.prepare(dataset)
     marks = {"start": t0, "data_ready": time.time()}
+    function_log = ROOT / "logs" / "function.log"
+    log_from = invocations.log_size(function_log)
     with LocalStack(ROOT / "logs", env={"FL_ADMIN_TOKEN": token}) as stack:
         op = Operator(start_stack(stack), token)
         marks["stack_ready"] = time.time()
         job_id, cfg = create_job(op, overrides)
         marks["job_created"] = time.time()
         print(f"watch it live: {stack.base_url}/dashboard#token={token}&job={job_id}", flush=True)
+        evaluator = RoundEvaluator(op, job_id, cfg)
+        evaluator.start()
         with running_clients(stack.base_url, job_id, cfg) as pid_file:
+            # the whole local stack: this process and its children (the database, serverless-offline and
+            # its handler processes), and the client launcher with its clients
             with PeakMemory(lambda: [os.getpid(), *_pids(pid_file)]) as mem:
-                final = op.follow(job_id, timeout=env.get_float("FL_RUN_TIMEOUT", 3600))
+                final = op.follow(job_id, timeout=env.get_float("FL_RUN_TIMEOUT", 3600),
+                                  on_round=evaluator.rounds.put)
                 mem.sample()
             marks["followed"] = time.time()
         marks["clients_stopped"] = time.time()
-        per_round = evaluate_rounds(op, job_id, cfg, final["history"])
+        per_round = evaluator.results()
         marks["evaluated"] = time.time()
     marks["stack_stopped"] = time.time()
     summary = summarise(job_id, cfg, final, per_round, time.time() - t0, mem.as_dict())
     summary["phases"] = phases(marks, final)
+    summary["invocations"] = {**invocations.from_function_log(function_log, log_from),
+                              "per_client_round": invocations.per_client_round(state_dir(job_id) / "aws",
+                                                                               len(per_round))}
     print(f"\ntest accuracy {100 * summary['test_accuracy']:.2f}% after {len(per_round)} rounds; "
           f"wall {summary['wall_seconds']:.0f}s (training {summary['training_seconds']:.0f}s); "
-          f"peak memory {mem.peak_pss_mb:.0f} MB (PSS)", flush=True)
+          f"peak memory {mem.peak_pss_mb:.0f} MB (PSS of the whole local stack)", flush=True)
     if results_dir is not None:
         from flcli import report
 

@@ -21,8 +21,9 @@ from flcore.request import Request
 from flcore.specs import TRAIN_CLASS_COUNTS
 from flcore.store import Store
 
-# How soon a waiting client should ask again: about a second, so clients hear
-# of a new round quickly without flooding the function.
+# How soon a waiting client should ask again near a round's end (and when no round
+# history says when that is): about a second, so a picked client hears of its round
+# quickly; earlier in a round it is told to come back about when the round should end.
 POLL_INTERVAL_S = 1.0
 MAX_ROUND = 2**31 - 1
 
@@ -96,16 +97,20 @@ def poll(req: Request) -> dict:
     reply = {"job_id": job.id, "round": job.round, "state": job.state}
     if job.finished or client.get("left"):
         return {**reply, "action": "done", "retry_after": None}
+    # "train" comes with what get_model would answer, so training costs the client no second call
+    # (unless it is to start from an older version, which get_model serves)
+    latest = job.doc.get("model_round")
     if job.state == "running" and job.config.mode == "async":
         base = buffered.claim(store, job, client["_id"], now)
         if base is not None:  # "round" is the version to train on, "version" the one being built
-            return {**reply, "round": base, "version": job.round, "mode": "async", "action": "train",
+            model = model_reply(store, job, latest) if base == (latest or 0) else {}
+            return {**model, **reply, "round": base, "version": job.round, "mode": "async", "action": "train",
                     "retry_after": 0}
         return {**reply, "mode": "async", "action": "wait", "retry_after": POLL_INTERVAL_S}
     if job.state == "running" and client["_id"] in job.picked \
             and not store.has_update(job.id, job.round, client["_id"]):
-        return {**reply, "action": "train", "retry_after": 0}
-    return {**reply, "action": "wait", "retry_after": POLL_INTERVAL_S}
+        return {**model_reply(store, job, latest), **reply, "action": "train", "retry_after": 0}
+    return {**reply, "action": "wait", "retry_after": rounds.wait_hint(job, now, POLL_INTERVAL_S)}
 
 
 def get_model(req: Request) -> dict:
@@ -125,13 +130,19 @@ def get_model(req: Request) -> dict:
                 or not 0 <= wanted <= model_round:
             raise ApiError(404, f"no model for round {wanted!r}; latest is {model_round}")
         model_round = wanted
+    return model_reply(req.store, job, model_round)
+
+
+def model_reply(store: Store, job: Job, model_round: int | None) -> dict:
+    """What a client trains with: round ``model_round``'s model (inline, or described for chunks),
+    the job's settings and this round's hyperparameters. ``job`` must hold the history when
+    ``model_round`` is older than the latest model."""
     round_cfg = job.config_at(job.round)
     reply = {"job_id": job.id, "round": job.round, "model_round": model_round, "state": job.state,
              "weights": None, "config": job.config.to_dict(),
              "round_config": round_cfg.round_config(job.round, round_cfg.build_strategy())}
-    if model_round is None:
-        return reply
-    transfer.model_parts(req.store, req.store.model_doc(job.id, model_round, job.model_owner(model_round)), reply)
+    if model_round is not None:
+        transfer.model_parts(store, store.model_doc(job.id, model_round, job.model_owner(model_round)), reply)
     return reply
 
 
@@ -190,7 +201,9 @@ def submit(req: Request) -> dict:
             timed = {"train_seconds_total": metrics["train_seconds"], "timed_updates": 1} \
                 if 0 <= metrics.get("train_seconds", -1) <= 86_400 else {}
             store.count_device_stats({client["device_id"]: {"updates_accepted": 1, **timed}})
-    return {"accepted": outcome == "stored", "duplicate": outcome == "duplicate", "round": rnd}
+    # when to ask again: async clients may take a new slot at once; sync ones wait for the round's end
+    retry = 0.0 if job.config.mode == "async" else rounds.wait_hint(job, now, POLL_INTERVAL_S)
+    return {"accepted": outcome == "stored", "duplicate": outcome == "duplicate", "round": rnd, "retry_after": retry}
 
 
 def may_submit(store: Store, job: Job, client: dict, rnd: int) -> None:

@@ -71,6 +71,25 @@ def eligible(store: Store, job: Job, clients: list[dict]) -> list[str]:
             if c.get("device_id") in devices and filters.matches(criteria, devices[c["device_id"]])]
 
 
+# rounds whose durations say how long the next one should take
+RECENT_ROUNDS = 5
+
+
+def wait_hint(job: Job, now: float, interval: float) -> float:
+    """Seconds a waiting client should sleep: until ``interval`` before the round should end, going by
+    the median of the job's recent rounds, or ``interval`` without history or once that time has come.
+
+    Clients not picked then ask about twice a round instead of every ``interval``, and a client the
+    next round picks still hears of it within about ``interval``. Never longer than half of
+    ``client_timeout_s``, so a waiting client is never taken for gone.
+    """
+    recent = job.doc.get("recent_round_s") or []
+    if job.state != "running" or not recent or job.config.mode != "sync":
+        return interval
+    expected_end = job.doc["round_started_at"] + float(np.median(recent))
+    return round(min(max(interval, expected_end - interval - now), job.config.client_timeout_s / 2), 2)
+
+
 def round_fields(picked: list[str], rnd: int, cfg: JobConfig, now: float) -> dict:
     return {"round": rnd, "picked": picked, "round_started_at": now, "deadline": now + cfg.round_timeout_s}
 
@@ -300,7 +319,7 @@ def _commit_update(store: Store, leased: Job, entry: dict, best: dict | None, fi
     cfg = with_changes(leased.config, firing.changes) if firing.changes else leased.config
     fields: dict = {"model_round": rnd, "model_owner": owner, "attempt": 0, "best": best,
                     "latest": {"round": rnd, **entry["metrics"]}}
-    push: dict = {"history": entry}
+    push: dict = {"history": entry, "recent_round_s": {"$each": [entry["seconds"]], "$slice": -RECENT_ROUNDS}}
     if firing.changes:
         push["changes"] = {"round": rnd + 1, "set": firing.changes, "at": now, "by": "rule"}
     if firing.fired:

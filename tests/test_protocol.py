@@ -195,3 +195,29 @@ def test_job_finishes_after_its_rounds(store):
         submit(subs[cid], 1, seed=i)
     assert call("poll", token=next(iter(subs.values()))["token"])["action"] == "done"
     assert call("status", {"job_id": job_id})["state"] == "done"
+
+
+def test_waiting_clients_are_told_to_come_back_about_when_the_round_should_end(store):
+    from flcore.config import parse_config
+
+    cfg = parse_config({}).to_dict()
+    doc = {"_id": "j", "state": "running", "round": 3, "round_started_at": 1000.0, "config": cfg,
+           "recent_round_s": [10.0, 12.0, 20.0]}
+    job = Job.of(doc)
+    assert rounds.wait_hint(job, 1002.0, 1.0) == 9.0  # median 12 s: back 1 s before 1012
+    assert rounds.wait_hint(job, 1011.5, 1.0) == 1.0  # it is about time: every second
+    assert rounds.wait_hint(Job.of({**doc, "recent_round_s": [500.0]}), 1000.0, 1.0) == 30.0  # half the timeout
+    assert rounds.wait_hint(Job.of({**doc, "recent_round_s": []}), 1000.0, 1.0) == 1.0  # no history yet
+    # through the protocol: after a round, the client left out of the next one hears when to come back
+    job_id = new_job(clients_per_round=2, rounds=3)
+    subs = subscribe_all(job_id, 3)
+    picked = store.get_job(job_id)["picked"]
+    for i, sub in enumerate(s for s in subs if s["client_id"] in picked):
+        submit(sub, 1, seed=i)
+    call("aggregate", {"job_id": job_id})
+    picked = store.get_job(job_id)["picked"]
+    left_out = next(s for s in subs if s["client_id"] not in picked)
+    reply = call("poll", token=left_out["token"])
+    assert reply["action"] == "wait" and reply["round"] == 2 and reply["retry_after"] == 1.0  # a round of ~0 s
+    store.jobs.update_one({"_id": job_id}, {"$set": {"recent_round_s": [30.0]}})
+    assert 27.0 < call("poll", token=left_out["token"])["retry_after"] <= 29.0

@@ -1,0 +1,58 @@
+"""How many times a local run invoked the function, and for how long: what it would be billed for.
+
+Two sources: serverless-offline's log (every request, by action, and each
+invocation's billed duration, as Lambda reports them) and the clients' own
+call logs (``clients.calls``), which say per round whether a client trained,
+so picked and waiting clients can be counted apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from collections import Counter
+from pathlib import Path
+
+_REQUEST = re.compile(r"^POST /\w+/(\w+) \(λ")
+_BILLED = re.compile(r"Billed Duration: (\d+) ms")
+
+
+def log_size(path: Path) -> int:
+    """Where a log ends now: a run reads only what it appends after this."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def from_function_log(path: Path, offset: int = 0) -> dict:
+    """Requests by action and the total billed duration in the function's log from ``offset`` on."""
+    actions: Counter = Counter()
+    billed_ms = 0
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for raw in fh:
+            line = raw.decode("utf-8", "replace").strip()
+            if m := _REQUEST.match(line):
+                actions[m.group(1)] += 1
+            elif m := _BILLED.search(line):
+                billed_ms += int(m.group(1))
+    return {"total": sum(actions.values()), "by_action": dict(actions.most_common()),
+            "billed_seconds": round(billed_ms / 1000, 3)}
+
+
+def per_client_round(state_dir: Path, rounds: int) -> dict:
+    """Calls per client per round (rounds 1..``rounds``), for the rounds a client trained in and the rest."""
+    picked: list[int] = []
+    waiting: list[int] = []
+    for path in sorted(state_dir.glob("*.calls.json")):
+        for rnd, entry in json.loads(path.read_text()).items():
+            if 1 <= int(rnd) <= rounds:
+                (picked if entry["trained"] else waiting).append(sum(entry["calls"].values()))
+
+    def summary(values: list[int]) -> dict:
+        return {"mean": round(statistics.mean(values), 2), "median": statistics.median(values),
+                "max": max(values), "client_rounds": len(values)} if values else {}
+
+    return {"picked": summary(picked), "waiting": summary(waiting)}
