@@ -7,7 +7,8 @@ statistics. Settings (all optional):
 - ``FL_DEVICE_LABELS``: ``key=value,key=value`` labels that job criteria can select on;
 - ``FL_DEVICE_DATASETS``: comma-separated data sets to offer (default: every one found locally);
 - ``FL_ENROL_TOKEN``: the token the function asks for when it restricts registering;
-- ``FL_JOB_ID``: join this job only, instead of the best offer;
+- ``FL_JOB_ID``: join this job only, instead of the best offer; ``FL_JOB_ID_FILE``: the same, with the
+  id read from a file once it is written (clients started before their job is created);
 - ``FL_FAIL_JOBS``: ``<client name>@<job name or tag>,...``: that client's training fails in
   those jobs (to see a device leave a job and move on).
 """

@@ -53,6 +53,16 @@ def _failures_as(kind: type[Exception]) -> Iterator[None]:
         raise kind(f"{type(exc).__name__}: {exc}") from exc
 
 
+def _job_in_file(path: str) -> str | None:
+    """The job id written to ``path`` (``""``: no file asked for, so no pin; None: not written yet)."""
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
 class FederatedClient:
     """One client: its identity (kept in a state file), its shard, its latest global model."""
 
@@ -130,10 +140,14 @@ class FederatedClient:
         return float(reply.get("retry_after") or 1.0)
 
     def _find_job(self) -> float:
-        """Register once, then join the best offer (or ``FL_JOB_ID``); one job at a time."""
+        """Register once, then join the best offer (or ``FL_JOB_ID``, or the job named in the file
+        ``FL_JOB_ID_FILE`` once it exists); one job at a time."""
+        pinned = env.get("FL_JOB_ID") or _job_in_file(env.get("FL_JOB_ID_FILE"))
+        if pinned is None:  # the job is about to be created: the function may not even answer yet
+            self.info["phase"] = "waiting for the job"
+            return TICK_S
         try:
             token = self.device.token
-            pinned = env.get("FL_JOB_ID")
             offers = [{"job_id": pinned}] if pinned else self.transport.call("offers", {}, token=token)["jobs"]
         except FunctionError as exc:
             if exc.status == 401:  # the function no longer knows this device (a new database)

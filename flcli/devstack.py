@@ -145,10 +145,11 @@ class FunctionWatchdog(threading.Thread):
 class LocalStack:
     """Start what is missing (database, function), remember it, stop it again."""
 
-    def __init__(self, log_dir: Path | str = "logs", env: dict[str, str] | None = None):
+    def __init__(self, log_dir: Path | str = "logs", env: dict[str, str] | None = None, grace_s: float = 15.0):
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, **(env or {})}
+        self.grace_s = grace_s  # how long stop() lets the processes exit before killing them
         self.procs: list[subprocess.Popen] = []
         self.mongodb_url: str | None = None
         self.base_url: str | None = None
@@ -244,9 +245,10 @@ class LocalStack:
                     os.killpg(proc.pid, 15)
                 except ProcessLookupError:
                     continue
+        deadline = time.time() + self.grace_s  # for all of them together
         for proc in reversed(self.procs):
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=max(0.01, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
                 proc.wait()

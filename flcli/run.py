@@ -20,8 +20,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from clients import files
 from flcli import invocations
 from flcli.devstack import ROOT, LocalStack, free_port
 from flcli.memory import PeakMemory
@@ -85,10 +87,19 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)  # unwinds like Ctrl-C, so everything started is stopped
 
 
-def start_stack(stack: LocalStack) -> str:
-    """The database (unless MONGODB_URL names one) and the function; the function's URL."""
-    mongodb_url = env.get("MONGODB_URL") or stack.start_database()
-    base_url = stack.start_function(mongodb_url, http_port=free_port(), lambda_port=free_port())
+def start_stack(stack: LocalStack, http_port: int | None = None) -> str:
+    """The database (unless MONGODB_URL names one) and the function, started at the same time; the
+    function's URL. The function is ready once it answers, which needs the database."""
+    mongodb_url = env.get("MONGODB_URL")
+    database: threading.Thread | None = None
+    if not mongodb_url:
+        db_port = free_port()
+        mongodb_url = f"mongodb://127.0.0.1:{db_port}/?directConnection=true"
+        database = threading.Thread(target=stack.start_database, kwargs={"port": db_port}, daemon=True)
+        database.start()
+    base_url = stack.start_function(mongodb_url, http_port=http_port or free_port(), lambda_port=free_port())
+    if database is not None:
+        database.join()
     print(f"function at {base_url} (database {mongodb_url.split('@')[-1]})", flush=True)
     return base_url
 
@@ -108,18 +119,17 @@ def create_job(op: Operator, overrides: dict) -> tuple[str, dict]:
     return job["job_id"], cfg
 
 
-def state_dir(job_id: str) -> Path:
-    """Where the run's clients keep their identities and call logs."""
-    return ROOT / ".fl" / "state" / job_id
-
-
 @contextlib.contextmanager
-def running_clients(base_url: str, job_id: str, cfg: dict) -> Iterator[Path]:
-    """The job's clients, started by the scripts a user would run; their pid file."""
+def running_clients(base_url: str, job_file: Path, states: Path, cfg: JobConfig) -> Iterator[Path]:
+    """The job's clients, started by the scripts a user would run; their pid file.
+
+    They start before the job exists (while the function starts) and join it once
+    its id appears in ``job_file``; ``states`` holds their identities and call logs.
+    """
     pid_file = Path(env.get("FL_RUN_DIR", str(ROOT / "run"))) / "clients_aws.pid"
-    child_env = {**os.environ, "BASE_URL_AWS": base_url, "FL_PRELOAD": cfg["dataset"], "FL_JOB_ID": job_id,
-                 "FL_STATE_DIR": str(state_dir(job_id)), "PYTHON": sys.executable}
-    subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), str(cfg["num_clients"])], env=child_env,
+    child_env = {**os.environ, "BASE_URL_AWS": base_url, "FL_PRELOAD": cfg.dataset, "FL_JOB_ID": "",
+                 "FL_JOB_ID_FILE": str(job_file), "FL_STATE_DIR": str(states), "PYTHON": sys.executable}
+    subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), str(cfg.num_clients)], env=child_env,
                    check=True, cwd=ROOT)
     try:
         yield pid_file
@@ -190,14 +200,14 @@ def summarise(job_id: str, cfg: dict, final: dict, per_round: list[dict], wall: 
 
 def phases(marks: dict[str, float], final: dict) -> dict[str, float]:
     """Where a run's wall time went, in seconds: what is not training is the system's fixed overhead."""
-    spans = {"prepare_data": ("start", "data_ready"), "start_stack": ("data_ready", "stack_ready"),
-             "create_job": ("stack_ready", "job_created"), "stop_clients": ("followed", "clients_stopped"),
-             "evaluate_last_rounds": ("clients_stopped", "evaluated"), "stop_stack": ("evaluated", "stack_stopped")}
+    spans = {"prepare_data": ("start", "data_ready"), "start_stack_and_clients": ("data_ready", "stack_ready"),
+             "create_job": ("stack_ready", "job_created"), "evaluate_last_rounds": ("followed", "evaluated"),
+             "stop_everything": ("evaluated", "stopped")}
     out = {name: marks[b] - marks[a] for name, (a, b) in spans.items()}
     out["clients_until_first_round"] = final["started_at"] - marks["job_created"]
     out["training"] = final["finished_at"] - final["started_at"]
     out["after_last_round"] = marks["followed"] - final["finished_at"]  # until the operator saw it
-    out["overhead"] = marks["stack_stopped"] - marks["start"] - out["training"]
+    out["overhead"] = marks["stopped"] - marks["start"] - out["training"]
     return {k: round(v, 2) for k, v in out.items()}
 
 
@@ -211,31 +221,38 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
     marks = {"start": t0, "data_ready": time.time()}
     function_log = ROOT / "logs" / "function.log"
     log_from = invocations.log_size(function_log)
-    with LocalStack(ROOT / "logs", env={"FL_ADMIN_TOKEN": token}) as stack:
-        op = Operator(start_stack(stack), token)
+    run_id = f"run-{int(t0)}-{secrets.token_hex(3)}"
+    states, job_file = ROOT / ".fl" / "state" / run_id, ROOT / ".fl" / f"{run_id}.job"
+    http_port = free_port()
+    # memory: the whole local stack, this process and its children (the database, serverless-offline and
+    # its handler processes) and the client launcher with its clients, sampled through the whole run
+    # an in-memory database and a local function have nothing to save: stopped at once at the end
+    with LocalStack(ROOT / "logs", env={"FL_ADMIN_TOKEN": token}, grace_s=0.5) as stack, \
+            ThreadPoolExecutor(1) as pool, contextlib.ExitStack() as clients:
+        starting = pool.submit(start_stack, stack, http_port)  # while the clients start (importing torch)
+        pid_file = clients.enter_context(running_clients(f"http://127.0.0.1:{http_port}/dev", job_file, states,
+                                                         parse_config(overrides)))
+        mem = clients.enter_context(PeakMemory(lambda: [os.getpid(), *_pids(pid_file)]))
+        op = Operator(starting.result(), token)
         marks["stack_ready"] = time.time()
         job_id, cfg = create_job(op, overrides)
+        files.write_atomic(job_file, job_id.encode())  # the clients, started meanwhile, join it now
         marks["job_created"] = time.time()
         print(f"watch it live: {stack.base_url}/dashboard#token={token}&job={job_id}", flush=True)
         evaluator = RoundEvaluator(op, job_id, cfg)
         evaluator.start()
-        with running_clients(stack.base_url, job_id, cfg) as pid_file:
-            # the whole local stack: this process and its children (the database, serverless-offline and
-            # its handler processes), and the client launcher with its clients
-            with PeakMemory(lambda: [os.getpid(), *_pids(pid_file)]) as mem:
-                final = op.follow(job_id, timeout=env.get_float("FL_RUN_TIMEOUT", 3600),
-                                  on_round=evaluator.rounds.put)
-                mem.sample()
-            marks["followed"] = time.time()
-        marks["clients_stopped"] = time.time()
+        final = op.follow(job_id, timeout=env.get_float("FL_RUN_TIMEOUT", 3600), interval=0.5,
+                          on_round=evaluator.rounds.put)
+        mem.sample()
+        marks["followed"] = time.time()
         per_round = evaluator.results()
         marks["evaluated"] = time.time()
-    marks["stack_stopped"] = time.time()
+    marks["stopped"] = time.time()
+    job_file.unlink(missing_ok=True)
     summary = summarise(job_id, cfg, final, per_round, time.time() - t0, mem.as_dict())
     summary["phases"] = phases(marks, final)
     summary["invocations"] = {**invocations.from_function_log(function_log, log_from),
-                              "per_client_round": invocations.per_client_round(state_dir(job_id) / "aws",
-                                                                               len(per_round))}
+                              "per_client_round": invocations.per_client_round(states / "aws", len(per_round))}
     print(f"\ntest accuracy {100 * summary['test_accuracy']:.2f}% after {len(per_round)} rounds; "
           f"wall {summary['wall_seconds']:.0f}s (training {summary['training_seconds']:.0f}s); "
           f"peak memory {mem.peak_pss_mb:.0f} MB (PSS of the whole local stack)", flush=True)
