@@ -43,6 +43,7 @@ def main() -> int:
         runs.append({"test_accuracy": s["test_accuracy"], "wall_seconds": s["wall_seconds"],
                      "training_seconds": s["training_seconds"], "round_seconds": s["round_seconds"],
                      "overhead_seconds": s["phases"]["overhead"], "phases": s["phases"],
+                     "invocations": s["invocations"],
                      "peak_memory_mb": s["memory"]["peak_pss_mb"]})
 
     def med(key: str) -> float:

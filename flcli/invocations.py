@@ -43,16 +43,23 @@ def from_function_log(path: Path, offset: int = 0) -> dict:
 
 
 def per_client_round(state_dir: Path, rounds: int) -> dict:
-    """Calls per client per round (rounds 1..``rounds``), for the rounds a client trained in and the rest."""
-    picked: list[int] = []
-    waiting: list[int] = []
+    """Calls per client per round (rounds 1..``rounds``), for the rounds a client trained in and the
+    rest; over all rounds, and from round 2 on (the first has no round history to time its polls by)."""
+    calls: dict[str, list[int]] = {"picked": [], "waiting": [], "picked_from_round_2": [],
+                                   "waiting_from_round_2": []}
     for path in sorted(state_dir.glob("*.calls.json")):
         for rnd, entry in json.loads(path.read_text()).items():
             if 1 <= int(rnd) <= rounds:
-                (picked if entry["trained"] else waiting).append(sum(entry["calls"].values()))
+                kind = "picked" if entry["trained"] else "waiting"
+                count = sum(entry["calls"].values())
+                calls[kind].append(count)
+                if int(rnd) >= 2:
+                    calls[f"{kind}_from_round_2"].append(count)
+    return {kind: _summary(values) for kind, values in calls.items()}
 
-    def summary(values: list[int]) -> dict:
-        return {"mean": round(statistics.mean(values), 2), "median": statistics.median(values),
-                "max": max(values), "client_rounds": len(values)} if values else {}
 
-    return {"picked": summary(picked), "waiting": summary(waiting)}
+def _summary(values: list[int]) -> dict:
+    if not values:
+        return {}
+    return {"mean": round(statistics.mean(values), 2), "median": statistics.median(values), "max": max(values),
+            "client_rounds": len(values)}

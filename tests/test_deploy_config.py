@@ -36,7 +36,7 @@ def test_every_action_is_routed_and_rounds_are_closed_on_a_schedule(config):
     gets = {e["http"]["path"] for e in events if "http" in e and e["http"]["method"] == "get"}
     assert posts == set(ACTIONS)
     assert gets == {"dashboard", "dashboard/{file}"}  # the dashboard's page and its files
-    assert [e["schedule"] for e in events if "schedule" in e] == ["rate(1 minute)"]
+    assert [e["schedule"] for e in events if "schedule" in e] == [{"rate": "rate(1 minute)", "enabled": True}]
 
 
 def test_zip_runs_the_handler_and_image_runs_the_dockerfile():
@@ -47,3 +47,9 @@ def test_zip_runs_the_handler_and_image_runs_the_dockerfile():
     assert "handler" not in image["functions"]["api"]
     assert image["provider"]["ecr"]["images"][name]["file"] == "server_aws/Dockerfile"
     assert "CMD [\"server_aws.handler.handler\"]" in (ROOT / "server_aws" / "Dockerfile").read_text()
+
+
+def test_the_schedule_can_be_turned_off_for_a_local_run(monkeypatch):
+    monkeypatch.setenv("FL_SCHEDULE", "false")
+    events = resolved("serverless.yml")["functions"]["api"]["events"]
+    assert [e["schedule"]["enabled"] for e in events if "schedule" in e] == [False]

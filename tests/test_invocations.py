@@ -52,3 +52,5 @@ def test_calls_per_client_round_split_by_whether_the_client_trained(tmp_path):
     got = invocations.per_client_round(tmp_path, rounds=2)
     assert got["picked"] == {"mean": 4, "median": 4, "max": 4, "client_rounds": 1}
     assert got["waiting"] == {"mean": 1.5, "median": 1.5, "max": 2, "client_rounds": 2}
+    assert got["waiting_from_round_2"] == {"mean": 2, "median": 2, "max": 2, "client_rounds": 1}
+    assert got["picked_from_round_2"] == {}
