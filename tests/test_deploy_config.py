@@ -36,7 +36,7 @@ def test_every_action_is_routed_and_rounds_are_closed_on_a_schedule(config):
     gets = {e["http"]["path"] for e in events if "http" in e and e["http"]["method"] == "get"}
     assert posts == set(ACTIONS)
     assert gets == {"dashboard", "dashboard/{file}"}  # the dashboard's page and its files
-    assert [e["schedule"] for e in events if "schedule" in e] == [{"rate": "rate(1 minute)", "enabled": True}]
+    assert [e["schedule"] for e in events if "schedule" in e] == [{"rate": ["rate(1 minute)"], "enabled": True}]
 
 
 def test_zip_runs_the_handler_and_image_runs_the_dockerfile():
