@@ -111,8 +111,8 @@ def start_stack(stack: LocalStack, http_port: int | None = None, schedule: bool 
 
 
 def create_job(op: Operator, overrides: dict) -> tuple[str, dict]:
-    # No initial weights: the clients build the job's seeded initialisation, so
-    # this process imports torch only after training, for the evaluation.
+    # No initial weights: the clients build the job's seeded initialisation, so this
+    # process imports torch only in its evaluator thread.
     job = op.start_job(overrides, initial_weights=False)
     cfg = job["config"]
     pace = (f"async, {JobConfig.from_doc(cfg).buffer} updates per version, "
@@ -230,15 +230,15 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
     run_id = f"run-{int(t0)}-{secrets.token_hex(3)}"
     states, job_file = ROOT / ".fl" / "state" / run_id, ROOT / ".fl" / f"{run_id}.job"
     http_port = free_port()
-    # memory: the whole local stack, this process and its children (the database, serverless-offline and
-    # its handler processes) and the client launcher with its clients, sampled through the whole run
     # an in-memory database and a local function have nothing to save: stopped at once at the end
     with LocalStack(ROOT / "logs", env={"FL_ADMIN_TOKEN": token}, grace_s=0.5) as stack, \
             ThreadPoolExecutor(1) as pool, contextlib.ExitStack() as clients:
-        # while the clients start (importing torch); no schedule: the clients' polls move the job
+        # the function starts while the clients do (importing torch); no schedule: the clients' polls move the job
         starting = pool.submit(start_stack, stack, http_port, False)
         pid_file = clients.enter_context(running_clients(f"http://127.0.0.1:{http_port}/dev", job_file, states,
                                                          parse_config(overrides)))
+        # memory of the whole local stack, sampled through the run: this process and its children (the
+        # database, serverless-offline and its handler processes), and the client launcher with its clients
         mem = clients.enter_context(PeakMemory(lambda: [os.getpid(), *_pids(pid_file)]))
         op = Operator(starting.result(), token)
         marks["stack_ready"] = time.time()
