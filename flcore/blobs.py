@@ -11,6 +11,7 @@ a stale one is deleted (:meth:`Blobs.drop_stale_uploads`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 from collections.abc import Iterable
@@ -18,7 +19,7 @@ from collections.abc import Iterable
 from bson import Binary, ObjectId
 from pymongo import ASCENDING
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from flcore.errors import ApiError
 from flcore.specs import CHUNK_BYTES
@@ -54,11 +55,16 @@ class Blobs:
         file_id = ObjectId() if file_id is None else file_id
         view = memoryview(data)
         total = chunks_of(len(data))
-        for first in range(0, total, 16):  # at most 8 MB per insert, so a copy of at most that is held
-            self.chunks.insert_many([{"files_id": file_id, "n": n,
-                                      "data": Binary(bytes(view[n * CHUNK_BYTES:(n + 1) * CHUNK_BYTES]))}
-                                     for n in range(first, min(first + 16, total))], ordered=False)
-        self._seal(file_id, len(data), kind)
+        try:
+            for first in range(0, total, 16):  # at most 8 MB per insert, so a copy of at most that is held
+                self.chunks.insert_many([{"files_id": file_id, "n": n,
+                                          "data": Binary(bytes(view[n * CHUNK_BYTES:(n + 1) * CHUNK_BYTES]))}
+                                         for n in range(first, min(first + 16, total))], ordered=False)
+            self._seal(file_id, len(data), kind)
+        except PyMongoError:  # no half-written file stays behind (best effort), then the error as it was
+            with contextlib.suppress(PyMongoError):
+                self.delete([file_id])
+            raise
         return file_id
 
     def _seal(self, file_id: object, size: int, kind: str) -> None:

@@ -297,13 +297,13 @@ class Store:
         digests, which chunked downloads are checked against.
         """
         doc: dict = {"job_id": job_id, "round": rnd, "owner": owner}
-        for part, data in (("weights", blob), ("state", state), ("shared", shared)):
-            if data is not None:
-                doc[part] = {"id": self.blobs.put(data, part), "size": len(data),
-                             "sha256": hashlib.sha256(data).hexdigest()}
         key = {"job_id": job_id, "round": rnd, "owner": owner}
-        old = self.models.find_one(key)  # the same aggregation writing again (a retried request)
         try:
+            for part, data in (("weights", blob), ("state", state), ("shared", shared)):
+                if data is not None:
+                    doc[part] = {"id": self.blobs.put(data, part), "size": len(data),
+                                 "sha256": hashlib.sha256(data).hexdigest()}
+            old = self.models.find_one(key)  # the same aggregation writing again (a retried request)
             self.models.replace_one(key, doc, upsert=True)
         except PyMongoError:  # files nobody will list: best effort, then the error as it was
             with contextlib.suppress(PyMongoError):
