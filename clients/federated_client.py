@@ -22,7 +22,7 @@ import torch
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from clients import control, files, trainer, transfer
+from clients import control, files, memory, trainer, transfer
 from clients.calls import CallLog
 from clients.device import Device, fails_in
 from clients.slots import TrainerSlots
@@ -261,6 +261,7 @@ class FederatedClient:
         self.info["last"] = {"round": rnd, **metrics, "accepted": result.get("accepted")}
         log.info("%s: round %d trained in %.1fs, loss %.4f, eval acc of received model %.4f", self.name, rnd,
                  metrics["train_seconds"], fit["train_loss"], before["accuracy"])
+        memory.release()  # the round's peak need not stay with this client while it waits
         return float(result.get("retry_after") or 0.0)
 
     # serving ------------------------------------------------------------

@@ -26,7 +26,9 @@ start)
   fi
   mkdir -p "$rundir" "$logdir"
   rm -f "$pidfile"
-  nohup "$PY" -m clients.launcher --count "$count" --transport "$transport" --log-dir "$logdir" \
+  # two malloc arenas per client instead of one per thread that allocates: freed memory is
+  # reused rather than kept apart in each (see clients/memory.py)
+  MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2} nohup "$PY" -m clients.launcher --count "$count" --transport "$transport" --log-dir "$logdir" \
     --pid-file "$pidfile" ${FL_PRELOAD:+--preload "$FL_PRELOAD"} > "$logdir/launcher.log" 2>&1 &
   launcher=$!
   for _ in $(seq 1 600); do
