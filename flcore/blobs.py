@@ -96,10 +96,10 @@ class Blobs:
         def chunk(n: int) -> bytes:
             if n not in cache:
                 cache.clear()
-                doc = self.chunks.find_one({"files_id": file_id, "n": n}, {"data": True})
-                if doc is None or len(doc["data"]) != chunk_length(size, n):
+                data = self.chunk(file_id, n)
+                if data is None or len(data) != chunk_length(size, n):
                     raise ApiError(400, f"chunk {n} is missing or has the wrong length")
-                cache[n] = bytes(doc["data"])
+                cache[n] = data
             return cache[n]
 
         def read(offset: int, length: int) -> bytes:

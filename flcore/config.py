@@ -273,7 +273,8 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
 # What update_job and rules may change on a job that exists. The rest (data set,
 # partition, clients, seed, strategy) fixes who holds which data and cannot change.
 UPDATABLE = frozenset({"lr", "lr_decay", "local_epochs", "batch_size", "momentum", "weight_decay",
-                       "clients_per_round", "rounds", "target_accuracy", "round_timeout_s", "min_updates", "client_timeout_s",
+                       "clients_per_round", "rounds", "target_accuracy", "round_timeout_s", "min_updates",
+                       "client_timeout_s",
                        "selection", "buffer_size", "max_concurrency", "max_staleness", "staleness_exponent",
                        "augment_shift", "augment_flip"})
 

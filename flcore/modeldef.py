@@ -47,8 +47,8 @@ _LAYERS: dict[str, tuple[str, ...]] = {
     "relu": (),
     "flatten": (),
     "dropout": ("p",),
-    "maxpool2d": ("kernel", "stride", "global"),
-    "avgpool2d": ("kernel", "stride", "global"),
+    "maxpool2d": ("global", "kernel", "stride"),  # global first: the kernel's default depends on it
+    "avgpool2d": ("global", "kernel", "stride"),
     "linear": ("out", "bias"),
     "residual": ("out", "stride"),
 }
@@ -154,32 +154,33 @@ def _normalise(i: int, layer: object) -> dict:
     if not isinstance(name, str) or not (_NAME.match(name) or name == str(i)):
         raise ApiError(400, f"{where}: name must be a lowercase identifier of at most 32 characters")
     out: dict = {"type": kind, "name": name}
-    is_global = layer.get("global", False)
-    if not isinstance(is_global, bool):
-        raise ApiError(400, f"{where}: global must be true or false")
     for field in _LAYERS[kind]:
-        if field in _INT_FIELDS:
-            lo, hi, default = _INT_FIELDS[field]
-            if field == "kernel" and is_global:
-                default = 1
-            if field == "stride" and kind.endswith("pool2d"):
-                default = layer.get("kernel", 1)
-            value = layer.get(field, default)
-            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-                need = "is required" if value is None else f"must be an integer from {lo} to {hi}"
-                raise ApiError(400, f"{where} ({kind}): {field} {need}")
-            out[field] = value
-        elif field in ("bias", "global"):
-            value = layer.get(field, field == "bias")
-            if not isinstance(value, bool):
-                raise ApiError(400, f"{where} ({kind}): {field} must be true or false")
-            out[field] = value
-        elif field == "p":
-            value = layer.get("p", 0.5)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ApiError(400, f"{where} (dropout): p must be a number from 0 up to 1")
-            out["p"] = float(value)
+        out[field] = _field(where, kind, layer, field)
     return out
+
+
+def _field(where: str, kind: str, layer: dict, field: str) -> int | float | bool:
+    """One field of a layer, its default filled in, or a 400 saying what it must be."""
+    if field in ("bias", "global"):
+        value = layer.get(field, field == "bias")
+        if not isinstance(value, bool):
+            raise ApiError(400, f"{where} ({kind}): {field} must be true or false")
+        return value
+    if field == "p":
+        value = layer.get("p", 0.5)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ApiError(400, f"{where} (dropout): p must be a number from 0 up to 1")
+        return float(value)
+    lo, hi, default = _INT_FIELDS[field]
+    if field == "kernel" and layer.get("global") is True:
+        default = 1
+    if field == "stride" and kind.endswith("pool2d"):
+        default = layer.get("kernel", 1)
+    value = layer.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        need = "is required" if value is None else f"must be an integer from {lo} to {hi}"
+        raise ApiError(400, f"{where} ({kind}): {field} {need}")
+    return value
 
 
 def _size(shape: tuple[int, ...]) -> int:

@@ -7,8 +7,6 @@ contacting any of them (their updates are already in the database).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 
 import numpy as np
@@ -107,10 +105,7 @@ def _decode_image(raw: object, channels: int, side: int) -> np.ndarray:
     """A base64 PNG or JPEG as C x side x side pixels (converted to the data set's channels, resized)."""
     if not isinstance(raw, str) or len(raw) > MAX_IMAGE_BYTES * 4 // 3 + 4:
         raise ApiError(400, f"image must be base64 text of at most {MAX_IMAGE_BYTES} bytes")
-    try:
-        data = base64.b64decode(raw.split(",", 1)[-1] if raw.startswith("data:") else raw, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, "image is not valid base64") from None
+    data = wcodec.b64_field(raw.split(",", 1)[-1] if raw.startswith("data:") else raw, "image")
     from PIL import Image, UnidentifiedImageError
 
     try:

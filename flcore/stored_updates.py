@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import numpy as np
-
 from flcore import weights as wcodec
 from flcore.aggregation import Update
 from flcore.store import Store
@@ -62,6 +60,5 @@ class StoredUpdates:
     def _read(sources, layouts, names: list[str]) -> list[Weights]:
         out = []
         for src, lay in zip(sources, layouts):
-            out.append({name: np.frombuffer(src.read(lay[name][0], lay[name][1] - lay[name][0]),
-                                            dtype="<f4").reshape(lay[name][2]) for name in names})
+            out.append({name: wcodec.read_tensor(src, *lay[name]) for name in names})
         return out

@@ -19,8 +19,6 @@ data is about 0.7 MB as base64 in JSON) and API Gateway's 6 MB limits.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import time
 from collections.abc import Callable
@@ -74,10 +72,7 @@ def upload_chunk(req: Request, may_submit: Callable[[Store, Job, dict, int], Non
     want = chunk_length(size, index)
     if not isinstance(data, str) or len(data) > (want + 2) // 3 * 4 + 4:
         raise ApiError(400, f"data must be base64 of chunk {index}'s {want} bytes")
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, "data is not valid base64") from None
+    raw = wcodec.b64_field(data, "data")
     if len(raw) != want:
         raise ApiError(400, f"chunk {index} of a {size}-byte upload must have {want} bytes, not {len(raw)}")
     if store.has_update(job.id, rnd, client["_id"]):

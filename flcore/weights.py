@@ -55,8 +55,13 @@ def decode(blob: bytes | bytearray | memoryview) -> Weights:
     The arrays are views of ``blob``, not copies, so an aggregation holds each
     update once.
     """
-    return {name: np.frombuffer(blob, dtype=_F32, count=(end - begin) // 4, offset=begin).reshape(shape)
-            for name, (begin, end, shape) in layout(Source.of(blob)).items()}
+    src = Source.of(blob)
+    return {name: read_tensor(src, begin, end, shape) for name, (begin, end, shape) in layout(src).items()}
+
+
+def read_tensor(src: Source, begin: int, end: int, shape) -> np.ndarray:
+    """The float32 tensor stored in bytes ``begin:end`` (a view when ``src`` is in memory)."""
+    return np.frombuffer(src.read(begin, end - begin), dtype=_F32).reshape(shape)
 
 
 def layout(src: Source) -> dict[str, tuple[int, int, list]]:
@@ -106,8 +111,9 @@ def content_digest(tensors: Weights) -> str:
 
 
 def _digest_tensor(h, name: str, t: np.ndarray) -> None:
+    """Add one contiguous float32 tensor, named, to the content digest."""
     h.update(f"{name}:{t.dtype}:{list(t.shape)}\n".encode())
-    h.update(t.tobytes() if not t.flags.c_contiguous else memoryview(t).cast("B"))
+    h.update(memoryview(t).cast("B"))
 
 
 def parse_update(text: object, mdef: ModelDef, prefixes: tuple[str, ...] = ()) -> CheckedBlob:
@@ -123,11 +129,16 @@ def parse_update(text: object, mdef: ModelDef, prefixes: tuple[str, ...] = ()) -
     limit = limit_bytes(mdef, prefixes)
     if len(text) > (limit * 4) // 3 + 8:
         raise ApiError(413, f"weights are larger than model {mdef.name!r} allows ({limit} bytes)")
-    try:
-        blob = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, "weights are not valid base64") from None
+    blob = b64_field(text, "weights")
     return CheckedBlob(blob, validate(Source.of(blob), mdef, prefixes))
+
+
+def b64_field(text: str, field: str) -> bytes:
+    """A request field's base64 text as bytes, or a 400 naming the field."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"{field} is not valid base64") from None
 
 
 def validate(src: Source, mdef: ModelDef, prefixes: tuple[str, ...] = ()) -> str:
@@ -136,10 +147,10 @@ def validate(src: Source, mdef: ModelDef, prefixes: tuple[str, ...] = ()) -> str
     h = hashlib.sha256()
     for name in sorted(offsets):
         begin, end, shape = offsets[name]
-        t = np.frombuffer(src.read(begin, end - begin), dtype=_F32).reshape(shape)
+        t = read_tensor(src, begin, end, shape)
         if not np.isfinite(t).all():
             raise ApiError(400, f"tensor {name!r} contains NaN or infinite values")
-        _digest_tensor(h, name, t.astype(np.float32, copy=False))
+        _digest_tensor(h, name, t)
     return h.hexdigest()
 
 
