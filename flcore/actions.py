@@ -17,7 +17,7 @@ from flcore.devices import parse_info
 from flcore.errors import ApiError
 from flcore.jobs import Job
 from flcore.partition import train_examples
-from flcore.request import Request
+from flcore.request import MAX_ROUND, Request
 from flcore.specs import TRAIN_CLASS_COUNTS
 from flcore.store import Store
 
@@ -25,7 +25,6 @@ from flcore.store import Store
 # history says when that is): about a second, so a picked client hears of its round
 # quickly; earlier in a round it is told to come back about when the round should end.
 POLL_INTERVAL_S = 1.0
-MAX_ROUND = 2**31 - 1
 
 Action = Callable[[Request], dict]
 

@@ -16,7 +16,7 @@ from flcore.config import parse_changes, parse_config
 from flcore.errors import ApiError
 from flcore.actions import metrics_of
 from flcore.jobs import STATES, UNFINISHED, Job
-from flcore.request import Request
+from flcore.request import MAX_ROUND, Request
 
 # what create_job takes beside the job's settings
 JOB_FIELDS = ("weights", "name", "tags", "criteria", "rules", "priority", "start", "public_predict")
@@ -124,7 +124,7 @@ def report(req: Request) -> dict:
     """The operator's own measurements of a closed round (test-set accuracy), shown beside the clients'."""
     req.require_admin()
     job = Job.load(req.store, req.job_id(), history=True)
-    rnd = req.integer("round", 0, 2**31 - 1)
+    rnd = req.integer("round", 0, MAX_ROUND)
     if rnd not in {h["round"] for h in job.doc.get("history", [])}:
         raise ApiError(404, f"round {rnd} of job {job.id} has not closed")
     metrics = metrics_of(req.body.get("metrics"))

@@ -13,6 +13,7 @@ from flcore.settings import Settings
 from flcore.store import Store
 
 MAX_ID_CHARS = 64
+MAX_ROUND = 2**31 - 1  # the largest round number a request may name
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from flcore import weights as wcodec
 from flcore.blobs import chunk_length, chunks_of
 from flcore.errors import ApiError
 from flcore.jobs import Job
-from flcore.request import Request
+from flcore.request import MAX_ROUND, Request
 from flcore.specs import CHUNK_BYTES
 from flcore.store import Store
 
@@ -63,7 +63,7 @@ def upload_chunk(req: Request, may_submit: Callable[[Store, Job, dict, int], Non
     store = req.store
     client = req.client()
     job = Job.load(store, client["job_id"])
-    rnd = req.integer("round", 0, 2**31 - 1)
+    rnd = req.integer("round", 0, MAX_ROUND)
     may_submit(store, job, client, rnd)
     size, sha = _declared({"size": req.body.get("size"), "sha256": req.body.get("sha256")}, job)
     total = chunks_of(size)
