@@ -119,8 +119,10 @@ def test_an_operator_runs_a_job_from_the_dashboard(browser, function_url, fleet_
         wait(d, "the settings change in the table", lambda: "0.02" in by_id("changes-table").text)
         shoot(d, tmp_path, "3-job")
 
-        by_id("stop-job").click()
-        d.switch_to.alert.accept()
+        # the job page redraws its buttons every few seconds (rounds close about every second here):
+        # click the one on the page now, and accept the confirmation once it is open
+        wait(d, "clicking Stop job", lambda: by_id("stop-job").click() or True)
+        wait(d, "the confirmation", lambda: d.switch_to.alert.accept() or True)
         wait(d, "the job stopped", lambda: "stopped from the dashboard" in by_id("job-summary").text)
         shoot(d, tmp_path, "4-job-stopped")
         assert Operator(function_url, ADMIN).status(job_id)["state"] == "stopped"
