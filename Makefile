@@ -1,6 +1,7 @@
 # make run    set up if needed, then a whole local federated training (MNIST, 20 clients)
 # make test   set up if needed, then the test suite
 # make serve  the embedded database + the function under serverless-offline, in the foreground
+# make package, deploy  the function's zip for AWS Lambda; deploy it (see README, Deploying)
 # make demo-jobs  several jobs, devices, criteria and rules at once on the local stack
 # make bench-default, bench-accuracy, bench-package, bench-predict, bench-async, bench-aggregate, bench-cost: benchmarks, results in bench/results/
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run test serve demo-jobs deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate bench-cost clean
+.PHONY: setup run test serve demo-jobs package deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate bench-cost clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,15 +40,18 @@ demo-jobs: setup
 	$(BIN)/python -m flcli.demo_jobs
 
 # Deploy to AWS, e.g. make deploy ARGS="--stage prod --region eu-west-1".
-# SOURCE_DATE_EPOCH makes pip write hash-checked bytecode, which stays valid in
-# the zip (zip rounds file times), so cold starts do not compile numpy and pymongo.
-DEPLOY_ENV := SOURCE_DATE_EPOCH=315532800 SLS_TELEMETRY_DISABLED=1
+DEPLOY_ENV := SLS_TELEMETRY_DISABLED=1
 # A public endpoint without an operator token would let anyone create jobs: refuse.
 deploy-check:
 	@test -n "$$FL_ADMIN_TOKEN" || { echo "set FL_ADMIN_TOKEN before deploying (see README, Deploying)" >&2; exit 1; }
 	@test -n "$$MONGODB_URL" || { echo "set MONGODB_URL to a MongoDB the function can reach" >&2; exit 1; }
 
-deploy: node_modules/.installed deploy-check
+# the function's zip (build/aws/serverless-fl.zip): its dependencies built for
+# Lambda's Linux, trimmed and precompiled; see flcli/package.py
+package:
+	$(PYTHON) -m flcli.package aws
+
+deploy: node_modules/.installed deploy-check package
 	$(DEPLOY_ENV) npx serverless deploy $(ARGS)
 
 # the same function as a container image (needs Docker; pushes to ECR)

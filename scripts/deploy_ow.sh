@@ -6,7 +6,7 @@
 #
 # Settings: FL_OW_ACTION (serverless-fl), FL_OW_IMAGE (a runtime image built from
 # server_ow/Dockerfile; default: the stock python:3.11 kind with the
-# dependencies zipped in), FL_OW_API (create API-gateway routes: 1), FL_OW_SCHEDULE
+# dependencies zipped in by flcli/package.py), FL_OW_API (create API-gateway routes: 1), FL_OW_SCHEDULE
 # (alarm cron, default every minute).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,19 +14,12 @@ cd "$(dirname "$0")/.."
 : "${FL_ADMIN_TOKEN:?set FL_ADMIN_TOKEN: a public web action without an operator token lets anyone create jobs}"
 action=${FL_OW_ACTION:-serverless-fl}
 build=build/ow
-rm -rf "$build" && mkdir -p "$build/pkg"
 
-# The action package: __main__.py + the core (which imports no torch).
-cp server_ow/__main__.py "$build/pkg/__main__.py"
-cp -r flcore "$build/pkg/flcore"
-find "$build/pkg" -name __pycache__ -prune -exec rm -rf {} +
-if [ -z "${FL_OW_IMAGE:-}" ]; then
-  # stock runtime: vendor the dependencies, built for the runtime's Linux and Python
-  python3 -m pip install -q -r server_ow/requirements.txt --target "$build/pkg" \
-    --platform manylinux2014_x86_64 --python-version 3.11 --only-binary=:all:
-fi
-(cd "$build/pkg" && zip -qr ../action.zip .)
-echo "action package: $(du -h "$build/action.zip" | cut -f1)"
+# The action package: __main__.py + the core (which imports no torch), and for the
+# stock runtime its dependencies, built for the runtime's Linux, trimmed and precompiled.
+deps=()
+[ -n "${FL_OW_IMAGE:-}" ] && deps=(--no-deps)  # the image has them
+"${PYTHON:-python3}" -m flcli.package ow "${deps[@]}"
 
 kind=(--kind python:3.11)
 [ -n "${FL_OW_IMAGE:-}" ] && kind=(--docker "$FL_OW_IMAGE")

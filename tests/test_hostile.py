@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import struct
+import zlib
 from collections import Counter
 
 import numpy as np
@@ -161,8 +163,9 @@ def corpus(base: str, picked: dict, other: dict, old_round: int) -> list[tuple[s
     add("predict pixels as text", "predict", {"job_id": picked["job_id"], "inputs": "AAAA"}, admin)
     add("predict pickled image", "predict", {"job_id": picked["job_id"],
                                              "image": base64.b64encode(pickle.dumps(good)).decode()}, admin)
-    add("predict image bomb header", "predict", {"job_id": picked["job_id"], "image": base64.b64encode(
-        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x01\x00\x00\x00\x01\x00\x00\x08\x00\x00\x00\x00").decode()}, admin)
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 65536, 65536, 8, 0, 0, 0, 0)  # a valid header: 4 GB of pixels
+    bomb = b"\x89PNG\r\n\x1a\n\x00\x00\x00\r" + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+    add("predict image bomb header", "predict", {"job_id": picked["job_id"], "image": base64.b64encode(bomb).decode()}, admin)
     add("report with a client token", "report", {"job_id": picked["job_id"], "round": 1, "metrics": {"a": 1}}, auth)
     add("report metrics injection", "report", {"job_id": picked["job_id"], "round": 0,
                                                "metrics": {"$set": 1}}, admin)
