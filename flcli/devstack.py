@@ -198,7 +198,10 @@ class LocalStack:
         env = {**self.env, **(extra_env or {}), "MONGODB_URL": mongodb_url, "FL_STAGE": stage,
                "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{self.env.get('PATH', '')}",
                "SLS_TELEMETRY_DISABLED": "1", "SLS_NOTIFICATIONS_MODE": "off", "SLS_DEPRECATION_DISABLE": "*",
-               "PYTHONPATH": str(ROOT)}
+               "PYTHONPATH": str(ROOT),
+               # run the handler from this tree, not from the deployable zip (serverless-offline
+               # runs a package.artifact when one is set: that is for `make deploy`)
+               "FL_PACKAGE_ARTIFACT": ""}
         # Idle handlers are not reaped (for 23 days), so a handler process that vanishes has crashed.
         # The time must fit node's 32-bit timers in milliseconds: a longer one is taken as 1 ms, and the
         # idle cleaner then runs a thousand times a second, logging a warning each time.

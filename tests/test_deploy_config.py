@@ -53,3 +53,10 @@ def test_the_schedule_can_be_turned_off_for_a_local_run(monkeypatch):
     monkeypatch.setenv("FL_SCHEDULE", "false")
     events = resolved("serverless.yml")["functions"]["api"]["events"]
     assert [e["schedule"]["enabled"] for e in events if "schedule" in e] == [False]
+
+
+def test_deploys_upload_the_built_zip_and_the_local_stack_runs_the_tree(monkeypatch):
+    """serverless-offline runs a package.artifact when one is set: the local stack must unset it."""
+    assert resolved("serverless.yml")["package"]["artifact"] == "build/aws/serverless-fl.zip"
+    monkeypatch.setenv("FL_PACKAGE_ARTIFACT", "")
+    assert not resolved("serverless.yml")["package"]["artifact"]
