@@ -3,13 +3,13 @@
 # make serve  the embedded database + the function under serverless-offline, in the foreground
 # make package, deploy  the function's zip for AWS Lambda; deploy it (see README, Deploying)
 # make demo-jobs  several jobs, devices, criteria and rules at once on the local stack
-# make bench-default, bench-accuracy, bench-package, bench-predict, bench-async, bench-aggregate, bench-cost: benchmarks, results in bench/results/
+# make bench-default, bench-accuracy, bench-package, bench-predict, bench-async, bench-aggregate, bench-cost, bench-scale: benchmarks, results in bench/results/
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run test serve demo-jobs package deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate bench-cost clean
+.PHONY: setup run test serve demo-jobs package deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate bench-cost bench-scale clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -80,6 +80,10 @@ bench-aggregate: setup
 # the AWS cost of the default experiment and of 1,000- and 10,000-client jobs, from the last make run's counts
 bench-cost: setup
 	$(BIN)/python bench/cost.py
+
+# 1,000 clients (simulation mode, 250 per process), 100 per round, 5 rounds through the local function
+bench-scale: setup
+	$(BIN)/python bench/scale.py
 
 # deployable size and cold import time of the function
 bench-package: setup

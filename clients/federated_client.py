@@ -67,12 +67,13 @@ class FederatedClient:
     """One client: its identity (kept in a state file), its shard, its latest global model."""
 
     def __init__(self, transport: Transport, state_path: Path, name: str, slowdown: float = 1.0,
-                 slots: TrainerSlots | None = None):
+                 slots: TrainerSlots | None = None, serves_predictions: bool = True):
         self.transport = transport
         self.state_path = state_path
         self.name = name
         self.slowdown = slowdown  # > 1: stands for a slower device (clients/slowdown.py)
         self.slots = slots  # shared with the machine's other clients: who may compute now
+        self.serves_predictions = serves_predictions  # keep the latest global model for /predict
         self.identity: dict | None = self._load_identity()
         self.device = Device(transport, state_path.with_suffix(".device.json"))
         self.control = control.ControlVariate(state_path.with_suffix(".control"))
@@ -102,11 +103,12 @@ class FederatedClient:
 
     def _call(self, action: str, body: dict | None = None) -> dict:
         reply = None
+        started = time.perf_counter()
         try:
             reply = self.transport.call(action, body, token=self.identity["token"] if self.identity else None)
             return reply
         finally:
-            self.calls.count(action, reply)
+            self.calls.count(action, reply, time.perf_counter() - started)
 
     # protocol -----------------------------------------------------------
     def tick(self) -> float:
@@ -211,6 +213,8 @@ class FederatedClient:
 
     def _fetch_model(self) -> None:
         reply = self._call("get_model")
+        if not self.serves_predictions:
+            return
         with self._model_lock:
             self._model = self._global_model(reply)
             self.info["model_round"] = reply["model_round"]
@@ -225,9 +229,10 @@ class FederatedClient:
             self._call("get_model", {"round": rnd} if on_version else None)
         cfg = reply["config"]
         model = self._global_model(reply)
-        with self._model_lock:  # /predict serves the latest global model, not the one in training
-            self._model = copy.deepcopy(model)
-            self.info.update(model_round=reply["model_round"], dataset=cfg["dataset"])
+        if self.serves_predictions:
+            with self._model_lock:  # /predict serves the latest global model, not the one in training
+                self._model = copy.deepcopy(model)
+        self.info.update(model_round=reply["model_round"], dataset=cfg["dataset"])
         _, xt, yt, xe, ye = self._shard(reply["job_id"])
         hp = reply["round_config"]  # this round's hyperparameters, as the job sets them
         server_c = transfer.model_part(self._call, reply, "tensors") if hp.get("control_variates") else None
@@ -275,14 +280,18 @@ class FederatedClient:
         return int(probs.argmax()), [round(float(p), 6) for p in probs]
 
     # scheduling ---------------------------------------------------------
-    def _run_tick(self) -> None:
+    def due(self) -> bool:
+        """Whether the last protocol step asked to be called again by now."""
+        return time.monotonic() >= self._next_due
+
+    def run_tick(self) -> None:
         """Runs every TICK_S; does a protocol step only when the last one asked to be called again.
 
         One interval job, never re-added from inside itself: a job that re-adds
         itself while still running is skipped by APScheduler (max_instances=1),
         and a skipped one-shot job never runs again.
         """
-        if time.monotonic() < self._next_due:
+        if not self.due():
             return
         try:
             delay = self.tick()
@@ -300,7 +309,7 @@ class FederatedClient:
         self._scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)},
                                               job_defaults={"coalesce": True, "max_instances": 1,
                                                             "misfire_grace_time": None})
-        self._scheduler.add_job(self._run_tick, "interval", seconds=TICK_S, id="poll",
+        self._scheduler.add_job(self.run_tick, "interval", seconds=TICK_S, id="poll",
                                 next_run_time=datetime.now())
         self._scheduler.start()
         return self._scheduler

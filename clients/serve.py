@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from werkzeug.serving import make_server
 
 from clients.app import create_app
 from clients.federated_client import FederatedClient
+from clients.fleet import Fleet
 from clients.slots import TrainerSlots
 from clients.transport import make_transport
 
@@ -37,6 +39,24 @@ def run_client(name: str, host: str, port: int, base_url: str, state_dir: Path, 
     finally:
         client.stop()
         server.server_close()
+
+
+def run_fleet(names: list[str], base_url: str, state_dir: Path, workers: int,
+              slots: TrainerSlots | None = None) -> None:
+    """Simulation mode: the identities ``names`` in this process (clients/fleet.py), until SIGTERM/SIGINT."""
+    torch.set_num_threads(1)
+    transport = make_transport(base_url)  # one connection pool for the process's identities
+    fleet = Fleet([FederatedClient(transport, state_dir / f"{name}.json", name, slots=slots,
+                                   serves_predictions=False) for name in names], workers)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stopped.set())
+    fleet.start()
+    logging.getLogger("clients").info("%d clients (%s..%s) in one process, %d steps at once, function at %s",
+                                      len(names), names[0], names[-1], workers, base_url)
+    while not stopped.wait(1.0):
+        pass
+    fleet.stop()
 
 
 def setup_logging() -> None:

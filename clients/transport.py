@@ -43,8 +43,9 @@ def _session(read_retries: int) -> requests.Session:
     retry = Retry(total=6, connect=6, read=read_retries, status=6, backoff_factor=0.3,
                   status_forcelist=(502, 503, 504), allowed_methods=None, raise_on_status=False)
     session = requests.Session()
-    session.mount("http://", HTTPAdapter(max_retries=retry))
-    session.mount("https://", HTTPAdapter(max_retries=retry))
+    # room for every thread of a simulated fleet (clients/fleet.py) to keep its connection
+    session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
+    session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
     return session
 
 

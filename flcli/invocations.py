@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 _REQUEST = re.compile(r"^POST /\w+/(\w+) \(λ")
-_BILLED = re.compile(r"Billed Duration: (\d+) ms")
+_DURATION = re.compile(r"\bDuration: ([\d.]+) ms\s+Billed Duration: (\d+) ms")
 
 
 def log_size(path: Path) -> int:
@@ -30,16 +30,37 @@ def from_function_log(path: Path, offset: int = 0) -> dict:
     """Requests by action and the total billed duration in the function's log from ``offset`` on."""
     actions: Counter = Counter()
     billed_ms = 0
+    durations: list[float] = []
     with open(path, "rb") as fh:
         fh.seek(offset)
         for raw in fh:
             line = raw.decode("utf-8", "replace").strip()
             if m := _REQUEST.match(line):
                 actions[m.group(1)] += 1
-            elif m := _BILLED.search(line):
-                billed_ms += int(m.group(1))
+            elif m := _DURATION.search(line):
+                durations.append(float(m.group(1)))
+                billed_ms += int(m.group(2))
     return {"total": sum(actions.values()), "by_action": dict(actions.most_common()),
-            "billed_seconds": round(billed_ms / 1000, 3)}
+            "billed_seconds": round(billed_ms / 1000, 3), "duration_ms": percentiles(durations)}
+
+
+def client_latency_ms(state_dir: Path) -> dict:
+    """Percentiles of every call's time as the clients saw it (queueing and retries included)."""
+    seconds = [s for path in sorted(state_dir.glob("*.calls.json"))
+               for s in json.loads(path.read_text())["seconds"]]
+    return percentiles([1000 * s for s in seconds])
+
+
+def percentiles(values: list[float]) -> dict:
+    """p50, p90, p99 and max of ``values`` (rounded), and how many there were."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": round(ordered[-1], 1), "count": len(ordered)}
 
 
 def per_client_round(state_dir: Path, rounds: int) -> dict:
@@ -48,7 +69,7 @@ def per_client_round(state_dir: Path, rounds: int) -> dict:
     calls: dict[str, list[int]] = {"picked": [], "waiting": [], "picked_from_round_2": [],
                                    "waiting_from_round_2": []}
     for path in sorted(state_dir.glob("*.calls.json")):
-        for rnd, entry in json.loads(path.read_text()).items():
+        for rnd, entry in json.loads(path.read_text())["rounds"].items():
             if 1 <= int(rnd) <= rounds:
                 kind = "picked" if entry["trained"] else "waiting"
                 count = sum(entry["calls"].values())

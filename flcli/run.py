@@ -259,7 +259,8 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
     summary = summarise(job_id, cfg, final, per_round, time.time() - t0, mem.as_dict())
     summary["phases"] = phases(marks, final)
     summary["invocations"] = {**invocations.from_function_log(function_log, log_from),
-                              "per_client_round": invocations.per_client_round(states / "aws", len(per_round))}
+                              "per_client_round": invocations.per_client_round(states / "aws", len(per_round)),
+                              "client_latency_ms": invocations.client_latency_ms(states / "aws")}
     print(f"\ntest accuracy {100 * summary['test_accuracy']:.2f}% after {len(per_round)} rounds; "
           f"wall {summary['wall_seconds']:.0f}s (training {summary['training_seconds']:.0f}s); "
           f"peak memory {mem.peak_pss_mb:.0f} MB (PSS of the whole local stack)", flush=True)

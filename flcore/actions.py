@@ -61,7 +61,8 @@ def enrol(store: Store, job: Job, device_id: str | None = None) -> dict:
         raise ApiError(409, f"job {job.id} already has its {cfg.num_clients} clients")
     # the device's concurrent join took its place first: a fresh token opens that place
     reply = identity(job, client, token) if client["_id"] == client_id else reissue(store, job, client, now)
-    rounds.maybe_start(store, job, now)
+    if client["index"] + 1 >= cfg.clients_to_start:  # perhaps the last one it waited for
+        rounds.maybe_start(store, Job.load(store, job.id), now)
     return reply
 
 
@@ -105,7 +106,7 @@ def poll(req: Request) -> dict:
             model = model_reply(store, job, latest) if base == (latest or 0) else {}
             return {**model, **reply, "round": base, "version": job.round, "mode": "async", "action": "train",
                     "retry_after": 0}
-        return {**reply, "mode": "async", "action": "wait", "retry_after": POLL_INTERVAL_S}
+        return {**reply, "mode": "async", "action": "wait", "retry_after": rounds.poll_interval(job, POLL_INTERVAL_S)}
     if job.state == "running" and client["_id"] in job.picked \
             and not store.has_update(job.id, job.round, client["_id"]):
         return {**model_reply(store, job, latest), **reply, "action": "train", "retry_after": 0}

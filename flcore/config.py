@@ -52,6 +52,10 @@ class JobConfig:
     min_updates: int = 0  # 0: half of clients_per_round, at least 1
     # A client not heard from for this long (no poll, no submit) is not picked.
     client_timeout_s: float = 60.0
+    # Polls a second the job's waiting clients make at most, on average: a fleet larger than this
+    # polls every num_clients / max_poll_rate seconds instead of every second (what it costs on
+    # AWS, and what a local function can serve), so a picked client learns of its round that late
+    max_poll_rate: float = 100.0
     # Cap on each client's training examples (0: its whole share), for quick tries.
     max_train_examples: int = 0
     # Whom a round picks: random (seeded), or fast (measured speed and reliability, with
@@ -146,6 +150,7 @@ RANGES: dict[str, tuple[type, float, float]] = {
     "round_timeout_s": (float, 1.0, 86_400.0),
     "min_updates": (int, 0, 10_000),
     "client_timeout_s": (float, 1.0, 86_400.0),
+    "max_poll_rate": (float, 1.0, 1_000_000.0),
     "max_train_examples": (int, 0, 10_000_000),
     "lr_decay": (float, 0.01, 1.0),
     "partition_alpha": (float, 0.001, 1000.0),
@@ -274,7 +279,7 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
 # partition, clients, seed, strategy) fixes who holds which data and cannot change.
 UPDATABLE = frozenset({"lr", "lr_decay", "local_epochs", "batch_size", "momentum", "weight_decay",
                        "clients_per_round", "rounds", "target_accuracy", "round_timeout_s", "min_updates",
-                       "client_timeout_s",
+                       "client_timeout_s", "max_poll_rate",
                        "selection", "buffer_size", "max_concurrency", "max_staleness", "staleness_exponent",
                        "augment_shift", "augment_flip"})
 

@@ -75,14 +75,23 @@ def eligible(store: Store, job: Job, clients: list[dict]) -> list[str]:
 RECENT_ROUNDS = 5
 
 
-def wait_hint(job: Job, now: float, interval: float) -> float:
-    """Seconds a waiting client should sleep: until ``interval`` before the round should end, going by
-    the median of the job's recent rounds, or ``interval`` without history or once that time has come.
+def poll_interval(job: Job, shortest: float) -> float:
+    """How often a waiting client asks: ``shortest``, or slower for a fleet so large that its polls
+    would exceed the job's ``max_poll_rate`` (1,000 clients at 100 a second: every 10 s). Never
+    longer than half of ``client_timeout_s``, so a waiting client is never taken for gone."""
+    cfg = job.config
+    return round(min(max(shortest, cfg.num_clients / cfg.max_poll_rate), cfg.client_timeout_s / 2), 2)
 
-    Clients not picked then ask about twice a round instead of every ``interval``, and a client the
-    next round picks still hears of it within about ``interval``. Never longer than half of
-    ``client_timeout_s``, so a waiting client is never taken for gone.
+
+def wait_hint(job: Job, now: float, shortest: float) -> float:
+    """Seconds a waiting client should sleep: until one poll interval before the round should end,
+    going by the median of the job's recent rounds, or one interval without history or once that
+    time has come.
+
+    Clients not picked then ask about twice a round instead of every interval, and a client the
+    next round picks still hears of it within about one interval (``poll_interval``).
     """
+    interval = poll_interval(job, shortest)
     recent = job.doc.get("recent_round_s") or []
     if job.state != "running" or not recent or job.config.mode != "sync":
         return interval
@@ -105,10 +114,12 @@ def maybe_start(store: Store, job: Job, now: float) -> Job:
     if job.state != "waiting":
         return job
     cfg = job.config
-    clients = store.client_docs(job.id)
-    if len(clients) < cfg.clients_to_start:
+    # every poll of a waiting job comes here: the job's own counter of places handed out (never
+    # fewer than the clients there are) spares counting them, a scan, until there may be enough
+    if job.doc.get("places_taken", cfg.num_clients) < cfg.clients_to_start \
+            or store.count_clients(job.id, taking_part=True) < cfg.clients_to_start:
         return job
-    picked = choose(store, job, eligible(store, job, clients), cfg, 1) if cfg.mode == "sync" else []
+    picked = choose(store, job, eligible(store, job, store.client_docs(job.id)), cfg, 1) if cfg.mode == "sync" else []
     moved = store.transition(
         job.id, {"state": "waiting"},
         {"$set": {"state": "running", "started_at": now, **round_fields(picked, 1, cfg, now)}},

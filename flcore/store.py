@@ -91,7 +91,7 @@ class Store:
 
     # jobs ---------------------------------------------------------------
     def create_job(self, doc: dict) -> None:
-        self.jobs.insert_one(doc)
+        self.jobs.insert_one({**doc, "places_taken": 0})
 
     def get_job(self, job_id: str, history: bool = False) -> dict | None:
         return self.jobs.find_one({"_id": job_id}, None if history else _JOB_LIGHT)
@@ -150,21 +150,37 @@ class Store:
     def add_client(self, doc: dict, capacity: int) -> dict | None:
         """Insert a client in the first free partition slot; None when the job is full.
 
-        The unique (job_id, index) index settles races between simultaneous
-        subscribers; a device that already has a place gets that one back.
+        The job's ``places_taken`` counter hands out slots one by one, so a
+        thousand clients joining at once each cost one update and one insert
+        (counting the job's clients is a scan). A join that took a slot and
+        never inserted (a crash, or a device that already had its place) leaves
+        a gap, which joins find by probing once the counter is full. The unique
+        (job_id, index) index settles any race; a device that already has a
+        place gets that one back.
         """
-        while True:
-            index = self.clients.count_documents({"job_id": doc["job_id"]})
-            if index >= capacity:
-                return None
-            try:
-                self.clients.insert_one({**doc, "index": index})
-                return {**doc, "index": index}
-            except DuplicateKeyError as exc:
-                if "device_id" in doc and "one_place_per_device" in str(exc.details or exc):
-                    return self.device_client(doc["job_id"], doc["device_id"])
-                if "index" not in str(exc.details or exc):
-                    raise
+        job = self.jobs.find_one_and_update({"_id": doc["job_id"], "places_taken": {"$lt": capacity}},
+                                            {"$inc": {"places_taken": 1}}, {"places_taken": True},
+                                            return_document=ReturnDocument.AFTER)
+        if job is not None and (placed := self._try_slot(doc, job["places_taken"] - 1)) is not None:
+            return placed
+        # every slot handed out (or ours filled meanwhile): fill a gap a join left, if there is one
+        taken = {d["index"] for d in self.clients.find({"job_id": doc["job_id"]}, {"index": True})}
+        for index in (i for i in range(capacity) if i not in taken):
+            if (placed := self._try_slot(doc, index)) is not None:
+                return placed
+        return None
+
+    def _try_slot(self, doc: dict, index: int) -> dict | None:
+        """The client placed at ``index`` (or the place its device already has); None if the slot is taken."""
+        try:
+            self.clients.insert_one({**doc, "index": index})
+            return {**doc, "index": index}
+        except DuplicateKeyError as exc:
+            if "device_id" in doc and "one_place_per_device" in str(exc.details or exc):
+                return self.device_client(doc["job_id"], doc["device_id"])
+            if "index" not in str(exc.details or exc):
+                raise
+            return None
 
     def get_client(self, client_id: str) -> dict | None:
         return self.clients.find_one({"_id": client_id})
@@ -172,8 +188,10 @@ class Store:
     def touch_client(self, client_id: str, now: float) -> None:
         self.clients.update_one({"_id": client_id}, {"$set": {"last_seen": now}})
 
-    def count_clients(self, job_id: str) -> int:
-        return self.clients.count_documents({"job_id": job_id})
+    def count_clients(self, job_id: str, taking_part: bool = False) -> int:
+        """Clients that subscribed to the job (``taking_part``: less those that left)."""
+        query: dict = {"job_id": job_id, "left": {"$ne": True}} if taking_part else {"job_id": job_id}
+        return self.clients.count_documents(query)
 
     def client_ids(self, job_id: str, seen_since: float | None = None) -> list[str]:
         """Clients taking part in partition order (not those that left), optionally only those seen recently."""

@@ -221,3 +221,20 @@ def test_waiting_clients_are_told_to_come_back_about_when_the_round_should_end(s
     assert reply["action"] == "wait" and reply["round"] == 2 and reply["retry_after"] == 1.0  # a round of ~0 s
     store.jobs.update_one({"_id": job_id}, {"$set": {"recent_round_s": [30.0]}})
     assert 27.0 < call("poll", token=left_out["token"])["retry_after"] <= 29.0
+
+
+def test_a_large_fleet_polls_no_faster_than_the_jobs_max_poll_rate(store):
+    """1,000 clients at 100 polls a second: each waits 10 s, not 1 s; a few clients still ask every second."""
+    from flcore.config import parse_config
+
+    def job(**cfg):
+        return Job.of({"_id": "j", "state": "waiting", "round": 0, "config": parse_config(cfg).to_dict()})
+
+    assert rounds.wait_hint(job(num_clients=1000, clients_per_round=100), 0.0, 1.0) == 10.0
+    assert rounds.wait_hint(job(num_clients=20, clients_per_round=10), 0.0, 1.0) == 1.0
+    assert rounds.wait_hint(job(num_clients=1000, clients_per_round=100, max_poll_rate=1000), 0.0, 1.0) == 1.0
+    assert rounds.wait_hint(job(num_clients=10000, clients_per_round=100), 0.0, 1.0) == 30.0  # half the timeout
+    # through the protocol: a client of a job still waiting for its fleet hears the slower pace
+    job_id = new_job(num_clients=300, clients_per_round=10, max_poll_rate=50)
+    sub = call("subscribe", {"job_id": job_id})
+    assert call("poll", token=sub["token"])["retry_after"] == 6.0
