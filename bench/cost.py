@@ -12,7 +12,8 @@ Three jobs: the default experiment as measured, and a 1,000- and a
 whose requests are the measured calls per client per round (picked and
 waiting) times their clients, and whose billed time is the measured time per
 request plus each round's aggregation at the measured seconds per update.
-Writes bench/results/cost.json.
+With bench/results/scale.json (``make bench-scale``), a fourth: its 1,000-client
+job as measured. Writes bench/results/cost.json.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ def main(argv: list[str]) -> int:
                  {"label": "1,000 clients, 10 % per round", **scaled(summary, per_update_s, 1000)},
                  {"label": "10,000 clients, 10 % per round", **scaled(summary, per_update_s, 10_000)}],
     }
+    scale_path = ROOT / "bench" / "results" / "scale.json"
+    if scale_path.exists() and "billed_seconds" in (scale := json.loads(scale_path.read_text())):
+        result["jobs"].append({"label": "1,000 clients, 5 rounds of 1 epoch (make bench-scale), as measured",
+                               "clients": 1000, "rounds": scale["completed_rounds"],
+                               **price(scale["requests"], scale["billed_seconds"])})
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     for job in result["jobs"]:

@@ -70,6 +70,7 @@ def main() -> int:
         "requests": inv["total"],
         "requests_by_action": inv["by_action"],
         "requests_per_second": round(inv["total"] / job_seconds, 1),
+        "billed_seconds": inv["billed_seconds"],  # local durations on a loaded machine (make bench-cost)
         "latency": {"function_ms": inv["duration_ms"], "client_ms": inv["client_latency_ms"]},
         "calls_per_client_round": inv["per_client_round"],
         "peak_memory_mb": s["memory"]["peak_pss_mb"],

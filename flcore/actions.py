@@ -61,8 +61,8 @@ def enrol(store: Store, job: Job, device_id: str | None = None) -> dict:
         raise ApiError(409, f"job {job.id} already has its {cfg.num_clients} clients")
     # the device's concurrent join took its place first: a fresh token opens that place
     reply = identity(job, client, token) if client["_id"] == client_id else reissue(store, job, client, now)
-    if client["index"] + 1 >= cfg.clients_to_start:  # perhaps the last one it waited for
-        rounds.maybe_start(store, Job.load(store, job.id), now)
+    # the job as it is now: any joiner may be the last to insert, whatever slot it took
+    rounds.maybe_start(store, Job.load(store, job.id), now)
     return reply
 
 
