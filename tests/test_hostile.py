@@ -165,7 +165,8 @@ def corpus(base: str, picked: dict, other: dict, old_round: int) -> list[tuple[s
                                              "image": base64.b64encode(pickle.dumps(good)).decode()}, admin)
     ihdr = b"IHDR" + struct.pack(">IIBBBBB", 65536, 65536, 8, 0, 0, 0, 0)  # a valid header: 4 GB of pixels
     bomb = b"\x89PNG\r\n\x1a\n\x00\x00\x00\r" + ihdr + struct.pack(">I", zlib.crc32(ihdr))
-    add("predict image bomb header", "predict", {"job_id": picked["job_id"], "image": base64.b64encode(bomb).decode()}, admin)
+    add("predict image bomb header", "predict",
+        {"job_id": picked["job_id"], "image": base64.b64encode(bomb).decode()}, admin)
     add("report with a client token", "report", {"job_id": picked["job_id"], "round": 1, "metrics": {"a": 1}}, auth)
     add("report metrics injection", "report", {"job_id": picked["job_id"], "round": 0,
                                                "metrics": {"$set": 1}}, admin)
