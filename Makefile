@@ -58,36 +58,23 @@ deploy: node_modules/.installed deploy-check package
 deploy-image: node_modules/.installed deploy-check
 	$(DEPLOY_ENV) npx serverless deploy --config serverless.image.yml $(ARGS)
 
-# the default `make run` job three times: medians of accuracy, time, memory
+# Benchmarks, results in bench/results/ (each script's docstring says what it measures):
+#   bench-default    the floor, then the default `make run` job three times: medians and ratios to the floor
+#   bench-accuracy   learning quality on the default workload (about 5 minutes a run, 8 runs)
+#   bench-async      rounds with and without a barrier on uneven devices
+#   bench-predict    global vs ensemble predictions after the default job, and the function's time per batch
+#   bench-aggregate  one aggregation of N stored updates: seconds and peak memory
+#   bench-cost       the AWS cost of the last make run's job and of 1,000- and 10,000-client jobs
+#   bench-scale      1,000 clients (simulation mode), 100 per round, 5 rounds through the local function
+#   bench-package    deployable size and cold import time of the function
 bench-default: setup
 	$(BIN)/python bench/default_run.py
 
-# learning quality on the default workload (about 5 minutes a run, 8 runs)
-bench-accuracy: setup
-	$(BIN)/python bench/accuracy.py
-
-# global vs ensemble predictions after the default job (iid, shards:2), and the function's time per batch
 bench-async: setup
 	$(BIN)/python bench/async_run.py
 
-bench-predict: setup
-	$(BIN)/python bench/predict.py
-
-# one aggregation of N stored updates (MNIST CNN N=10..1000, resnet18 N=10, 50): seconds and peak memory
-bench-aggregate: setup
-	$(BIN)/python bench/aggregate.py
-
-# the AWS cost of the default experiment and of 1,000- and 10,000-client jobs, from the last make run's counts
-bench-cost: setup
-	$(BIN)/python bench/cost.py
-
-# 1,000 clients (simulation mode, 250 per process), 100 per round, 5 rounds through the local function
-bench-scale: setup
-	$(BIN)/python bench/scale.py
-
-# deployable size and cold import time of the function
-bench-package: setup
-	$(BIN)/python bench/package.py
+bench-accuracy bench-predict bench-aggregate bench-cost bench-scale bench-package: bench-%: setup
+	$(BIN)/python bench/$*.py
 
 clean:
 	rm -rf logs run .fl results/latest

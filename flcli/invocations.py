@@ -46,9 +46,12 @@ def from_function_log(path: Path, offset: int = 0) -> dict:
 
 def client_latency_ms(state_dir: Path) -> dict:
     """Percentiles of every call's time as the clients saw it (queueing and retries included)."""
-    seconds = [s for path in sorted(state_dir.glob("*.calls.json"))
-               for s in json.loads(path.read_text())["seconds"]]
-    return percentiles([1000 * s for s in seconds])
+    return percentiles([1000 * s for log in _call_logs(state_dir) for s in log["seconds"]])
+
+
+def _call_logs(state_dir: Path) -> list[dict]:
+    """Every client's call log (``clients.calls.CallLog.as_dict``) under ``state_dir``."""
+    return [json.loads(path.read_text()) for path in sorted(state_dir.glob("*.calls.json"))]
 
 
 def percentiles(values: list[float]) -> dict:
@@ -68,8 +71,8 @@ def per_client_round(state_dir: Path, rounds: int) -> dict:
     rest; over all rounds, and from round 2 on (the first has no round history to time its polls by)."""
     calls: dict[str, list[int]] = {"picked": [], "waiting": [], "picked_from_round_2": [],
                                    "waiting_from_round_2": []}
-    for path in sorted(state_dir.glob("*.calls.json")):
-        for rnd, entry in json.loads(path.read_text())["rounds"].items():
+    for log in _call_logs(state_dir):
+        for rnd, entry in log["rounds"].items():
             if 1 <= int(rnd) <= rounds:
                 kind = "picked" if entry["trained"] else "waiting"
                 count = sum(entry["calls"].values())

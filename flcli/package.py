@@ -43,7 +43,7 @@ TRIM = ("*.dist-info", "*/tests", "bin", "*.pyi", "*.pxd", "*.h", "*.c", "*.pyx"
         "numpy/f2py", "numpy/distutils", "numpy/testing", "numpy/typing", "numpy/doc",
         "numpy/_pyinstaller", "numpy/conftest.py", "numpy/_core/include", "numpy/_core/lib",
         "numpy/_core/_simd.*", "numpy/_core/_*_tests.*", "numpy/random/lib", "numpy/random/_examples")
-# our own files: package path -> repository path
+# our own files besides flcore/: package path -> repository path
 TARGETS = {
     "aws": {"out": "build/aws/serverless-fl.zip", "requirements": "server_aws/requirements.txt",
             "files": {"server_aws/__init__.py": "server_aws/__init__.py",
@@ -51,7 +51,6 @@ TARGETS = {
     "ow": {"out": "build/ow/action.zip", "requirements": "server_ow/requirements.txt",
            "files": {"__main__.py": "server_ow/__main__.py"}},
 }
-OURS = ("flcore", "server_aws", "__main__.py")
 
 
 def build(target: str, out: Path | None = None, deps: bool = True) -> Path:
@@ -72,7 +71,7 @@ def build(target: str, out: Path | None = None, deps: bool = True) -> Path:
     for src in sorted((ROOT / "flcore").rglob("*")):
         if src.is_file() and "__pycache__" not in src.parts:
             copy(src, tree / src.relative_to(ROOT))
-    compile_tree(tree)
+    compile_tree(tree, ours={"flcore"} | {Path(dest).parts[0] for dest in spec["files"]})
     strip(tree)
     write_zip(tree, out)
     return out
@@ -99,16 +98,15 @@ def copy(src: Path, dest: Path) -> None:
     shutil.copyfile(src, dest)
 
 
-def compile_tree(tree: Path) -> None:
-    """Ours: source plus hash-checked bytecode in __pycache__. Dependencies: bytecode where the source was."""
+def compile_tree(tree: Path, ours: set[str]) -> None:
+    """Ours (top-level names in ``ours``): source plus hash-checked bytecode in __pycache__.
+    Dependencies: bytecode where the source was, and no source."""
     for src in sorted(tree.rglob("*.py")):
         rel = src.relative_to(tree)
-        mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
-        if rel.parts[0] in OURS:
-            py_compile.compile(str(src), doraise=True, invalidation_mode=mode, dfile=rel.as_posix())
-        else:
-            py_compile.compile(str(src), cfile=str(src.with_suffix(".pyc")), doraise=True,
-                               invalidation_mode=mode, dfile=rel.as_posix())
+        mine = rel.parts[0] in ours
+        py_compile.compile(str(src), cfile=None if mine else str(src.with_suffix(".pyc")), doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH, dfile=rel.as_posix())
+        if not mine:
             src.unlink()
 
 
