@@ -71,9 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     from clients.slowdown import SlowdownError, factors
 
     slots = trainer_slots.from_env(default=os.cpu_count())  # FL_TRAINERS; as many as cores
-    per_process = args.per_process or env.get_int("FL_CLIENTS_PER_PROCESS", 1)
+    try:
+        per_process = args.per_process or env.get_int("FL_CLIENTS_PER_PROCESS", 1)
+        workers = env.get_int("FL_FLEET_WORKERS", 0)  # 0: fleet_workers() decides
+    except ValueError as exc:
+        sys.exit(str(exc))
     if per_process < 1:
         sys.exit(f"--per-process / FL_CLIENTS_PER_PROCESS must be at least 1, not {per_process}")
+    if workers < 0:
+        sys.exit(f"FL_FLEET_WORKERS must be at least 1 (or unset), not {workers}")
     try:
         slowdown = factors(args.count)
     except SlowdownError as exc:
@@ -91,9 +97,9 @@ def main(argv: list[str] | None = None) -> None:
                 _child(_name(i, args.count), log_dir, lambda name: client_serve.run_client(
                     name, args.host, base_port + i, url, state_dir, slowdown=slowdown[i], slots=slots))
             else:
-                workers = env.get_int("FL_FLEET_WORKERS", fleet_workers(len(groups)))
                 _child(f"fleet-{g:02d}", log_dir, lambda name: client_serve.run_fleet(
-                    [_name(i, args.count) for i in members], url, state_dir, workers, slots=slots))
+                    [_name(i, args.count) for i in members], url, state_dir, workers or fleet_workers(len(groups)),
+                    slots=slots))
         children.append(pid)
     if args.pid_file:
         Path(args.pid_file).parent.mkdir(parents=True, exist_ok=True)

@@ -23,10 +23,19 @@ def get(name: str, default: str = "") -> str:
 
 
 def get_int(name: str, default: int) -> int:
-    value = get(name)
-    return int(value) if value.strip() else default
+    """``name`` as an integer, ``default`` when unset; a ValueError naming the setting otherwise."""
+    return _number(name, default, int, "a whole number")
 
 
 def get_float(name: str, default: float) -> float:
-    value = get(name)
-    return float(value) if value.strip() else default
+    return _number(name, default, float, "a number")
+
+
+def _number(name: str, default, kind: type, what: str):
+    value = get(name).strip()
+    if not value:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not {what}") from None

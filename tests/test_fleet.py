@@ -10,6 +10,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from pymongo import MongoClient
 
 from conftest import ADMIN
@@ -55,3 +56,17 @@ def test_twelve_identities_in_three_processes_run_a_job(function_url, mongodb_ur
     lines = [line for path in Path(env["FL_LOG_DIR"], "aws").glob("fleet-*.log")
              for line in path.read_text().splitlines() if "trained in" in line]
     assert len(lines) == 12
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"FL_CLIENTS_PER_PROCESS": "many"}, "FL_CLIENTS_PER_PROCESS='many' is not a whole number"),
+    ({"FL_CLIENTS_PER_PROCESS": "-3"}, "must be at least 1, not -3"),
+    ({"FL_FLEET_WORKERS": "-2"}, "FL_FLEET_WORKERS must be at least 1"),
+    ({"FL_CLIENTS_PER_PROCESS": "5", "FL_SLOW_FRACTION": "0.5", "FL_SLOWDOWN": "3"}, "FL_SLOWDOWN is for one process"),
+])
+def test_bad_simulation_settings_stop_the_launcher_with_their_name(fleet_env, setting, message):
+    env, _ = fleet_env(1)
+    out = subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), "4"], env={**env, **setting}, cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and message in out.stderr + out.stdout
+    assert not Path(env["FL_RUN_DIR"], "clients_aws.pid").exists()  # nothing was started
