@@ -43,7 +43,7 @@ CHILD = r"""
 import json, sys, time
 def hwm():
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
-from flcore import api
+from flcore.edge import api
 base = hwm()
 t0 = time.perf_counter()
 status, reply = api.handle("aggregate", {"job_id": sys.argv[1]}, {"Authorization": "Bearer " + sys.argv[2]})
@@ -60,10 +60,10 @@ def _env(mongodb_url: str, db: str) -> dict:
 
 def prepare(model: str, strategy: str, n: int) -> tuple[str, int]:
     """A running job of ``n`` clients, all picked, each with a stored update; (job id, model bytes)."""
-    from flcore import api
-    from flcore.config import parse_config
-    from flcore.settings import Settings
-    from flcore.store import connect
+    from flcore.edge import api
+    from flcore.domain.config import parse_config
+    from flcore.edge.settings import Settings
+    from flcore.storage.store import connect
 
     admin = {"Authorization": f"Bearer {ADMIN}"}
     status, job = api.handle("create_job", {"model": model, "strategy": strategy, "num_clients": n,
@@ -77,7 +77,7 @@ def prepare(model: str, strategy: str, n: int) -> tuple[str, int]:
     spec = parse_config({"model": model}).model_def.spec
     rng = np.random.default_rng(0)
     base = {k: rng.standard_normal(s).astype(np.float32) * 0.05 for k, s in spec.items()}
-    from flcore import weights as wcodec
+    from flcore.shared import weights as wcodec
 
     size = 0
     for i, client_id in enumerate(doc["picked"]):
@@ -94,7 +94,7 @@ def reopen(mongodb_url: str, db: str, job_id: str, before: dict) -> None:
     """Put the job back as it was before the aggregation (its round 1 model deleted), for another run."""
     from pymongo import MongoClient
 
-    from flcore.blobs import Blobs
+    from flcore.storage.blobs import Blobs
 
     with MongoClient(mongodb_url) as client:
         models = client[db].models

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from fllocal import data, models
-from flcore.aggregation import weighted_mean
-from flcore.config import JobConfig, parse_config
-from flcore.partition import partition_indices, train_eval_split
-from flcore.rounds import pick_clients
+from flcore.shared.aggregation import weighted_mean
+from flcore.domain.config import JobConfig, parse_config
+from flcore.shared.partition import partition_indices, train_eval_split
+from flcore.engine.rounds import pick_clients
 
 
 def _train_client(args: tuple[dict, int, dict | None, int]) -> tuple[dict, int]:

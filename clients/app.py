@@ -11,7 +11,7 @@ from PIL import Image
 
 from clients.federated_client import FederatedClient
 from fllocal import data
-from flcore.specs import INPUT_SHAPES
+from flcore.shared.datasets import INPUT_SHAPES
 
 MAX_UPLOAD_BYTES = 1024 * 1024
 Image.MAX_IMAGE_PIXELS = 4096 * 4096  # refuse decompression bombs

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from clients import files
-from flcore import weights as wcodec
-from flcore.strategies.scaffold import PREFIX
+from flcore.shared import weights as wcodec
+from flcore.shared.strategies.scaffold import PREFIX
 
 Weights = dict[str, np.ndarray]
 

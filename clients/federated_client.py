@@ -28,8 +28,8 @@ from clients.device import Device, fails_in
 from clients.slots import TrainerSlots
 from clients.transport import FunctionError, Transport
 from fllocal import data, env, models
-from flcore import weights as wcodec
-from flcore.partition import partition_indices, train_eval_split
+from flcore.shared import weights as wcodec
+from flcore.shared.partition import partition_indices, train_eval_split
 
 log = logging.getLogger("clients")
 

@@ -1,4 +1,4 @@
-"""The client's side of moving models and updates of any size (see :mod:`flcore.transfer`).
+"""The client's side of moving models and updates of any size (see :mod:`flcore.actions.transfer`).
 
 Small ones travel inline in one request; larger ones in ``CHUNK_BYTES`` pieces,
 each request small enough for every platform. Each chunk request is idempotent,
@@ -11,7 +11,7 @@ import base64
 import hashlib
 from collections.abc import Callable
 
-from flcore.specs import CHUNK_BYTES
+from flcore.shared.datasets import CHUNK_BYTES
 
 Call = Callable[[str, dict], dict]
 

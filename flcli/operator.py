@@ -9,9 +9,9 @@ from tqdm import tqdm
 
 from clients import transfer
 from clients.transport import make_transport
-from flcore import weights as wcodec
-from flcore.config import parse_config
-from flcore.specs import CHUNK_BYTES
+from flcore.shared import weights as wcodec
+from flcore.domain.config import parse_config
+from flcore.shared.datasets import CHUNK_BYTES
 
 
 class Operator:

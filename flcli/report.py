@@ -9,7 +9,7 @@ from pathlib import Path
 from clients import trainer
 from flcli.plots import pyplot, save
 from fllocal import data, models
-from flcore.specs import DATASET_MODELS
+from flcore.shared.datasets import DATASET_MODELS
 
 
 def evaluate_on_test_set(dataset: str, weights: dict, model_spec: object = None) -> dict:

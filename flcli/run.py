@@ -28,7 +28,7 @@ from flcli import invocations
 from flcli.devstack import ROOT, LocalStack, free_port
 from flcli.memory import PeakMemory
 from flcli.operator import Operator
-from flcore.config import JobConfig, field_types, parse_config
+from flcore.domain.config import JobConfig, field_types, parse_config
 from flcore.errors import ApiError
 from fllocal import data, env
 

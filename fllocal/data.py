@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from flcore.specs import NORMALISE, TRAIN_CLASS_COUNTS
+from flcore.shared.datasets import NORMALISE, TRAIN_CLASS_COUNTS
 
 if TYPE_CHECKING:
     import torch

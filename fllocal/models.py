@@ -1,4 +1,4 @@
-"""Torch models built from a job's layer list (:mod:`flcore.modeldef`); client and CLI side only.
+"""Torch models built from a job's layer list (:mod:`flcore.shared.modeldef`); client and CLI side only.
 
 The function never imports this: it knows each model's tensors from the layer
 list alone, and a test checks that the ``state_dict`` built here matches
@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flcore import modeldef
-from flcore.modeldef import ModelDef
+from flcore.shared import modeldef
+from flcore.shared.modeldef import ModelDef
 
 
 class Residual(nn.Module):

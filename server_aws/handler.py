@@ -1,7 +1,7 @@
 """AWS Lambda entry point: API Gateway (REST proxy) events in, proxy responses out.
 
 Thin by design: it only finds the action name and body in the event; all logic
-is in :mod:`flcore.api`. It never imports torch.
+is in :mod:`flcore.edge.api`. It never imports torch.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from flcore import settings, static  # noqa: E402
-from flcore.api import JSON_HEADERS, handle, scheduled_tick, to_json  # noqa: E402
+from flcore.edge import static  # noqa: E402
+from flcore.edge import settings  # noqa: E402
+from flcore.edge.api import JSON_HEADERS, handle, scheduled_tick, to_json  # noqa: E402
 
 # read once per container, from the environment serverless.yml sets
 SETTINGS = settings.once(settings.Settings.from_env)

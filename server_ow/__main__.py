@@ -1,12 +1,12 @@
 """Apache OpenWhisk entry point: web-action params in, web-action response out.
 
 Thin by design, like the Lambda handler: it finds the action, the body and the
-headers in OpenWhisk's params and calls :func:`flcore.api.handle`.
+headers in OpenWhisk's params and calls :func:`flcore.edge.api.handle`.
 
 Deployed as a zip whose ``__main__.py`` is this file, OpenWhisk calls
 ``main(params)``. Deploy-time parameters (``MONGODB_URL``, ``FL_ADMIN_TOKEN``,
 ...) arrive in ``params`` too: they become the function's settings (parsed
-once per container, see :func:`flcore.settings.from_params`) and are never
+once per container, see :func:`flcore.edge.settings.from_params`) and are never
 treated as request fields (deploy them with ``-a final true`` so a request
 cannot override them).
 """
@@ -28,8 +28,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if os.path.isdir(os.path.join(_HERE, "flcore")) and _HERE not in sys.path:
     sys.path.insert(0, _HERE)  # inside the action zip, flcore sits next to this file
 
-from flcore import settings, static  # noqa: E402
-from flcore.api import JSON_HEADERS, handle, scheduled_tick, to_json  # noqa: E402
+from flcore.edge import static  # noqa: E402
+from flcore.edge import settings  # noqa: E402
+from flcore.edge.api import JSON_HEADERS, handle, scheduled_tick, to_json  # noqa: E402
 
 SETTINGS = settings.NAMES
 

@@ -10,9 +10,9 @@ import pytest
 from pymongo import MongoClient
 
 from flcli.devstack import LocalStack, free_port_block
-from flcore import store as store_mod
-from flcore.settings import Settings
-from flcore import modeldef
+from flcore.storage import store as store_mod
+from flcore.edge.settings import Settings
+from flcore.shared import modeldef
 
 ADMIN = "test-admin-token"
 

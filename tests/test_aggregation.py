@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from flcore.aggregation import fedavg
+from flcore.shared.aggregation import fedavg
 
 
 def test_fedavg_weights_by_examples():

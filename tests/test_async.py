@@ -13,8 +13,8 @@ import pytest
 from conftest import ADMIN, random_weights
 from flcli.devstack import ROOT
 from flcli.operator import Operator
-from flcore import weights as wcodec
-from flcore.buffered import staleness_weight
+from flcore.shared import weights as wcodec
+from flcore.engine.fedbuff import staleness_weight
 from test_protocol import call, subscribe_all
 
 

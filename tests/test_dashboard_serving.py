@@ -9,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-from flcore import static
+from flcore.edge import static
 from server_ow.__main__ import main as ow_main
 
 ROOT = Path(__file__).resolve().parent.parent

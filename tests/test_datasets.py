@@ -11,10 +11,10 @@ import torch
 
 from clients import trainer
 from fllocal import data, models
-from flcore import weights as wcodec
-from flcore.partition import partition_indices, train_eval_split
-from flcore import modeldef
-from flcore.specs import DATASET_MODELS
+from flcore.shared import weights as wcodec
+from flcore.shared.partition import partition_indices, train_eval_split
+from flcore.shared import modeldef
+from flcore.shared.datasets import DATASET_MODELS
 
 
 def write_cifar10(root: Path, per_batch: int = 60, test: int = 50) -> None:

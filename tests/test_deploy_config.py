@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flcore.routes import ACTIONS
+from flcore.edge.routes import ACTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERLESS = ROOT / "node_modules" / ".bin" / "serverless"

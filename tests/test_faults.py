@@ -9,9 +9,9 @@ import pytest
 from pymongo import MongoClient
 
 from conftest import random_weights, snapshot
-from flcore import api
-from flcore import weights as wcodec
-from flcore.aggregation import fedavg
+from flcore.edge import api
+from flcore.shared import weights as wcodec
+from flcore.shared.aggregation import fedavg
 from test_protocol import call, new_job, subscribe_all
 
 

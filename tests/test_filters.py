@@ -3,7 +3,7 @@
 import pytest
 
 from flcore.errors import ApiError
-from flcore.filters import MAX_DEPTH, MAX_NODES, check, matches
+from flcore.domain.filters import MAX_DEPTH, MAX_NODES, check, matches
 
 FIELDS = ("info.", "stats.")
 DEVICE = {"info": {"platform": "linux/aarch64", "cpus": 4, "memory_mb": 2048, "labels": {"site": "lab"},

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from flcore.settings import Settings
+from flcore.edge.settings import Settings
 from server_aws import handler as handler_module
 from server_aws.handler import handler
 
@@ -69,7 +69,7 @@ def test_handler_module_does_not_import_torch():
 
 def test_scheduled_event_closes_a_round_nobody_pokes(store):
     from conftest import random_weights
-    from flcore import weights as wcodec
+    from flcore.shared import weights as wcodec
     from test_protocol import call, new_job, subscribe_all
 
     job_id = new_job(num_clients=2, clients_per_round=2)

@@ -12,7 +12,7 @@ import pytest
 from pymongo import MongoClient
 
 from conftest import random_weights, snapshot
-from flcore import weights as wcodec
+from flcore.shared import weights as wcodec
 from server_ow.__main__ import main
 
 

@@ -14,7 +14,7 @@ import requests
 from pymongo import MongoClient
 
 from conftest import ADMIN, random_weights, snapshot, tensor_spec
-from flcore import weights as wcodec
+from flcore.shared import weights as wcodec
 
 
 def _b64(tensors: dict) -> str:

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from conftest import random_weights, snapshot
-from flcore import rounds
-from flcore import weights as wcodec
+from flcore.engine import rounds
+from flcore.shared import weights as wcodec
 from test_protocol import call, submit, subscribe_all
 
 
@@ -193,7 +193,7 @@ def test_create_refuses_bad_definitions_and_changes_nothing(store, raw_db, extra
 
 
 def test_update_waits_for_a_round_being_closed_and_then_applies_to_the_next(store, monkeypatch):
-    from flcore import job_actions
+    from flcore.actions import jobs as job_actions
 
     job_id = create(lr=0.1)["job_id"]
     subs = subscribe_all(job_id, 3)

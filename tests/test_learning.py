@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from conftest import random_weights, snapshot
-from flcore import weights as wcodec
+from flcore.shared import weights as wcodec
 from test_protocol import call, new_job, subscribe_all
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from flcore import inference, modeldef
-from flcore.config import parse_config
+from flcore.shared import inference
+from flcore.shared import modeldef
+from flcore.domain.config import parse_config
 from flcore.errors import ApiError
 from fllocal import models
 

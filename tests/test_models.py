@@ -5,8 +5,8 @@ import torch
 
 from clients import control, trainer
 from fllocal import models
-from flcore import modeldef
-from flcore.specs import INPUT_SHAPES
+from flcore.shared import modeldef
+from flcore.shared.datasets import INPUT_SHAPES
 
 
 def test_state_dicts_match_specs():

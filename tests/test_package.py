@@ -29,7 +29,8 @@ def call(action, body):
     return out["statusCode"], json.loads(out["body"])
 
 import numpy as np
-from flcore import modeldef, weights
+from flcore.shared import modeldef
+from flcore.shared import weights
 
 def model(seed):
     rng = np.random.default_rng(seed)
@@ -65,7 +66,7 @@ def test_the_zip_is_small_precompiled_and_runs_the_handler_alone(built, tmp_path
         names = zf.namelist()
         zf.extractall(tmp_path / "pkg")
     ours = [n for n in names if n.startswith(("flcore/", "server_aws/")) and n.endswith(".py")]
-    assert "server_aws/handler.py" in ours and "flcore/png.py" in ours
+    assert "server_aws/handler.py" in ours and "flcore/shared/png.py" in ours
     for name in ours:  # our code keeps its source, with bytecode beside it
         head, _, file = name.rpartition("/")
         assert f"{head}/__pycache__/{file[:-3]}.cpython-311.pyc" in names, name

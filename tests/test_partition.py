@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from flcore.config import parse_config
+from flcore.domain.config import parse_config
 from flcore.errors import ApiError
-from flcore.partition import all_partitions, parse, partition_indices, train_eval_split
+from flcore.shared.partition import all_partitions, parse, partition_indices, train_eval_split
 
 LABELS = np.repeat(np.arange(10), 600)[np.random.default_rng(3).permutation(6000)]  # 6000 examples, 10 classes
 
@@ -80,8 +80,8 @@ def test_partition_text_in_jobs():
 def test_share_sizes_from_class_counts_match_the_real_partitions(scheme, extra):
     """What the function computes without data equals what clients get from the labels."""
     from fllocal import data
-    from flcore.partition import share_sizes, train_examples
-    from flcore.specs import TRAIN_CLASS_COUNTS
+    from flcore.shared.partition import share_sizes, train_examples
+    from flcore.shared.datasets import TRAIN_CLASS_COUNTS
 
     _, labels = data.load_raw("mnist")
     assert tuple(np.bincount(labels)) == TRAIN_CLASS_COUNTS["mnist"]
@@ -98,7 +98,7 @@ def test_share_sizes_from_class_counts_match_the_real_partitions(scheme, extra):
 def test_every_job_setting_is_reachable_from_the_environment():
     """make run takes FL_<SETTING> for every job setting, strategy settings included."""
     from flcli.run import env_names, job_overrides
-    from flcore.config import field_types
+    from flcore.domain.config import field_types
 
     assert set(env_names().values()) == set(field_types())
     got = job_overrides({"FL_NUM_CLIENTS": "4", "FL_ROUND_TIMEOUT_S": "30", "FL_STRATEGY": "FedAdam",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flcore import png
+from flcore.shared import png
 
 RNG = np.random.default_rng(3)
 

@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from conftest import random_weights, snapshot
-from flcore import inference, modeldef
-from flcore import weights as wcodec
+from flcore.shared import inference
+from flcore.shared import modeldef
+from flcore.shared import weights as wcodec
 from fllocal import data, models
 from test_protocol import call, subscribe_all
 

@@ -8,10 +8,11 @@ import time
 import numpy as np
 
 from conftest import random_weights, snapshot
-from flcore import api, rounds
-from flcore.jobs import Job
-from flcore import weights as wcodec
-from flcore.aggregation import fedavg
+from flcore.edge import api
+from flcore.engine import rounds
+from flcore.domain.job import Job
+from flcore.shared import weights as wcodec
+from flcore.shared.aggregation import fedavg
 
 
 def call(action, body=None, token=None, expect=200):
@@ -151,7 +152,7 @@ def test_an_expired_lease_is_taken_over(store):
 
 def test_a_live_aggregator_keeps_its_lease_and_a_lost_one_cannot_commit(store, monkeypatch):
     """The holder renews its lease while it works; once another holds it, the old holder's commit fails."""
-    from flcore import lease
+    from flcore.engine import lease
 
     monkeypatch.setattr(lease, "RENEW_S", 0.05)
     job_id = new_job()
@@ -198,7 +199,7 @@ def test_job_finishes_after_its_rounds(store):
 
 
 def test_waiting_clients_are_told_to_come_back_about_when_the_round_should_end(store):
-    from flcore.config import parse_config
+    from flcore.domain.config import parse_config
 
     cfg = parse_config({}).to_dict()
     doc = {"_id": "j", "state": "running", "round": 3, "round_started_at": 1000.0, "config": cfg,
@@ -225,7 +226,7 @@ def test_waiting_clients_are_told_to_come_back_about_when_the_round_should_end(s
 
 def test_a_large_fleet_polls_no_faster_than_the_jobs_max_poll_rate(store):
     """1,000 clients at 100 polls a second: each waits 10 s, not 1 s; a few clients still ask every second."""
-    from flcore.config import parse_config
+    from flcore.domain.config import parse_config
 
     def job(**cfg):
         return Job.of({"_id": "j", "state": "waiting", "round": 0, "config": parse_config(cfg).to_dict()})

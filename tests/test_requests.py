@@ -8,8 +8,8 @@ import json
 import pytest
 
 from conftest import random_weights, snapshot
-from flcore import api
-from flcore import weights as wcodec
+from flcore.edge import api
+from flcore.shared import weights as wcodec
 from test_protocol import call, new_job, subscribe_all
 
 

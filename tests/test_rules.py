@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from flcore import rules
-from flcore.config import JobConfig
+from flcore.engine import rules
+from flcore.domain.config import JobConfig
 from test_jobs import create
 from test_protocol import call, submit, subscribe_all
 
@@ -27,7 +27,7 @@ def close(store, job_id, subs, acc: float, seed: int = 0, closers: int = 1):
 
 def _weights(seed):
     from conftest import random_weights
-    from flcore import weights as wcodec
+    from flcore.shared import weights as wcodec
     return wcodec.to_b64(random_weights(seed=seed))
 
 
@@ -88,7 +88,7 @@ def test_evaluate_records_errors_instead_of_half_applying():
 
 
 def test_a_start_lost_to_a_crash_is_finished_by_the_scheduled_tick(store):
-    from flcore import api
+    from flcore.edge import api
     nxt = create(start=False)["job_id"]
     job_id = create()["job_id"]
     store.transition(job_id, {}, {"$set": {"starts_pending": [nxt]}})  # committed, then the invocation died

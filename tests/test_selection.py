@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from flcore.config import JobConfig
-from flcore.selection import overdue_after, score
+from flcore.domain.config import JobConfig
+from flcore.engine.selection import overdue_after, score
 from test_devices import KIND_A, register
 from test_jobs import create
 from test_protocol import call, submit

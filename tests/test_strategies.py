@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from flcore import strategies
-from flcore.config import parse_config
+from flcore.shared import strategies
+from flcore.domain.config import parse_config
 
 
 def w(*values):

@@ -16,9 +16,9 @@ from pymongo import MongoClient
 
 from conftest import ADMIN, random_weights
 from flcli.devstack import LocalStack, handler_pids
-from flcore import weights as wcodec
-from flcore.aggregation import fedavg
-from flcore.lease import LEASE_S
+from flcore.shared import weights as wcodec
+from flcore.shared.aggregation import fedavg
+from flcore.engine.lease import LEASE_S
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ def test_augmentation_moves_and_mirrors_whole_images_reproducibly():
 
 
 def test_a_job_asks_for_augmentation_and_clients_receive_it():
-    from flcore.config import parse_config
+    from flcore.domain.config import parse_config
 
     cfg = parse_config({"dataset": "fashionmnist", "augment_shift": 2, "augment_flip": 1})
     hp = cfg.round_config(1, cfg.build_strategy())
@@ -59,7 +59,7 @@ def test_a_job_asks_for_augmentation_and_clients_receive_it():
 
 
 def test_each_data_set_trains_with_its_measured_best_unless_the_job_says_otherwise():
-    from flcore.config import DATASET_DEFAULTS, JobConfig, parse_config
+    from flcore.domain.config import DATASET_DEFAULTS, JobConfig, parse_config
 
     mnist = parse_config({})
     assert mnist.lr == DATASET_DEFAULTS["mnist"]["lr"] != JobConfig.lr and mnist.augment_shift == 2

@@ -14,9 +14,10 @@ import pytest
 
 from clients import transfer as client_transfer
 from conftest import ADMIN, snapshot
-from flcore import aggregation, modeldef
-from flcore import weights as wcodec
-from flcore.specs import CHUNK_BYTES
+from flcore.shared import aggregation
+from flcore.shared import modeldef
+from flcore.shared import weights as wcodec
+from flcore.shared.datasets import CHUNK_BYTES
 from test_protocol import call, subscribe_all
 
 # 143,110 parameters: 572,440 bytes, two chunks
@@ -261,7 +262,7 @@ def test_streamed_aggregation_equals_the_in_memory_computation(store, raw_db, mo
     call("aggregate", {"job_id": job_id})
     got = wcodec.decode(client_transfer.model_part(lambda a, b: call(a, b, ADMIN),
                                                    call("get_model", {"job_id": job_id}, ADMIN)))
-    from flcore.config import parse_config
+    from flcore.domain.config import parse_config
 
     rule = parse_config({"strategy": strategy, **extra}).build_strategy()
     expected, _ = rule.aggregate(x0, updates, {}, n)

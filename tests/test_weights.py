@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import mdef, random_weights, tensor_spec
-from flcore import weights as wcodec
+from flcore.shared import weights as wcodec
 from flcore.errors import ApiError
 
 

@@ -1,0 +1,145 @@
+"""The device registry: register, describe, find jobs, join, leave; and the operator's view of it."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from flcore.edge import auth
+from flcore.domain import filters
+from flcore.engine import rounds
+from flcore.actions.protocol import enrol, reissue
+from flcore.domain.devices import holds_dataset, new_stats, parse_info, view
+from flcore.errors import ApiError
+from flcore.domain.job import Job
+from flcore.edge.request import Request
+from flcore.engine.rules import MAX_REASON, text
+from flcore.storage.store import Store
+
+MAX_OFFERS = 20
+MAX_DEVICES = 1000
+
+
+def register(req: Request) -> dict:
+    """A new device identity: ``{"device_id", "token"}``; needs ``FL_ENROL_TOKEN`` when one is set."""
+    enrol_token, admin_token = req.settings.enrol_token, req.settings.admin_token
+    if enrol_token and not auth.presents(req.headers, enrol_token) \
+            and not (admin_token and auth.presents(req.headers, admin_token)):
+        raise ApiError(401 if auth.bearer(req.headers) is None else 403,
+                       "registering needs the enrolment token (FL_ENROL_TOKEN)")
+    info = parse_info(req.body.get("info", {}))
+    device_id = "d-" + secrets.token_hex(6)
+    token, token_hash = auth.new_client_token(device_id)
+    now = time.time()
+    req.store.add_device({"_id": device_id, "token_hash": token_hash, "info": info, "stats": new_stats(),
+                          "registered_at": now, "last_seen": now, "jobs": [], "left_jobs": []})
+    return {"device_id": device_id, "token": token}
+
+
+def update_device(req: Request) -> dict:
+    """Replace what a device reports about itself."""
+    device = req.device()
+    info = parse_info(req.body.get("info"))
+    req.store.update_device(device["_id"], {"info": info, "last_seen": time.time()})
+    return {"device_id": device["_id"], "info": info}
+
+
+def refusal(device: dict, job: Job) -> str | None:
+    """Why this device may not join this job, or None if it may."""
+    if job.id in device.get("left_jobs", []):
+        return f"this device left job {job.id}"
+    if not holds_dataset(device.get("info", {}), job.config.dataset):
+        return f"this device does not report the data set {job.config.dataset!r} in info.datasets"
+    criteria = job.doc.get("criteria")
+    if criteria and not filters.matches(criteria, view(device)):
+        return f"this device does not meet the criteria of job {job.id}"
+    return None
+
+
+def offers(req: Request) -> dict:
+    """The jobs this device may join now, best first (priority, then age)."""
+    device = req.device()
+    req.store.update_device(device["_id"], {"last_seen": time.time()})
+    out = []
+    for doc in req.store.open_jobs(limit=200):
+        job = Job.of(doc)
+        if refusal(device, job) is None and _has_room(req.store, job) and job.id not in device.get("jobs", []):
+            out.append({"job_id": job.id, "name": doc.get("name"), "tags": doc.get("tags", []),
+                        "priority": doc.get("priority", 0), "state": job.state, "dataset": job.config.dataset,
+                        "created_at": doc["created_at"]})
+            if len(out) >= MAX_OFFERS:
+                break
+    return {"jobs": out}
+
+
+def _has_room(store: Store, job: Job) -> bool:
+    return job.takes_clients and store.count_clients(job.id) < job.config.num_clients
+
+
+def join(req: Request) -> dict:
+    """Take part in a job as this device: a client identity, as ``subscribe`` gives; 403 if it does not fit."""
+    device = req.device()
+    job = Job.load(req.store, req.job_id())
+    why = refusal(device, job)
+    if why is not None:
+        raise ApiError(403, why)
+    if job.id in device.get("jobs", []):
+        return _rejoin(req.store, job, device)
+    reply = enrol(req.store, job, device_id=device["_id"])
+    req.store.update_device(device["_id"], {"last_seen": time.time()}, push={"jobs": job.id})
+    req.store.count_device_stats({device["_id"]: {"jobs_joined": 1}})
+    return reply
+
+
+def _rejoin(store: Store, job: Job, device: dict) -> dict:
+    """The same place in a job the device joined before, with a fresh token.
+
+    A join whose answer was lost (a dropped connection) is retried by the device;
+    it must get its own slot back, not a second one nor a refusal. Only the
+    device can ask, so handing it a new token for its own client is safe; the old
+    token stops working.
+    """
+    client = store.device_client(job.id, device["_id"])
+    if client is None:  # the join is being recorded right now by a concurrent request
+        raise ApiError(409, f"this device is joining job {job.id}; try again")
+    return reissue(store, job, client, time.time())
+
+
+def leave(req: Request) -> dict:
+    """A client reports it cannot take part (training failed, data missing): never picked again.
+
+    If it was picked for the open round, a live client that was not takes its
+    place in the same update, so the round does not wait for its deadline.
+    """
+    client = req.client()
+    if req.job_id(required=False) not in (None, client["job_id"]):
+        raise ApiError(403, "a client can only leave its own job")
+    reason = text(req.body.get("reason", "left"), "reason", MAX_REASON)
+    now = time.time()
+    if not req.store.mark_left(client["_id"], reason, now):
+        return {"left": True, "already": True}
+    if client.get("device_id"):
+        failure = {"job_id": client["job_id"], "reason": reason, "at": now}
+        req.store.update_device(client["device_id"], {"last_seen": now, "last_failure": failure},
+                                push={"left_jobs": client["job_id"]})
+        req.store.count_device_stats({client["device_id"]: {"failures_reported": 1}})
+    job = Job.load(req.store, client["job_id"])
+    if job.state == "running" and client["_id"] in job.picked:
+        if job.config.mode == "async":  # its training slot goes back to the pool
+            req.store.release_slot(job.id, client["_id"])
+        else:
+            rounds.replace_picked(req.store, job, client["_id"], now)
+    return {"left": True, "already": False}
+
+
+def devices(req: Request) -> dict:
+    """Every device (or those that joined ``job_id``) with its info and statistics."""
+    req.require_admin()
+    job_id = req.job_id(required=False)
+    ids = None
+    if job_id is not None:
+        ids = set(req.store.job_device_ids(Job.load(req.store, job_id).id))
+    docs = req.store.get_devices(ids, limit=MAX_DEVICES)
+    seen = req.store.last_seen_as_clients(d["_id"] for d in docs)
+    return {"devices": [view({**d, "last_seen": max(d.get("last_seen") or 0.0, seen.get(d["_id"], 0.0))})
+                        for d in docs]}

@@ -1,0 +1,307 @@
+"""The round protocol's actions: one function each, a :class:`Request` in, a response dict out.
+
+Checks come before writes, so an action that raises :class:`ApiError` has
+changed nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable
+
+from flcore.edge import auth
+from flcore.engine import fedbuff as buffered
+from flcore.engine import rounds
+from flcore.actions import transfer
+from flcore.shared import weights as wcodec
+from flcore.domain.devices import parse_info
+from flcore.errors import ApiError
+from flcore.domain.job import Job
+from flcore.shared.partition import train_examples
+from flcore.edge.request import MAX_ROUND, Request
+from flcore.shared.datasets import TRAIN_CLASS_COUNTS
+from flcore.storage.store import Store
+
+# How soon a waiting client should ask again near a round's end (and when no round
+# history says when that is): about a second, so a picked client hears of its round
+# quickly; earlier in a round it is told to come back about when the round should end.
+POLL_INTERVAL_S = 1.0
+
+Action = Callable[[Request], dict]
+
+
+def subscribe(req: Request) -> dict:
+    """Join a job without a device identity (the named one, or the newest open job without criteria)."""
+    store = req.store
+    job_id = req.job_id(required=False)
+    if job_id:
+        job = Job.load(store, job_id)
+    else:
+        doc = store.newest_job(("waiting",), {"criteria": None}) or store.newest_job(("running",), {"criteria": None})
+        if doc is None:
+            raise ApiError(404, "no job is waiting for clients")
+        job = Job.of(doc)
+    if job.doc.get("criteria"):
+        raise ApiError(403, f"job {job.id} takes only registered devices that meet its criteria (register, then join)")
+    return enrol(store, job)
+
+
+def enrol(store: Store, job: Job, device_id: str | None = None) -> dict:
+    """Give a participant a client identity in ``job``: what ``subscribe`` and ``join`` answer."""
+    cfg = job.config
+    if not job.takes_clients:
+        raise ApiError(409, f"job {job.id} is {job.state} and takes no new clients")
+    client_id = "c-" + secrets.token_hex(6)
+    token, token_hash = auth.new_client_token(client_id)
+    now = time.time()
+    doc = {"_id": client_id, "job_id": job.id, "token_hash": token_hash, "created_at": now, "last_seen": now}
+    if device_id is not None:
+        doc["device_id"] = device_id
+    client = store.add_client(doc, capacity=cfg.num_clients)
+    if client is None:
+        raise ApiError(409, f"job {job.id} already has its {cfg.num_clients} clients")
+    # the device's concurrent join took its place first: a fresh token opens that place
+    reply = identity(job, client, token) if client["_id"] == client_id else reissue(store, job, client, now)
+    # the job as it is now: any joiner may be the last to insert, whatever slot it took
+    rounds.maybe_start(store, Job.load(store, job.id), now)
+    return reply
+
+
+def reissue(store: Store, job: Job, client: dict, now: float) -> dict:
+    """A fresh token for an existing client (the old one stops working), as ``identity`` answers it."""
+    token, token_hash = auth.new_client_token(client["_id"])
+    store.set_client_token(client["_id"], token_hash, now)
+    return identity(job, client, token)
+
+
+def identity(job: Job, client: dict, token: str) -> dict:
+    """What subscribe and join answer: who the client is in the job, and the job's settings."""
+    return {"job_id": job.id, "client_id": client["_id"], "token": token, "index": client["index"],
+            "config": job.config.to_dict()}
+
+
+def partition(req: Request) -> dict:
+    """The client's share of the training set, as a spec it expands itself."""
+    client = req.client()
+    return Job.load(req.store, client["job_id"]).config.partition_spec(client["index"])
+
+
+def poll(req: Request) -> dict:
+    """What the client should do now; also moves the job forward if it is ready."""
+    store = req.store
+    client = req.client()
+    now = time.time()
+    store.touch_client(client["_id"], now)
+    if "info" in req.body and client.get("device_id"):
+        req.store.update_device(client["device_id"], {"info": parse_info(req.body["info"]), "last_seen": now})
+    job = rounds.advance(store, Job.load(store, client["job_id"]), now)
+    reply = {"job_id": job.id, "round": job.round, "state": job.state}
+    if job.finished or client.get("left"):
+        return {**reply, "action": "done", "retry_after": None}
+    # "train" comes with what get_model would answer, so training costs the client no second call
+    # (unless it is to start from an older version, which get_model serves)
+    latest = job.doc.get("model_round")
+    if job.state == "running" and job.config.mode == "async":
+        base = buffered.claim(store, job, client["_id"], now)
+        if base is not None:  # "round" is the version to train on, "version" the one being built
+            model = model_reply(store, job, latest) if base == (latest or 0) else {}
+            return {**model, **reply, "round": base, "version": job.round, "mode": "async", "action": "train",
+                    "retry_after": 0}
+        return {**reply, "mode": "async", "action": "wait", "retry_after": rounds.poll_interval(job, POLL_INTERVAL_S)}
+    if job.state == "running" and client["_id"] in job.picked \
+            and not store.has_update(job.id, job.round, client["_id"]):
+        return {**model_reply(store, job, latest), **reply, "action": "train", "retry_after": 0}
+    return {**reply, "action": "wait", "retry_after": rounds.wait_hint(job, now, POLL_INTERVAL_S)}
+
+
+def get_model(req: Request) -> dict:
+    """The latest (or the given ``round``'s) global model, ``weights`` null before any exists.
+
+    The stored safetensors bytes go out as they are, base64-encoded: no decode
+    and re-encode per call; a model larger than one request is described under
+    ``chunked`` instead and fetched with ``get_chunk`` (see :mod:`flcore.actions.transfer`).
+    """
+    wanted = req.body.get("round")
+    job = req.visible_job(history=wanted is not None)
+    model_round = job.doc.get("model_round")
+    if wanted == 0 and model_round is None:  # the seeded initial model, which clients build themselves
+        wanted = None
+    if wanted is not None:
+        if isinstance(wanted, bool) or not isinstance(wanted, int) or model_round is None \
+                or not 0 <= wanted <= model_round:
+            raise ApiError(404, f"no model for round {wanted!r}; latest is {model_round}")
+        model_round = wanted
+    return model_reply(req.store, job, model_round)
+
+
+def model_reply(store: Store, job: Job, model_round: int | None) -> dict:
+    """What a client trains with: round ``model_round``'s model (inline, or described for chunks),
+    the job's settings and this round's hyperparameters. ``job`` must hold the history when
+    ``model_round`` is older than the latest model."""
+    round_cfg = job.config_at(job.round)
+    reply = {"job_id": job.id, "round": job.round, "model_round": model_round, "state": job.state,
+             "weights": None, "config": job.config.to_dict(),
+             "round_config": round_cfg.round_config(job.round, round_cfg.build_strategy())}
+    if model_round is not None:
+        transfer.model_parts(store, store.model_doc(job.id, model_round, job.model_owner(model_round)), reply)
+    return reply
+
+
+def metrics_of(raw: object) -> dict[str, float]:
+    """A body's ``metrics``: at most 32 named finite numbers, or a 400."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or len(raw) > 32:
+        raise ApiError(400, "metrics must be an object of at most 32 numbers")
+    out = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not 0 < len(key) <= 64 or "." in key or key.startswith("$"):
+            raise ApiError(400, "metric names must be short plain strings")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ApiError(400, f"metric {key!r} must be a finite number")
+        out[key] = float(value)
+    return out
+
+
+def _claim_limit(job: Job, client: dict) -> int:
+    """The most examples this client can have trained on: the size of its assigned share.
+
+    Computed from the data set's public class counts, so a client cannot buy
+    weight in the average by claiming more data than it was given.
+    """
+    return train_examples(TRAIN_CLASS_COUNTS[job.config.dataset], job.config.partition_spec(client["index"]))
+
+
+def submit(req: Request) -> dict:
+    """Accept a picked client's update for the open round, once."""
+    store = req.store
+    client = req.client()
+    rnd = req.integer("round", 0, MAX_ROUND)
+    job = Job.load(store, client["job_id"])
+    limit = _claim_limit(job, client)
+    n = req.body.get("num_examples")
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= limit:
+        raise ApiError(400, f"num_examples must be an integer between 1 and {limit}, "
+                            f"the training examples of this client's share")
+    metrics = metrics_of(req.body.get("metrics"))
+    if store.has_update(job.id, rnd, client["_id"]):
+        return {"accepted": False, "duplicate": True, "round": rnd}
+    may_submit(store, job, client, rnd)
+    blob_id, size, digest = transfer.checked_update(store, job, client, rnd, req.body)
+    now = time.time()
+    outcome = store.add_update({"job_id": job.id, "round": rnd, "client_id": client["_id"], "blob": blob_id,
+                                "size": size, "sha256": digest, "num_examples": n, "metrics": metrics,
+                                "received_at": now})
+    if outcome == "copy":
+        raise ApiError(409, "this update is identical to one another client already submitted in this round")
+    if outcome == "stored":
+        if job.config.mode == "async":  # its slot is free for the next client (or for itself, on a newer model)
+            store.release_slot(job.id, client["_id"])
+        store.touch_client(client["_id"], now)  # a client that just delivered is alive
+        if client.get("device_id"):
+            timed = {"train_seconds_total": metrics["train_seconds"], "timed_updates": 1} \
+                if 0 <= metrics.get("train_seconds", -1) <= 86_400 else {}
+            store.count_device_stats({client["device_id"]: {"updates_accepted": 1, **timed}})
+    # when to ask again: async clients may take a new slot at once; sync ones wait for the round's end
+    retry = 0.0 if job.config.mode == "async" else rounds.wait_hint(job, now, POLL_INTERVAL_S)
+    return {"accepted": outcome == "stored", "duplicate": outcome == "duplicate", "round": rnd, "retry_after": retry}
+
+
+def may_submit(store: Store, job: Job, client: dict, rnd: int) -> None:
+    """Refuse, with the reason, an update for ``rnd`` that could not count (round closed, not picked, no slot)."""
+    if job.config.mode == "async":  # rnd: the version it trained on
+        buffered.check_submit(store, job, client, rnd)
+    elif job.state != "running" or rnd != job.round or client.get("left"):
+        raise ApiError(409, f"round {rnd} is not open (job is {job.state}, round {job.round})")
+    elif client["_id"] not in job.picked:
+        raise ApiError(409, f"client {client['_id']} was not picked for round {rnd}")
+
+
+def upload_chunk(req: Request) -> dict:
+    """One chunk of an update too large for one request (see :mod:`flcore.actions.transfer`)."""
+    return transfer.upload_chunk(req, may_submit)
+
+
+def aggregate(req: Request) -> dict:
+    """Close every round that is ready (or just the named job's); safe to call any time."""
+    client = req.caller()
+    job_id = client["job_id"] if client is not None else req.job_id(required=False)
+    if job_id is None:
+        return close_ready(req.store)
+    return {"jobs": [_moved(rounds.advance(req.store, Job.load(req.store, job_id)))]}  # 404 if unknown
+
+
+def _moved(job: Job) -> dict:
+    return {"job_id": job.id, "state": job.state, "round": job.round}
+
+
+def close_ready(store: Store) -> dict:
+    """Move every running job forward, and finish rule-started jobs a crash left unopened;
+    what the scheduled event runs."""
+    for doc in store.jobs_with_pending_starts():
+        rounds.start_pending(store, doc["_id"], doc["starts_pending"], time.time())
+    moved = []
+    for jid in store.running_job_ids():
+        doc = store.get_job(jid)
+        if doc is not None:
+            moved.append(_moved(rounds.advance(store, Job.of(doc))))
+    return {"jobs": moved}
+
+
+def _submitted(store: Store, job: Job) -> int:
+    """Updates waiting to count: this round's (sync), or those in the buffer (async)."""
+    if job.state != "running":
+        return 0
+    if job.config.mode == "async":
+        return store.count_uncounted(job.id)
+    return len(store.submitted_clients(job.id, job.round))
+
+
+def _buffer(job: Job) -> dict:
+    """Async mode's effective buffer settings and who trains now (defaults resolved), for people to read."""
+    if job.config.mode != "async":
+        return {}
+    return {"buffer": {"size": job.config.buffer, "max_concurrency": job.config.concurrency,
+                       "training": len(job.picked), "in_flight": job.doc.get("in_flight", {})}}
+
+
+def _model_summary(job: Job) -> dict:
+    """What the job trains, in a line: its model's name (a preset, or custom), size and layers."""
+    mdef = job.config.model_def
+    return {"name": mdef.name, "parameters": mdef.parameters, "bytes": mdef.nbytes, "layers": len(mdef.layers)}
+
+
+def status(req: Request) -> dict:
+    """State, current round, settings (with their changes), rules and per-round history of a job."""
+    job = req.visible_job(history=True)
+    doc = job.doc
+    return {
+        "job_id": job.id, "name": doc.get("name"), "tags": doc.get("tags", []), "priority": doc.get("priority", 0),
+        "state": job.state, "round": job.round, "rounds": job.config.rounds,
+        "subscribed": req.store.count_clients(job.id), "picked": job.picked,
+        "submitted": _submitted(req.store, job), "mode": job.config.mode, **_buffer(job),
+        "model": _model_summary(job),
+        "model_round": doc.get("model_round"), "created_at": doc["created_at"],
+        "stopped_because": doc.get("stopped_because"),
+        "opened_at": doc.get("opened_at"), "started_at": doc.get("started_at"), "finished_at": doc.get("finished_at"),
+        "config": job.config.to_dict(), "changes": doc.get("changes", []),
+        "criteria": doc.get("criteria"), "rules": doc.get("rules", []), "rules_fired": doc.get("rules_fired", []),
+        "best": doc.get("best"),
+        "history": [{**h, "reported": doc["reported"][str(h["round"])]} if str(h["round"]) in doc.get("reported", {})
+                    else h for h in doc.get("history", [])],
+    }
+
+
+ACTIONS: dict[str, Action] = {
+    "subscribe": subscribe,
+    "partition": partition,
+    "poll": poll,
+    "get_model": get_model,
+    "submit": submit,
+    "upload_chunk": upload_chunk,
+    "get_chunk": transfer.get_chunk,
+    "aggregate": aggregate,
+    "status": status,
+}

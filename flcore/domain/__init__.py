@@ -1,0 +1,1 @@
+"""The domain: a job and its typed settings, devices, the criteria language."""

@@ -1,0 +1,1 @@
+"""The round engine: the job's lifecycle, closing rounds, the round modes, picking, the lease, rules."""

@@ -1,0 +1,1 @@
+"""What clients import too, without torch or MongoDB: data-set facts, partitions, models, tensors, strategies."""

@@ -1,0 +1,1 @@
+"""Storage: MongoDB collections and GridFS blobs behind one store."""
