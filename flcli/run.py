@@ -29,7 +29,7 @@ from flcli.devstack import ROOT, LocalStack, free_port
 from flcli.memory import PeakMemory
 from flcli.operator import Operator
 from flcore.domain.config import JobConfig, field_types, parse_config
-from flcore.errors import ApiError
+from flcore.errors import DomainError
 from fllocal import data, env
 
 # Older, shorter names kept beside FL_<FIELD> (documented in earlier READMEs).
@@ -278,7 +278,7 @@ def main() -> int:
     overrides = job_overrides()
     try:
         parse_config(overrides)  # the function's own checks, before anything is started
-    except ApiError as exc:
+    except DomainError as exc:
         raise SystemExit(f"the job settings are not valid: {exc.message}") from None
     run_job(overrides, Path(env.get("FL_RESULTS_DIR", str(ROOT / "results"))))
     return 0

@@ -33,11 +33,9 @@ wsk action update "$action" "$build/action.zip" "${kind[@]}" --web true --web-se
   -a final true --param-file "$build/params.json" --timeout 60000 --memory 512
 rm -f "$build/params.json"
 
-# API gateway routes, one per action (clients may also use the web action URL directly).
+# API gateway routes, one per action of the route table (clients may also use the web action URL directly).
 if [ "${FL_OW_API:-1}" = 1 ]; then
-  for a in start_training subscribe partition poll get_model submit upload_chunk get_chunk aggregate status \
-           create_job start_job stop_job update_job list_jobs register update_device offers join leave devices \
-           predict report; do
+  for a in $(python3 -m flcore.edge.routes --names); do
     wsk api create /fl "/$a" post "$action" --response-type http >/dev/null
   done
   for p in dashboard dashboard/app.js dashboard/app.css; do  # the dashboard, served by the action on GET

@@ -2,7 +2,8 @@
 
 import pytest
 
-from flcore.errors import ApiError
+from flcore.edge.api import status_of
+from flcore.errors import DomainError
 from flcore.domain.filters import MAX_DEPTH, MAX_NODES, check, matches
 
 FIELDS = ("info.", "stats.")
@@ -57,9 +58,9 @@ def test_every_operator_and_nesting(flt, expected):
     ({"$or": [{"$and": [{"info.a": i}, {"info.b": i}]} for i in range(MAX_NODES // 3 + 1)]}, "larger than"),
 ])
 def test_invalid_filters_are_400_naming_the_problem(flt, message):
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         check(flt, FIELDS, "criteria")
-    assert err.value.status == 400
+    assert status_of(err.value) == 400
     assert message in err.value.message and err.value.message.startswith("criteria")
 
 
@@ -68,7 +69,7 @@ def test_depth_limit_counts_nested_logic():
     for _ in range(MAX_DEPTH - 1):
         flt = {"$and": [flt]}
     assert matches(check(flt, FIELDS), DEVICE)
-    with pytest.raises(ApiError):
+    with pytest.raises(DomainError):
         check({"$or": [flt]}, FIELDS)
 
 
@@ -77,5 +78,5 @@ def test_exact_field_names_for_rule_conditions():
     closed = {"round": 6, "clients": 10, "metrics": {"eval_accuracy": 0.97}, "best": {"eval_accuracy": 0.97},
               "rounds_since_best": 0}
     assert matches(check({"metrics.eval_accuracy": {"$gte": 0.97}, "round": {"$gt": 5}}, fields), closed)
-    with pytest.raises(ApiError):
+    with pytest.raises(DomainError):
         check({"best.eval_loss": 1}, fields)

@@ -9,7 +9,8 @@ import torch
 from flcore.shared import inference
 from flcore.shared import modeldef
 from flcore.domain.config import parse_config
-from flcore.errors import ApiError
+from flcore.edge.api import status_of
+from flcore.errors import DomainError
 from fllocal import models
 
 SMALL_RESNET = [
@@ -25,9 +26,9 @@ SMALL_RESNET = [
 
 
 def _refused(model, dataset: str = "mnist") -> str:
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         modeldef.resolve(model, dataset)
-    assert err.value.status == 400
+    assert status_of(err.value) == 400
     return err.value.message
 
 
@@ -71,7 +72,7 @@ def test_a_job_takes_a_layer_list_and_stores_it_complete():
     assert stored[2]["name"] == "2"  # unnamed layers are named by position, as torch's Sequential does
     assert parse_config({"model": "resnet18"}).to_dict()["model"] == "resnet18"
     assert parse_config({}).to_dict()["model"] == "cnn_mnist"
-    with pytest.raises(ApiError):
+    with pytest.raises(DomainError):
         parse_config({"model": [{"type": "linear", "out": 10}]})
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from flcore.domain.config import parse_config
-from flcore.errors import ApiError
+from flcore.errors import DomainError
 from flcore.shared.partition import all_partitions, parse, partition_indices, train_eval_split
 
 LABELS = np.repeat(np.arange(10), 600)[np.random.default_rng(3).permutation(6000)]  # 6000 examples, 10 classes
@@ -71,7 +71,7 @@ def test_partition_text_in_jobs():
     cfg = parse_config({"partition": "Dirichlet:0.1"})
     assert (cfg.partition, cfg.partition_alpha) == ("dirichlet", 0.1)
     for bad in ("shards:x", "iid:3", "random:1", "dirichlet:-1"):
-        with pytest.raises(ApiError):
+        with pytest.raises(DomainError):
             parse_config({"partition": bad})
 
 

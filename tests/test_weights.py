@@ -6,7 +6,8 @@ import pytest
 
 from conftest import mdef, random_weights, tensor_spec
 from flcore.shared import weights as wcodec
-from flcore.errors import ApiError
+from flcore.edge.api import status_of
+from flcore.errors import DomainError
 
 
 def test_round_trip_is_exact():
@@ -31,9 +32,9 @@ def test_content_digest_ignores_how_the_header_was_written():
 
 
 def _status(text: object, model: str = "cnn_mnist") -> int:
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         wcodec.parse_update(text, mdef(model))
-    return err.value.status
+    return status_of(err.value)
 
 
 def test_rejects_wrong_tensors():
@@ -54,13 +55,13 @@ def test_scaffold_updates_carry_one_control_tensor_per_weight():
     checked = wcodec.parse_update(wcodec.to_b64(full), mdef(), ("control/",))
     assert wcodec.decode(checked.blob).keys() == full.keys()
     assert _status(wcodec.to_b64(full)) == 413  # twice what other strategies take
-    with pytest.raises(ApiError) as err:  # the control part missing, or not finite
+    with pytest.raises(DomainError) as err:  # the control part missing, or not finite
         wcodec.parse_update(wcodec.to_b64(w), mdef(), ("control/",))
-    assert err.value.status == 400
-    with pytest.raises(ApiError) as err:
+    assert status_of(err.value) == 400
+    with pytest.raises(DomainError) as err:
         wcodec.parse_update(wcodec.to_b64({**full, "control/fc2.bias": np.full(10, np.nan, np.float32)}),
                             mdef(), ("control/",))
-    assert err.value.status == 400
+    assert status_of(err.value) == 400
 
 
 def test_rejects_what_is_not_safetensors():

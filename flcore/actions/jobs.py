@@ -16,7 +16,7 @@ from flcore.engine import rounds
 from flcore.engine import rules
 from flcore.shared import weights as wcodec
 from flcore.domain.config import parse_changes, parse_config
-from flcore.errors import ApiError
+from flcore.errors import Conflict, DomainError, Invalid, NotFound
 from flcore.actions.protocol import metrics_of
 from flcore.domain.job import STATES, UNFINISHED, Job
 from flcore.edge.request import MAX_ROUND, Request
@@ -32,12 +32,11 @@ UPDATE_WAIT_S = 0.2
 
 def create_job(req: Request) -> dict:
     """A new job from its settings, name, tags, criteria, rules and priority; ``start: false`` keeps it ``created``."""
-    req.require_admin()
     body = req.body
     cfg = parse_config(body, extra=JOB_FIELDS)
     start, public = body.get("start", True), body.get("public_predict", False)
     if not isinstance(start, bool) or not isinstance(public, bool):
-        raise ApiError(400, "start and public_predict must be true or false")
+        raise Invalid("start and public_predict must be true or false")
     meta = {
         "name": rules.text(body["name"], "name", 100) if body.get("name") is not None else None,
         "tags": _tags(body.get("tags")),
@@ -64,7 +63,7 @@ def create_job(req: Request) -> dict:
 def start_training(req: Request) -> dict:
     """The first action of this API, kept: ``create_job`` with the job started."""
     if "start" in req.body:
-        raise ApiError(400, "start_training always starts the job; use create_job with start: false")
+        raise Invalid("start_training always starts the job; use create_job with start: false")
     return create_job(req)
 
 
@@ -72,22 +71,20 @@ def _tags(raw: object) -> list[str]:
     if raw is None:
         return []
     if not isinstance(raw, list) or len(raw) > MAX_TAGS:
-        raise ApiError(400, f"tags must be a list of at most {MAX_TAGS} strings")
+        raise Invalid(f"tags must be a list of at most {MAX_TAGS} strings")
     return [rules.text(tag, "each tag", 40) for tag in raw]
 
 
 def start_job(req: Request) -> dict:
     """``created`` -> ``waiting``: the job now takes devices."""
-    req.require_admin()
     job = Job.load(req.store, req.job_id())
     if rounds.open_job(req.store, job.id, time.time()) is None:
-        raise ApiError(409, f"job {job.id} is {job.state}; only a created job can be started")
+        raise Conflict(f"job {job.id} is {job.state}; only a created job can be started")
     return {"job_id": job.id, "state": "waiting"}
 
 
 def stop_job(req: Request) -> dict:
     """Any unfinished job -> ``stopped``, at once; an aggregation under way then cannot commit."""
-    req.require_admin()
     reason = rules.text(req.body.get("reason", "stopped by the operator"), "reason", rules.MAX_REASON)
     job = Job.load(req.store, req.job_id())
     stopped = req.store.transition(
@@ -95,18 +92,17 @@ def stop_job(req: Request) -> dict:
         {"$set": {"state": "stopped", "stopped_because": reason, "finished_at": time.time(), "picked": []}},
     )
     if stopped is None:
-        raise ApiError(409, f"job {job.id} has already finished ({job.state})")
+        raise Conflict(f"job {job.id} has already finished ({job.state})")
     return {"job_id": job.id, "state": "stopped", "round": stopped["round"], "stopped_because": reason}
 
 
 def update_job(req: Request) -> dict:
     """Change a job's settings from its next round on (from round 1 if none has started)."""
-    req.require_admin()
     job_id = req.job_id()
     for _ in range(UPDATE_TRIES):
         job = Job.load(req.store, job_id)
         if job.finished:
-            raise ApiError(409, f"job {job.id} has finished ({job.state}); nothing to change")
+            raise Conflict(f"job {job.id} has finished ({job.state}); nothing to change")
         changes = parse_changes(job.config, req.body.get("set"))
         from_round = job.round + 1 if job.state == "running" else 1
         change = {"round": from_round, "set": changes, "at": time.time(), "by": "operator"}
@@ -120,31 +116,29 @@ def update_job(req: Request) -> dict:
             return {"job_id": job.id, "from_round": from_round, "set": changes,
                     "config": Job.of(moved).config.to_dict()}
         time.sleep(UPDATE_WAIT_S)
-    raise ApiError(409, f"job {job_id} is closing a round; try again")
+    raise Conflict(f"job {job_id} is closing a round; try again")
 
 
 def report(req: Request) -> dict:
     """The operator's own measurements of a closed round (test-set accuracy), shown beside the clients'."""
-    req.require_admin()
     job = Job.load(req.store, req.job_id(), history=True)
     rnd = req.integer("round", 0, MAX_ROUND)
     if rnd not in {h["round"] for h in job.doc.get("history", [])}:
-        raise ApiError(404, f"round {rnd} of job {job.id} has not closed")
+        raise NotFound(f"round {rnd} of job {job.id} has not closed")
     metrics = metrics_of(req.body.get("metrics"))
     if not metrics:
-        raise ApiError(400, "metrics must name at least one measurement, e.g. {\"test_accuracy\": 0.98}")
+        raise Invalid("metrics must name at least one measurement, e.g. {\"test_accuracy\": 0.98}")
     req.store.transition(job.id, {}, {"$set": {f"reported.{rnd}.{k}": v for k, v in metrics.items()}})
     return {"job_id": job.id, "round": rnd, "reported": metrics}
 
 
 def list_jobs(req: Request) -> dict:
     """Jobs newest first, ``limit`` a page, ``next`` the cursor for the page after (null at the end)."""
-    req.require_admin()
     body = req.body
     query: dict = {}
     if body.get("state") is not None:
         if body["state"] not in STATES:
-            raise ApiError(400, f"state must be one of {list(STATES)}")
+            raise Invalid(f"state must be one of {list(STATES)}")
         query["state"] = body["state"]
     if body.get("tag") is not None:
         query["tags"] = rules.text(body["tag"], "tag", 40)
@@ -162,8 +156,8 @@ def _cursor(raw: object) -> tuple[float, str]:
     try:
         created, job_id = str(raw).split("/", 1)
         return float(created), rules.text(job_id, "after", 64)
-    except (ValueError, ApiError):
-        raise ApiError(400, "after must be the next value of a previous list_jobs answer") from None
+    except (ValueError, DomainError):
+        raise Invalid("after must be the next value of a previous list_jobs answer") from None
 
 
 def _summary(req: Request, job: Job) -> dict:

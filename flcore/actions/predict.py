@@ -12,7 +12,7 @@ import numpy as np
 from flcore.shared import inference
 from flcore.shared import png
 from flcore.shared import weights as wcodec
-from flcore.errors import ApiError
+from flcore.errors import Forbidden, Invalid, NotFound
 from flcore.domain.job import Job
 from flcore.edge.request import Request
 from flcore.shared.datasets import INPUT_SHAPES
@@ -27,19 +27,19 @@ def predict(req: Request) -> dict:
     """Classes and probabilities for ``inputs`` (raw pixel lists) or one base64 ``image``."""
     job = Job.load(req.store, req.job_id(), history=True)
     if not job.doc.get("public_predict"):
-        client = req.caller()  # the operator or a client; anyone else is refused
+        client = req.caller.member().client  # the operator or a client; anyone else is refused
         if client is not None and client["job_id"] != job.id:
-            raise ApiError(403, "a client can only use its own job's model")
+            raise Forbidden("a client can only use its own job's model")
     mode = req.body.get("mode", "global")
     if mode not in MODES:
-        raise ApiError(400, f"mode must be one of {list(MODES)}")
+        raise Invalid(f"mode must be one of {list(MODES)}")
     pixels = _pixels(req.body, job.config.dataset)
     rnd = _round(req, job)
     x = inference.preprocess(job.config.dataset, pixels)
     if mode == "global":
         blob = req.store.get_model(job.id, rnd, job.model_owner(rnd))
         if blob is None:
-            raise ApiError(404, f"no model for round {rnd}")
+            raise NotFound(f"no model for round {rnd}")
         probs = inference.probabilities(job.config.model_def, wcodec.decode(blob), x)
         used = 1
     else:
@@ -54,7 +54,7 @@ def predict(req: Request) -> dict:
 def _round(req: Request, job: Job) -> int:
     latest = job.doc.get("model_round")
     if latest is None:
-        raise ApiError(404, f"job {job.id} has no model yet")
+        raise NotFound(f"job {job.id} has no model yet")
     rnd = req.integer("round", 0, latest, required=False)
     return latest if rnd is None else rnd
 
@@ -63,13 +63,13 @@ def _client_models(req: Request, job: Job, rnd: int) -> list[dict[str, np.ndarra
     """The models the clients submitted in round ``rnd`` and the aggregation counted (model tensors only)."""
     entry = next((h for h in job.doc.get("history", []) if h["round"] == rnd), None)
     if entry is None:
-        raise ApiError(404, f"round {rnd} has no client models (round 0 is the initial model)")
+        raise NotFound(f"round {rnd} has no client models (round 0 is the initial model)")
     counted = set(entry["client_ids"])
     names = set(job.config.model_def.spec)  # not SCAFFOLD's control variates beside them
     models = [{k: v for k, v in wcodec.decode(req.store.update_weights(d)).items() if k in names}
               for d in req.store.load_updates(job.id, rnd) if d["client_id"] in counted]
     if not models:
-        raise ApiError(404, f"the client models of round {rnd} are no longer stored")
+        raise NotFound(f"the client models of round {rnd} are no longer stored")
     return models
 
 
@@ -77,16 +77,16 @@ def _pixels(body: dict, dataset: str) -> np.ndarray:
     """The request's images as an N x C x H x W array of 0..255 values, or a 400."""
     c, side, _ = INPUT_SHAPES[dataset]
     if ("inputs" in body) == ("image" in body):
-        raise ApiError(400, "send either inputs (a list of images as pixel lists) or image (base64 PNG)")
+        raise Invalid("send either inputs (a list of images as pixel lists) or image (base64 PNG)")
     if "image" in body:
         return _decode_image(body["image"], c, side)[None]
     raw = body["inputs"]
     if not isinstance(raw, list) or not 0 < len(raw) <= MAX_IMAGES:
-        raise ApiError(400, f"inputs must be a list of 1 to {MAX_IMAGES} images")
+        raise Invalid(f"inputs must be a list of 1 to {MAX_IMAGES} images")
     try:
         arr = np.asarray(raw, dtype=np.float64)
     except (ValueError, TypeError):
-        raise ApiError(400, "inputs must hold only numbers, every image the same shape") from None
+        raise Invalid("inputs must hold only numbers, every image the same shape") from None
     shape = arr.shape[1:]
     if c == 1 and shape in ((side, side), (1, side, side)):
         arr = arr.reshape(len(arr), 1, side, side)
@@ -94,20 +94,20 @@ def _pixels(body: dict, dataset: str) -> np.ndarray:
         arr = arr.transpose(0, 3, 1, 2)
     elif shape != (c, side, side):
         want = f"{side}x{side}" if c == 1 else f"{c}x{side}x{side} or {side}x{side}x{c}"
-        raise ApiError(400, f"each image of {dataset} must be {want} pixel values")
+        raise Invalid(f"each image of {dataset} must be {want} pixel values")
     if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
-        raise ApiError(400, "pixel values must be between 0 and 255")
+        raise Invalid("pixel values must be between 0 and 255")
     return arr
 
 
 def _decode_image(raw: object, channels: int, side: int) -> np.ndarray:
     """A base64 PNG as C x side x side pixels (converted to the data set's channels, area-resized)."""
     if not isinstance(raw, str) or len(raw) > MAX_IMAGE_BYTES * 4 // 3 + 4:
-        raise ApiError(400, f"image must be base64 text of at most {MAX_IMAGE_BYTES} bytes")
+        raise Invalid(f"image must be base64 text of at most {MAX_IMAGE_BYTES} bytes")
     data = wcodec.b64_field(raw.split(",", 1)[-1] if raw.startswith("data:") else raw, "image")
     try:
         if max(png.size(data)) > MAX_IMAGE_SIDE:  # from the header, before any pixel is decoded
-            raise ApiError(400, f"image is larger than {MAX_IMAGE_SIDE} pixels on a side: scale it down")
+            raise Invalid(f"image is larger than {MAX_IMAGE_SIDE} pixels on a side: scale it down")
         return png.resize(png.to_channels(png.decode(data), channels), side)
     except png.PngError as exc:
-        raise ApiError(400, f"image must be a PNG: {exc}") from None
+        raise Invalid(f"image must be a PNG: {exc}") from None

@@ -1,6 +1,6 @@
 """The round protocol's actions: one function each, a :class:`Request` in, a response dict out.
 
-Checks come before writes, so an action that raises :class:`ApiError` has
+Checks come before writes, so an action that raises :class:`DomainError` has
 changed nothing.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Callable
 
 from flcore.edge import auth
 from flcore.engine import fedbuff as buffered
@@ -17,7 +16,7 @@ from flcore.engine import rounds
 from flcore.actions import transfer
 from flcore.shared import weights as wcodec
 from flcore.domain.devices import parse_info
-from flcore.errors import ApiError
+from flcore.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from flcore.domain.job import Job
 from flcore.shared.partition import train_examples
 from flcore.edge.request import MAX_ROUND, Request
@@ -29,9 +28,6 @@ from flcore.storage.store import Store
 # quickly; earlier in a round it is told to come back about when the round should end.
 POLL_INTERVAL_S = 1.0
 
-Action = Callable[[Request], dict]
-
-
 def subscribe(req: Request) -> dict:
     """Join a job without a device identity (the named one, or the newest open job without criteria)."""
     store = req.store
@@ -41,10 +37,10 @@ def subscribe(req: Request) -> dict:
     else:
         doc = store.newest_job(("waiting",), {"criteria": None}) or store.newest_job(("running",), {"criteria": None})
         if doc is None:
-            raise ApiError(404, "no job is waiting for clients")
+            raise NotFound("no job is waiting for clients")
         job = Job.of(doc)
     if job.doc.get("criteria"):
-        raise ApiError(403, f"job {job.id} takes only registered devices that meet its criteria (register, then join)")
+        raise Forbidden(f"job {job.id} takes only registered devices that meet its criteria (register, then join)")
     return enrol(store, job)
 
 
@@ -52,7 +48,7 @@ def enrol(store: Store, job: Job, device_id: str | None = None) -> dict:
     """Give a participant a client identity in ``job``: what ``subscribe`` and ``join`` answer."""
     cfg = job.config
     if not job.takes_clients:
-        raise ApiError(409, f"job {job.id} is {job.state} and takes no new clients")
+        raise Conflict(f"job {job.id} is {job.state} and takes no new clients")
     client_id = "c-" + secrets.token_hex(6)
     token, token_hash = auth.new_client_token(client_id)
     now = time.time()
@@ -61,7 +57,7 @@ def enrol(store: Store, job: Job, device_id: str | None = None) -> dict:
         doc["device_id"] = device_id
     client = store.add_client(doc, capacity=cfg.num_clients)
     if client is None:
-        raise ApiError(409, f"job {job.id} already has its {cfg.num_clients} clients")
+        raise Conflict(f"job {job.id} already has its {cfg.num_clients} clients")
     # the device's concurrent join took its place first: a fresh token opens that place
     reply = identity(job, client, token) if client["_id"] == client_id else reissue(store, job, client, now)
     # the job as it is now: any joiner may be the last to insert, whatever slot it took
@@ -84,14 +80,14 @@ def identity(job: Job, client: dict, token: str) -> dict:
 
 def partition(req: Request) -> dict:
     """The client's share of the training set, as a spec it expands itself."""
-    client = req.client()
+    client = req.client
     return Job.load(req.store, client["job_id"]).config.partition_spec(client["index"])
 
 
 def poll(req: Request) -> dict:
     """What the client should do now; also moves the job forward if it is ready."""
     store = req.store
-    client = req.client()
+    client = req.client
     now = time.time()
     store.touch_client(client["_id"], now)
     if "info" in req.body and client.get("device_id"):
@@ -131,7 +127,7 @@ def get_model(req: Request) -> dict:
     if wanted is not None:
         if isinstance(wanted, bool) or not isinstance(wanted, int) or model_round is None \
                 or not 0 <= wanted <= model_round:
-            raise ApiError(404, f"no model for round {wanted!r}; latest is {model_round}")
+            raise NotFound(f"no model for round {wanted!r}; latest is {model_round}")
         model_round = wanted
     return model_reply(req.store, job, model_round)
 
@@ -154,13 +150,13 @@ def metrics_of(raw: object) -> dict[str, float]:
     if raw is None:
         return {}
     if not isinstance(raw, dict) or len(raw) > 32:
-        raise ApiError(400, "metrics must be an object of at most 32 numbers")
+        raise Invalid("metrics must be an object of at most 32 numbers")
     out = {}
     for key, value in raw.items():
         if not isinstance(key, str) or not 0 < len(key) <= 64 or "." in key or key.startswith("$"):
-            raise ApiError(400, "metric names must be short plain strings")
+            raise Invalid("metric names must be short plain strings")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ApiError(400, f"metric {key!r} must be a finite number")
+            raise Invalid(f"metric {key!r} must be a finite number")
         out[key] = float(value)
     return out
 
@@ -177,13 +173,13 @@ def _claim_limit(job: Job, client: dict) -> int:
 def submit(req: Request) -> dict:
     """Accept a picked client's update for the open round, once."""
     store = req.store
-    client = req.client()
+    client = req.client
     rnd = req.integer("round", 0, MAX_ROUND)
     job = Job.load(store, client["job_id"])
     limit = _claim_limit(job, client)
     n = req.body.get("num_examples")
     if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= limit:
-        raise ApiError(400, f"num_examples must be an integer between 1 and {limit}, "
+        raise Invalid(f"num_examples must be an integer between 1 and {limit}, "
                             f"the training examples of this client's share")
     metrics = metrics_of(req.body.get("metrics"))
     if store.has_update(job.id, rnd, client["_id"]):
@@ -195,7 +191,7 @@ def submit(req: Request) -> dict:
                                 "size": size, "sha256": digest, "num_examples": n, "metrics": metrics,
                                 "received_at": now})
     if outcome == "copy":
-        raise ApiError(409, "this update is identical to one another client already submitted in this round")
+        raise Conflict("this update is identical to one another client already submitted in this round")
     if outcome == "stored":
         if job.config.mode == "async":  # its slot is free for the next client (or for itself, on a newer model)
             store.release_slot(job.id, client["_id"])
@@ -214,9 +210,9 @@ def may_submit(store: Store, job: Job, client: dict, rnd: int) -> None:
     if job.config.mode == "async":  # rnd: the version it trained on
         buffered.check_submit(store, job, client, rnd)
     elif job.state != "running" or rnd != job.round or client.get("left"):
-        raise ApiError(409, f"round {rnd} is not open (job is {job.state}, round {job.round})")
+        raise Conflict(f"round {rnd} is not open (job is {job.state}, round {job.round})")
     elif client["_id"] not in job.picked:
-        raise ApiError(409, f"client {client['_id']} was not picked for round {rnd}")
+        raise Conflict(f"client {client['_id']} was not picked for round {rnd}")
 
 
 def upload_chunk(req: Request) -> dict:
@@ -226,7 +222,7 @@ def upload_chunk(req: Request) -> dict:
 
 def aggregate(req: Request) -> dict:
     """Close every round that is ready (or just the named job's); safe to call any time."""
-    client = req.caller()
+    client = req.caller.client
     job_id = client["job_id"] if client is not None else req.job_id(required=False)
     if job_id is None:
         return close_ready(req.store)
@@ -293,15 +289,3 @@ def status(req: Request) -> dict:
                     else h for h in doc.get("history", [])],
     }
 
-
-ACTIONS: dict[str, Action] = {
-    "subscribe": subscribe,
-    "partition": partition,
-    "poll": poll,
-    "get_model": get_model,
-    "submit": submit,
-    "upload_chunk": upload_chunk,
-    "get_chunk": transfer.get_chunk,
-    "aggregate": aggregate,
-    "status": status,
-}

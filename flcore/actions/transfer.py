@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from flcore.shared import weights as wcodec
 from flcore.storage.blobs import chunk_length, chunks_of
-from flcore.errors import ApiError
+from flcore.errors import DomainError, Invalid, NotFound, TooLarge
 from flcore.domain.job import Job
 from flcore.edge.request import MAX_ROUND, Request
 from flcore.shared.datasets import CHUNK_BYTES
@@ -43,14 +43,14 @@ def upload_id(client_id: str, rnd: int, size: int, sha256: str) -> str:
 def _declared(raw: object, job: Job) -> tuple[int, str]:
     """An upload's ``size`` and ``sha256``, checked against what the job's model allows."""
     if not isinstance(raw, dict):
-        raise ApiError(400, "upload must be an object with size and sha256")
+        raise Invalid("upload must be an object with size and sha256")
     size, sha = raw.get("size"), raw.get("sha256")
     limit = wcodec.limit_bytes(job.config.model_def, job.strategy.update_prefixes)
     if isinstance(size, bool) or not isinstance(size, int) or not 8 < size <= limit:
-        raise ApiError(400 if not isinstance(size, int) or size <= 8 else 413,
-                       f"upload size must be an integer from 9 to {limit} bytes (model {job.config.model_def.name!r})")
+        kind = Invalid if not isinstance(size, int) or size <= 8 else TooLarge
+        raise kind(                       f"upload size must be an integer from 9 to {limit} bytes (model {job.config.model_def.name!r})")
     if not isinstance(sha, str) or not _SHA256.match(sha):
-        raise ApiError(400, "upload sha256 must be 64 lowercase hex digits")
+        raise Invalid("upload sha256 must be 64 lowercase hex digits")
     return size, sha
 
 
@@ -61,7 +61,7 @@ def upload_chunk(req: Request, may_submit: Callable[[Store, Job, dict, int], Non
     ``round`` now), so only clients whose update could count can store chunks.
     """
     store = req.store
-    client = req.client()
+    client = req.client
     job = Job.load(store, client["job_id"])
     rnd = req.integer("round", 0, MAX_ROUND)
     may_submit(store, job, client, rnd)
@@ -71,10 +71,10 @@ def upload_chunk(req: Request, may_submit: Callable[[Store, Job, dict, int], Non
     data = req.body.get("data")
     want = chunk_length(size, index)
     if not isinstance(data, str) or len(data) > (want + 2) // 3 * 4 + 4:
-        raise ApiError(400, f"data must be base64 of chunk {index}'s {want} bytes")
+        raise Invalid(f"data must be base64 of chunk {index}'s {want} bytes")
     raw = wcodec.b64_field(data, "data")
     if len(raw) != want:
-        raise ApiError(400, f"chunk {index} of a {size}-byte upload must have {want} bytes, not {len(raw)}")
+        raise Invalid(f"chunk {index} of a {size}-byte upload must have {want} bytes, not {len(raw)}")
     if store.has_update(job.id, rnd, client["_id"]):
         return {"received": index, "chunks": total, "duplicate": True}
     upload = {"_id": upload_id(client["_id"], rnd, size, sha), "job_id": job.id, "client_id": client["_id"],
@@ -94,20 +94,20 @@ def checked_update(store: Store, job: Job, client: dict, rnd: int, body: dict) -
         checked = wcodec.parse_update(body.get("weights"), mdef, prefixes)
         return store.blobs.put(checked.blob, "update"), len(checked.blob), checked.sha256
     if body.get("weights") is not None:
-        raise ApiError(400, "send weights or upload, not both")
+        raise Invalid("send weights or upload, not both")
     size, sha = _declared(body["upload"], job)
     uid = upload_id(client["_id"], rnd, size, sha)
     missing = store.blobs.missing(uid, size)
     if missing:
-        raise ApiError(400, f"upload is missing chunks {missing[:20]}{' ...' if len(missing) > 20 else ''} "
+        raise Invalid(f"upload is missing chunks {missing[:20]}{' ...' if len(missing) > 20 else ''} "
                             f"of {chunks_of(size)}; send them with upload_chunk, then submit again")
     if store.blobs.sha256(uid) != sha:
         store.blobs.drop_upload(uid)
-        raise ApiError(400, "the uploaded bytes do not match the sha256 declared; the upload was discarded, "
+        raise Invalid("the uploaded bytes do not match the sha256 declared; the upload was discarded, "
                             "send it again")
     try:
         digest = wcodec.validate(store.blobs.source(uid, size), mdef, prefixes)
-    except ApiError:
+    except DomainError:
         store.blobs.drop_upload(uid)
         raise
     store.blobs.seal_upload(uid, size)
@@ -133,16 +133,16 @@ def get_chunk(req: Request) -> dict:
     job = req.visible_job(history=True)
     latest = job.doc.get("model_round")
     if latest is None:
-        raise ApiError(404, f"job {job.id} has no model yet")
+        raise NotFound(f"job {job.id} has no model yet")
     rnd = req.integer("round", 0, latest)
     key = req.body.get("part", "weights")
     if key not in PARTS:
-        raise ApiError(400, f"part must be one of {sorted(PARTS)}")
+        raise Invalid(f"part must be one of {sorted(PARTS)}")
     meta = (req.store.model_doc(job.id, rnd, job.model_owner(rnd)) or {}).get(PARTS[key])
     if not meta:
-        raise ApiError(404, f"no {key} stored for round {rnd}")
+        raise NotFound(f"no {key} stored for round {rnd}")
     index = req.integer("index", 0, chunks_of(meta["size"]) - 1)
     data = req.store.blobs.chunk(meta["id"], index)
     if data is None:
-        raise ApiError(404, f"chunk {index} of round {rnd}'s {key} is gone")
+        raise NotFound(f"chunk {index} of round {rnd}'s {key} is gone")
     return {"round": rnd, "part": key, "index": index, "data": wcodec.b64(data)}

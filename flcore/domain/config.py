@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from flcore.shared import partition as partitions
 from flcore.shared import strategies
-from flcore.errors import ApiError
+from flcore.errors import Invalid
 from flcore.shared import modeldef
 from flcore.shared.modeldef import ModelDef
 from flcore.shared.datasets import DATASET_MODELS
@@ -191,11 +191,11 @@ def field_types() -> dict[str, type]:
 def number(name: str, raw: object, kind: type, low: float, high: float) -> int | float:
     """``raw`` as a ``kind`` within [low, high], or a 400 that says what is wrong."""
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        raise ApiError(400, f"{name} must be a number")
+        raise Invalid(f"{name} must be a number")
     if kind is int and not isinstance(raw, int) and not float(raw).is_integer():
-        raise ApiError(400, f"{name} must be a whole number")
+        raise Invalid(f"{name} must be a whole number")
     if not math.isfinite(raw) or not low <= raw <= high:
-        raise ApiError(400, f"{name} must be between {low:g} and {high:g}")
+        raise Invalid(f"{name} must be between {low:g} and {high:g}")
     return kind(raw)
 
 
@@ -215,7 +215,7 @@ def check_known(body: Mapping, strategy: str, extra: Iterable[str] = ()) -> None
         described.append(f"{_short(key)} (a setting of {', '.join(others)}, not {strategy})" if others
                          else _short(key))
     more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-    raise ApiError(400, f"unknown job settings: {', '.join(described)}{more}")
+    raise Invalid(f"unknown job settings: {', '.join(described)}{more}")
 
 
 def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
@@ -225,7 +225,7 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
     """
     strategy = body.get("strategy", JobConfig.strategy)
     if not isinstance(strategy, str) or strategy.lower() not in strategies.REGISTRY:
-        raise ApiError(400, f"strategy must be one of {sorted(strategies.REGISTRY)}")
+        raise Invalid(f"strategy must be one of {sorted(strategies.REGISTRY)}")
     strategy = strategy.lower()
     check_known(body, strategy, extra)
     values: dict = {}
@@ -233,13 +233,13 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
         if name in body:
             raw = body[name]
             if not isinstance(raw, str) or not 0 < len(raw) <= 64:
-                raise ApiError(400, f"{name} must be a short string")
+                raise Invalid(f"{name} must be a short string")
             values[name] = raw.lower()
     if ":" in values.get("partition", ""):
         try:
             parsed = partitions.parse(values["partition"])
         except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
+            raise Invalid(str(exc)) from None
         body = {**body, **parsed}
         values["partition"] = parsed["partition"]
     body = {**DATASET_DEFAULTS.get(values.get("dataset", JobConfig.dataset), {}), **body}
@@ -252,26 +252,26 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
         values["model"] = body["model"]
     cfg = JobConfig(**values, strategy_params=params)
     if cfg.dataset not in DATASET_MODELS:
-        raise ApiError(400, f"dataset must be one of {sorted(DATASET_MODELS)}")
+        raise Invalid(f"dataset must be one of {sorted(DATASET_MODELS)}")
     cfg.model_def  # noqa: B018  (a 400 naming what is wrong with the model)
     if cfg.selection not in SELECTIONS:
-        raise ApiError(400, f"selection must be one of {list(SELECTIONS)}")
+        raise Invalid(f"selection must be one of {list(SELECTIONS)}")
     if cfg.mode not in MODES:
-        raise ApiError(400, f"mode must be one of {list(MODES)}")
+        raise Invalid(f"mode must be one of {list(MODES)}")
     if cfg.mode == "async" and not cfg.build_strategy().asynchronous:
-        raise ApiError(400, f"strategy {cfg.strategy} cannot run in async mode: "
+        raise Invalid(f"strategy {cfg.strategy} cannot run in async mode: "
                             f"{strategies.REGISTRY[cfg.strategy].why_not_async}; async mode takes "
                             f"{', '.join(strategies.asynchronous())}")
     if cfg.buffer_size > cfg.num_clients:
-        raise ApiError(400, "buffer_size cannot exceed num_clients (a client adds one update per model version)")
+        raise Invalid("buffer_size cannot exceed num_clients (a client adds one update per model version)")
     if cfg.partition not in partitions.SCHEMES:
-        raise ApiError(400, f"partition must be one of {sorted(partitions.SCHEMES)}")
+        raise Invalid(f"partition must be one of {sorted(partitions.SCHEMES)}")
     if cfg.min_clients > cfg.num_clients:
-        raise ApiError(400, "min_clients cannot exceed num_clients")
+        raise Invalid("min_clients cannot exceed num_clients")
     if cfg.clients_per_round > cfg.num_clients:
-        raise ApiError(400, "clients_per_round cannot exceed num_clients")
+        raise Invalid("clients_per_round cannot exceed num_clients")
     if cfg.min_updates > cfg.clients_per_round:
-        raise ApiError(400, "min_updates cannot exceed clients_per_round")
+        raise Invalid("min_updates cannot exceed clients_per_round")
     return cfg
 
 
@@ -291,16 +291,16 @@ def parse_changes(cfg: JobConfig, raw: object) -> dict:
     breaks a rule between settings (clients_per_round above num_clients) is refused.
     """
     if not isinstance(raw, dict) or not raw:
-        raise ApiError(400, "set must be an object of settings to change, e.g. {\"lr\": 0.005}")
+        raise Invalid("set must be an object of settings to change, e.g. {\"lr\": 0.005}")
     allowed = UPDATABLE | set(strategies.REGISTRY[cfg.strategy].params)
     fixed = [k for k in raw if k not in allowed]
     if fixed:
         known = FIELDS | set(strategies.REGISTRY[cfg.strategy].params)
         names = ", ".join(_short(k) for k in fixed[:10])
         if all(k in known for k in fixed):
-            raise ApiError(400, f"cannot change {names} once a job exists; "
+            raise Invalid(f"cannot change {names} once a job exists; "
                                 f"changeable: {', '.join(sorted(allowed))}")
-        raise ApiError(400, f"unknown job settings: {names}")
+        raise Invalid(f"unknown job settings: {names}")
     merged = parse_config({**cfg.to_dict(), **raw})
     flat = merged.to_dict()
     return {k: flat[k] for k in raw}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from flcore.errors import ApiError
+from flcore.errors import Invalid
 
 MAX_INFO_BYTES = 4096
 MAX_ENTRIES = 16
@@ -25,16 +25,16 @@ STATS = ("jobs_joined", "rounds_trained", "updates_accepted", "deadlines_missed"
 def parse_info(raw: object) -> dict:
     """A device's self-description, or a 400 naming what is wrong with it."""
     if not isinstance(raw, dict):
-        raise ApiError(400, "info must be an object: platform, cpus, memory_mb, datasets, labels")
+        raise Invalid("info must be an object: platform, cpus, memory_mb, datasets, labels")
     unknown = [k for k in raw if k not in ("platform", "cpus", "memory_mb", "datasets", "labels")]
     if unknown:
-        raise ApiError(400, f"info: unknown fields {', '.join(repr(k[:40]) for k in unknown[:5])}")
+        raise Invalid(f"info: unknown fields {', '.join(repr(k[:40]) for k in unknown[:5])}")
     if len(json.dumps(raw)) > MAX_INFO_BYTES:
-        raise ApiError(400, f"info is larger than {MAX_INFO_BYTES} bytes")
+        raise Invalid(f"info is larger than {MAX_INFO_BYTES} bytes")
     info: dict = {}
     if "platform" in raw:
         if not isinstance(raw["platform"], str) or not 0 < len(raw["platform"]) <= 64:
-            raise ApiError(400, "info.platform must be text of 1 to 64 characters, e.g. linux/aarch64")
+            raise Invalid("info.platform must be text of 1 to 64 characters, e.g. linux/aarch64")
         info["platform"] = raw["platform"]
     for name, high in (("cpus", 4096), ("memory_mb", 100_000_000)):
         if name in raw:
@@ -46,23 +46,23 @@ def parse_info(raw: object) -> dict:
         labels = _entries(raw["labels"], "info.labels")
         for key, value in labels.items():
             if not isinstance(value, str) or len(value) > 128:
-                raise ApiError(400, f"info.labels.{key} must be text of at most 128 characters")
+                raise Invalid(f"info.labels.{key} must be text of at most 128 characters")
         info["labels"] = labels
     return info
 
 
 def _entries(raw: object, where: str) -> dict:
     if not isinstance(raw, dict) or len(raw) > MAX_ENTRIES:
-        raise ApiError(400, f"{where} must be an object of at most {MAX_ENTRIES} entries")
+        raise Invalid(f"{where} must be an object of at most {MAX_ENTRIES} entries")
     for key in raw:
         if not _NAME.match(key):
-            raise ApiError(400, f"{where}: names are 1 to 64 letters, digits, '_' or '-', not {key[:40]!r}")
+            raise Invalid(f"{where}: names are 1 to 64 letters, digits, '_' or '-', not {key[:40]!r}")
     return dict(raw)
 
 
 def _whole(raw: object, where: str, low: int, high: int) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
-        raise ApiError(400, f"{where} must be a whole number between {low} and {high}")
+        raise Invalid(f"{where} must be a whole number between {low} and {high}")
     return raw
 
 

@@ -27,7 +27,7 @@ import operator
 import re
 from collections.abc import Iterable, Mapping
 
-from flcore.errors import ApiError
+from flcore.errors import Invalid
 
 MAX_DEPTH = 6
 MAX_NODES = 200
@@ -48,7 +48,7 @@ class _Budget:
     def spend(self, what: str) -> None:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise ApiError(400, f"{what}: filter is larger than {MAX_NODES} terms")
+            raise Invalid(f"{what}: filter is larger than {MAX_NODES} terms")
 
 
 def check(flt: object, fields: Iterable[str], what: str = "filter") -> dict:
@@ -60,18 +60,18 @@ def check(flt: object, fields: Iterable[str], what: str = "filter") -> dict:
 
 def _check_filter(flt: object, fields: tuple[str, ...], what: str, depth: int, budget: _Budget) -> None:
     if depth > MAX_DEPTH:
-        raise ApiError(400, f"{what}: filter is nested deeper than {MAX_DEPTH} levels")
+        raise Invalid(f"{what}: filter is nested deeper than {MAX_DEPTH} levels")
     if not isinstance(flt, dict):
-        raise ApiError(400, f"{what}: a filter must be an object")
+        raise Invalid(f"{what}: a filter must be an object")
     for key, value in flt.items():
         budget.spend(what)
         if key in ("$and", "$or"):
             if not isinstance(value, list) or not 0 < len(value) <= MAX_LIST:
-                raise ApiError(400, f"{what}: {key} takes a list of 1 to {MAX_LIST} filters")
+                raise Invalid(f"{what}: {key} takes a list of 1 to {MAX_LIST} filters")
             for sub in value:
                 _check_filter(sub, fields, what, depth + 1, budget)
         elif key.startswith("$"):
-            raise ApiError(400, f"{what}: unknown operator {key[:40]!r}; allowed: {sorted(OPERATORS)}")
+            raise Invalid(f"{what}: unknown operator {key[:40]!r}; allowed: {sorted(OPERATORS)}")
         else:
             _check_field(key, fields, what)
             if isinstance(value, dict):
@@ -83,32 +83,32 @@ def _check_filter(flt: object, fields: tuple[str, ...], what: str, depth: int, b
 def _check_field(path: str, fields: tuple[str, ...], what: str) -> None:
     ok = _PATH.match(path) and any(path == f or (f.endswith(".") and path.startswith(f)) for f in fields)
     if not ok:
-        raise ApiError(400, f"{what}: field {path[:64]!r} is not one of {', '.join(fields)}")
+        raise Invalid(f"{what}: field {path[:64]!r} is not one of {', '.join(fields)}")
 
 
 def _check_condition(cond: dict, what: str, depth: int, budget: _Budget) -> None:
     if depth > MAX_DEPTH:
-        raise ApiError(400, f"{what}: filter is nested deeper than {MAX_DEPTH} levels")
+        raise Invalid(f"{what}: filter is nested deeper than {MAX_DEPTH} levels")
     if not cond:
-        raise ApiError(400, f"{what}: an empty condition matches nothing useful")
+        raise Invalid(f"{what}: an empty condition matches nothing useful")
     for op, operand in cond.items():
         budget.spend(what)
         if op in _COMPARE:
             _check_scalar(operand, f"{what}: {op}")
         elif op in _LISTS:
             if not isinstance(operand, list) or len(operand) > MAX_LIST:
-                raise ApiError(400, f"{what}: {op} takes a list of at most {MAX_LIST} values")
+                raise Invalid(f"{what}: {op} takes a list of at most {MAX_LIST} values")
             for item in operand:
                 _check_scalar(item, f"{what}: {op}")
         elif op == "$exists":
             if not isinstance(operand, bool):
-                raise ApiError(400, f"{what}: $exists takes true or false")
+                raise Invalid(f"{what}: $exists takes true or false")
         elif op == "$not":
             if not isinstance(operand, dict):
-                raise ApiError(400, f"{what}: $not takes a condition such as {{\"$gt\": 3}}")
+                raise Invalid(f"{what}: $not takes a condition such as {{\"$gt\": 3}}")
             _check_condition(operand, what, depth + 1, budget)
         else:
-            raise ApiError(400, f"{what}: unknown operator {str(op)[:40]!r}; allowed: {sorted(OPERATORS)}")
+            raise Invalid(f"{what}: unknown operator {str(op)[:40]!r}; allowed: {sorted(OPERATORS)}")
 
 
 def _check_scalar(value: object, where: str) -> None:
@@ -116,13 +116,13 @@ def _check_scalar(value: object, where: str) -> None:
         return
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
-            raise ApiError(400, f"{where}: numbers must be finite")
+            raise Invalid(f"{where}: numbers must be finite")
         return
     if isinstance(value, str):
         if len(value) > MAX_TEXT:
-            raise ApiError(400, f"{where}: text longer than {MAX_TEXT} characters")
+            raise Invalid(f"{where}: text longer than {MAX_TEXT} characters")
         return
-    raise ApiError(400, f"{where}: values must be numbers, text, true, false or null")
+    raise Invalid(f"{where}: values must be numbers, text, true, false or null")
 
 
 def matches(flt: Mapping, doc: Mapping) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flcore.domain.config import JobConfig, with_changes
-from flcore.errors import ApiError
+from flcore.errors import NotFound
 from flcore.storage.store import Store
 from flcore.shared.strategies import Strategy
 
@@ -53,7 +53,7 @@ class Job:
         """The job, or a 404 naming it."""
         doc = store.get_job(job_id, history=history)
         if doc is None:
-            raise ApiError(404, f"no job {job_id!r}")
+            raise NotFound(f"no job {job_id!r}")
         return cls.of(doc)
 
     @property

@@ -16,8 +16,9 @@ from pymongo.errors import PyMongoError
 
 from flcore.storage import store as store_mod
 from flcore.actions.protocol import close_ready
-from flcore.edge.routes import ACTIONS
-from flcore.errors import ApiError
+from flcore.edge.callers import identify
+from flcore.edge.routes import BY_NAME
+from flcore.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, TooLarge, Unauthenticated
 from flcore.edge.request import Request
 from flcore.edge.settings import Settings, SettingsError
 
@@ -31,6 +32,16 @@ MAX_DEPTH = 32
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
+# The one place where a refusal becomes an HTTP status.
+STATUS: dict[type[DomainError], int] = {
+    Invalid: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, TooLarge: 413,
+}
+
+
+def status_of(exc: DomainError) -> int:
+    """The HTTP status of a refusal: its kind's, or 400 for a kind with none of its own."""
+    return next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
+
 
 def parse_body(raw: object) -> dict:
     """A JSON object from a body given as bytes, text, a dict or nothing."""
@@ -41,15 +52,15 @@ def parse_body(raw: object) -> dict:
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogatepass")
     if not isinstance(raw, (bytes, bytearray)):
-        raise ApiError(400, "request body must be a JSON object")
+        raise Invalid("request body must be a JSON object")
     if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+        raise TooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
-        raise ApiError(400, "request body is not valid JSON") from None
+        raise Invalid("request body is not valid JSON") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object")
+        raise Invalid("request body must be a JSON object")
     check_values(body)
     return body
 
@@ -70,7 +81,7 @@ def check_values(body: dict) -> None:
     while stack:
         value, path = stack.pop()
         if len(path) > MAX_DEPTH:
-            raise ApiError(400, f"request body is nested deeper than {MAX_DEPTH} levels")
+            raise Invalid(f"request body is nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, dict):
             for key, item in value.items():
                 _check_text(key, path, is_key=True)
@@ -82,19 +93,19 @@ def check_values(body: dict) -> None:
         elif isinstance(value, bool) or value is None:
             continue
         elif isinstance(value, int) and not INT_RANGE[0] <= value <= INT_RANGE[1]:
-            raise ApiError(400, f"{_where(path)}: integer out of the 64-bit range")
+            raise Invalid(f"{_where(path)}: integer out of the 64-bit range")
         elif isinstance(value, float) and not math.isfinite(value):
-            raise ApiError(400, f"{_where(path)}: number out of range")
+            raise Invalid(f"{_where(path)}: number out of range")
 
 
 def _check_text(text: str, path: list, is_key: bool = False) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ApiError(400, f"{_where(path)}: {'a key' if is_key else 'text'} is not valid Unicode "
+        raise Invalid(f"{_where(path)}: {'a key' if is_key else 'text'} is not valid Unicode "
                             "(lone surrogate)") from None
     if is_key and "\0" in text:
-        raise ApiError(400, f"{_where(path)}: a key contains a NUL character")
+        raise Invalid(f"{_where(path)}: a key contains a NUL character")
 
 
 SettingsSource = Callable[[], Settings]
@@ -110,13 +121,15 @@ def handle(action: str, raw_body: object, headers: Mapping[str, str] | None = No
     headers = headers or {}
     try:
         config = settings()  # first: a misconfigured function says so on every call
-        fn = ACTIONS.get(action)
-        if fn is None:
-            raise ApiError(404, f"unknown action {action!r}; one of {sorted(ACTIONS)}")
+        route = BY_NAME.get(action)
+        if route is None:
+            raise NotFound(f"unknown action {action!r}; one of {sorted(BY_NAME)}")
         body = parse_body(raw_body)
-        return 200, fn(Request(store_mod.connect(config), body, headers, config))
-    except ApiError as exc:
-        return exc.status, {"error": exc.message}
+        store = store_mod.connect(config)
+        caller = identify(route.who, headers, config, lambda: store)
+        return 200, route.action(Request(store, body, headers, config, caller))
+    except DomainError as exc:
+        return status_of(exc), {"error": exc.message}
     except SettingsError as exc:
         log.error("the function is misconfigured: %s", exc)
         return 500, {"error": f"the function is misconfigured: {exc}"}

@@ -12,7 +12,7 @@ import hmac
 import secrets
 from collections.abc import Mapping
 
-from flcore.errors import ApiError
+from flcore.errors import Forbidden, Unauthenticated
 
 
 def bearer(headers: Mapping[str, str]) -> str | None:
@@ -38,7 +38,8 @@ def is_admin(headers: Mapping[str, str], admin_token: str) -> bool:
 
 def require_admin(headers: Mapping[str, str], admin_token: str) -> None:
     if not is_admin(headers, admin_token):
-        raise ApiError(401 if bearer(headers) is None else 403, "this action needs the operator token (FL_ADMIN_TOKEN)")
+        kind = Unauthenticated if bearer(headers) is None else Forbidden
+        raise kind("this action needs the operator token (FL_ADMIN_TOKEN)")
 
 
 def new_client_token(client_id: str) -> tuple[str, str]:
@@ -54,7 +55,7 @@ def hash_secret(secret: str) -> str:
 def split_client_token(token: str) -> tuple[str, str]:
     client_id, dot, secret = token.partition(".")
     if not dot or not client_id or not secret or len(token) > 256:
-        raise ApiError(401, "malformed client token")
+        raise Unauthenticated("malformed client token")
     return client_id, secret
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from flcore.shared import weights as wcodec
-from flcore.errors import ApiError
+from flcore.errors import Conflict
 from flcore.domain.job import Job
 from flcore.storage.store import Store
 from flcore.storage.stored_updates import StoredUpdates
@@ -73,15 +73,15 @@ def claim(store: Store, job: Job, client_id: str, now: float) -> int | None:
 def check_submit(store: Store, job: Job, client: dict, rnd: int) -> None:
     """Refuse, with the reason, an update that cannot count: no slot on that version, or too stale."""
     if job.state != "running" or client.get("left"):
-        raise ApiError(409, f"job {job.id} is {job.state} and takes no updates")
+        raise Conflict(f"job {job.id} is {job.state} and takes no updates")
     base = base_of(job, client["_id"])
     if base != rnd:
-        raise ApiError(409, f"client {client['_id']} holds no training slot on version {rnd} "
+        raise Conflict(f"client {client['_id']} holds no training slot on version {rnd} "
                             f"(its slot expired after round_timeout_s, or it never took one); poll again")
     staleness = newest(job) - rnd
     if staleness > job.config.max_staleness:
         store.release_slot(job.id, client["_id"])
-        raise ApiError(409, f"update is {staleness} versions old (trained on version {rnd}, newest is "
+        raise Conflict(f"update is {staleness} versions old (trained on version {rnd}, newest is "
                             f"{newest(job)}) and max_staleness is {job.config.max_staleness}; "
                             f"poll again to train on the newest model")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from flcore.domain import filters
 from flcore.domain.config import JobConfig, parse_changes, with_changes
-from flcore.errors import ApiError
+from flcore.errors import DomainError, Invalid
 
 MAX_RULES = 20
 MAX_REASON = 200
@@ -32,27 +32,27 @@ def parse_rules(raw: object, cfg: JobConfig) -> list[dict]:
     if raw is None:
         return []
     if not isinstance(raw, list) or len(raw) > MAX_RULES:
-        raise ApiError(400, f"rules must be a list of at most {MAX_RULES} rules")
+        raise Invalid(f"rules must be a list of at most {MAX_RULES} rules")
     return [_parse_rule(rule, cfg, f"rules[{i}]") for i, rule in enumerate(raw)]
 
 
 def _parse_rule(rule: object, cfg: JobConfig, where: str) -> dict:
     if not isinstance(rule, dict) or not {"when", "then"} <= set(rule) or not set(rule) <= {"when", "then", "repeat"}:
-        raise ApiError(400, f"{where} must be an object with when, then and optionally repeat")
+        raise Invalid(f"{where} must be an object with when, then and optionally repeat")
     when = filters.check(rule["when"], ROUND_FIELDS, f"{where}.when")
     repeat = rule.get("repeat", False)
     if not isinstance(repeat, bool):
-        raise ApiError(400, f"{where}.repeat must be true or false")
+        raise Invalid(f"{where}.repeat must be true or false")
     then = rule["then"]
     if not isinstance(then, dict) or len(then) != 1 or next(iter(then)) not in THEN:
-        raise ApiError(400, f"{where}.then must be one of {{\"set\": {{...}}}}, {{\"stop\": \"reason\"}}, "
+        raise Invalid(f"{where}.then must be one of {{\"set\": {{...}}}}, {{\"stop\": \"reason\"}}, "
                             "{\"start_job\": \"job_id\"}")
     kind, arg = next(iter(then.items()))
     if kind == "set":
         try:
             arg = parse_changes(cfg, arg)
-        except ApiError as exc:
-            raise ApiError(400, f"{where}.then.set: {exc.message}") from None
+        except DomainError as exc:
+            raise Invalid(f"{where}.then.set: {exc.message}") from None
     elif kind == "stop":
         arg = text(arg, f"{where}.then.stop", MAX_REASON)
     else:
@@ -62,7 +62,7 @@ def _parse_rule(rule: object, cfg: JobConfig, where: str) -> dict:
 
 def text(raw: object, where: str, limit: int) -> str:
     if not isinstance(raw, str) or not 0 < len(raw) <= limit:
-        raise ApiError(400, f"{where} must be text of 1 to {limit} characters")
+        raise Invalid(f"{where} must be text of 1 to {limit} characters")
     return raw
 
 
@@ -110,7 +110,7 @@ def evaluate(rules: list[dict], fired: list[int], ctx: dict, cfg: JobConfig) -> 
         if kind == "set":
             try:
                 out.changes.update(parse_changes(with_changes(cfg, out.changes), arg))
-            except ApiError as exc:
+            except DomainError as exc:
                 record["error"] = exc.message
         elif kind == "stop":
             out.stop = out.stop or arg

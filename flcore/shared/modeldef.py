@@ -29,7 +29,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from flcore.errors import ApiError
+from flcore.errors import Invalid
 from flcore.shared.datasets import DTYPE, INPUT_SHAPES
 
 CLASSES = 10
@@ -109,7 +109,7 @@ def resolve(model: object, dataset: str) -> ModelDef:
     """The job's ``model`` (a preset name or a layer list) checked for ``dataset``; a 400 says what is wrong."""
     key = json.dumps(model, sort_keys=True) if isinstance(model, (str, list)) else None
     if key is None:
-        raise ApiError(400, f"model must be a preset name ({', '.join(sorted(PRESETS))}) or a list of layers")
+        raise Invalid(f"model must be a preset name ({', '.join(sorted(PRESETS))}) or a list of layers")
     return _resolve(key, dataset)
 
 
@@ -118,25 +118,25 @@ def _resolve(key: str, dataset: str) -> ModelDef:
     model = json.loads(key)
     if isinstance(model, str):
         if model not in PRESETS:
-            raise ApiError(400, f"unknown model {model!r}; presets are {sorted(PRESETS)}, or give a list of layers")
+            raise Invalid(f"unknown model {model!r}; presets are {sorted(PRESETS)}, or give a list of layers")
         name, raw = model, PRESETS[model]
     else:
         name, raw = "custom", model
     if not 0 < len(raw) <= MAX_LAYERS:
-        raise ApiError(400, f"a model has 1 to {MAX_LAYERS} layers")
+        raise Invalid(f"a model has 1 to {MAX_LAYERS} layers")
     layers = tuple(_normalise(i, layer) for i, layer in enumerate(raw))
     names = [layer["name"] for layer in layers]
     if len(set(names)) != len(names):
-        raise ApiError(400, "layer names must be unique")
+        raise Invalid("layer names must be unique")
     shape: tuple[int, ...] = INPUT_SHAPES[dataset]
     spec: dict[str, tuple[int, ...]] = {}
     for i, layer in enumerate(layers):
         shape = _chain(i, layer, shape, spec)
     if shape != (CLASSES,):
-        raise ApiError(400, f"the model's output is {list(shape)}; it must be {CLASSES} values, one per class")
+        raise Invalid(f"the model's output is {list(shape)}; it must be {CLASSES} values, one per class")
     total = sum(_size(s) for s in spec.values())
     if total > MAX_PARAMETERS:
-        raise ApiError(400, f"the model has {total:,} parameters; at most {MAX_PARAMETERS:,} are allowed")
+        raise Invalid(f"the model has {total:,} parameters; at most {MAX_PARAMETERS:,} are allowed")
     return ModelDef(name, layers, INPUT_SHAPES[dataset], spec)
 
 
@@ -144,15 +144,15 @@ def _normalise(i: int, layer: object) -> dict:
     """One layer with every field present and in range (or a 400 naming the layer)."""
     where = f"layer {i}"
     if not isinstance(layer, dict) or layer.get("type") not in _LAYERS:
-        raise ApiError(400, f"{where}: type must be one of {sorted(_LAYERS)}")
+        raise Invalid(f"{where}: type must be one of {sorted(_LAYERS)}")
     kind = layer["type"]
     allowed = {"type", "name", *_LAYERS[kind]}
     unknown = sorted(set(layer) - allowed)
     if unknown:
-        raise ApiError(400, f"{where} ({kind}) has no fields {unknown}; it takes {sorted(allowed - {'type'})}")
+        raise Invalid(f"{where} ({kind}) has no fields {unknown}; it takes {sorted(allowed - {'type'})}")
     name = layer.get("name", str(i))
     if not isinstance(name, str) or not (_NAME.match(name) or name == str(i)):
-        raise ApiError(400, f"{where}: name must be a lowercase identifier of at most 32 characters")
+        raise Invalid(f"{where}: name must be a lowercase identifier of at most 32 characters")
     out: dict = {"type": kind, "name": name}
     for field in _LAYERS[kind]:
         out[field] = _field(where, kind, layer, field)
@@ -164,12 +164,12 @@ def _field(where: str, kind: str, layer: dict, field: str) -> int | float | bool
     if field in ("bias", "global"):
         value = layer.get(field, field == "bias")
         if not isinstance(value, bool):
-            raise ApiError(400, f"{where} ({kind}): {field} must be true or false")
+            raise Invalid(f"{where} ({kind}): {field} must be true or false")
         return value
     if field == "p":
         value = layer.get("p", 0.5)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise ApiError(400, f"{where} (dropout): p must be a number from 0 up to 1")
+            raise Invalid(f"{where} (dropout): p must be a number from 0 up to 1")
         return float(value)
     lo, hi, default = _INT_FIELDS[field]
     if field == "kernel" and layer.get("global") is True:
@@ -179,7 +179,7 @@ def _field(where: str, kind: str, layer: dict, field: str) -> int | float | bool
     value = layer.get(field, default)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         need = "is required" if value is None else f"must be an integer from {lo} to {hi}"
-        raise ApiError(400, f"{where} ({kind}): {field} {need}")
+        raise Invalid(f"{where} ({kind}): {field} {need}")
     return value
 
 
@@ -192,7 +192,7 @@ def _size(shape: tuple[int, ...]) -> int:
 
 def _spatial(where: str, kind: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
     if len(shape) != 3:
-        raise ApiError(400, f"{where} ({kind}) needs channels x height x width, but gets {list(shape)} "
+        raise Invalid(f"{where} ({kind}) needs channels x height x width, but gets {list(shape)} "
                             "(after flatten only linear, relu and dropout fit)")
     return shape  # type: ignore[return-value]
 
@@ -200,7 +200,7 @@ def _spatial(where: str, kind: str, shape: tuple[int, ...]) -> tuple[int, int, i
 def _out_side(where: str, side: int, kernel: int, stride: int, padding: int) -> int:
     out = (side + 2 * padding - kernel) // stride + 1
     if out < 1:
-        raise ApiError(400, f"{where}: a {kernel}x{kernel} window does not fit a {side}x{side} input")
+        raise Invalid(f"{where}: a {kernel}x{kernel} window does not fit a {side}x{side} input")
     return out
 
 
@@ -222,7 +222,7 @@ def _chain(i: int, layer: dict, shape: tuple[int, ...], spec: dict) -> tuple[int
         return shape
     if kind == "linear":
         if len(shape) != 1:
-            raise ApiError(400, f"{where} (linear) needs a flat input; put a flatten before it")
+            raise Invalid(f"{where} (linear) needs a flat input; put a flatten before it")
         spec[f"{name}.weight"] = (layer["out"], shape[0])
         if layer["bias"]:
             spec[f"{name}.bias"] = (layer["out"],)
@@ -253,6 +253,6 @@ def _chain(i: int, layer: dict, shape: tuple[int, ...], spec: dict) -> tuple[int
             _batchnorm(spec, f"{name}.shortcut.1", o)
         out = (o, _out_side(where, h, 3, s, 1), _out_side(where, w, 3, s, 1))
     if _size(out) > MAX_ACTIVATION:
-        raise ApiError(400, f"{where} ({kind}) outputs {_size(out):,} values per example; at most "
+        raise Invalid(f"{where} ({kind}) outputs {_size(out):,} values per example; at most "
                             f"{MAX_ACTIVATION:,} are allowed")
     return out

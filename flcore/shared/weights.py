@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from safetensors.numpy import save as _st_save
 
-from flcore.errors import ApiError
+from flcore.errors import DomainError, Invalid, TooLarge
 from flcore.shared.modeldef import ModelDef
 
 Weights = dict[str, np.ndarray]
@@ -125,10 +125,10 @@ def parse_update(text: object, mdef: ModelDef, prefixes: tuple[str, ...] = ()) -
     ``control/``).
     """
     if not isinstance(text, str) or not text:
-        raise ApiError(400, "weights must be a non-empty base64 string")
+        raise Invalid("weights must be a non-empty base64 string")
     limit = limit_bytes(mdef, prefixes)
     if len(text) > (limit * 4) // 3 + 8:
-        raise ApiError(413, f"weights are larger than model {mdef.name!r} allows ({limit} bytes)")
+        raise TooLarge(f"weights are larger than model {mdef.name!r} allows ({limit} bytes)")
     blob = b64_field(text, "weights")
     return CheckedBlob(blob, validate(Source.of(blob), mdef, prefixes))
 
@@ -138,7 +138,7 @@ def b64_field(text: str, field: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(400, f"{field} is not valid base64") from None
+        raise Invalid(f"{field} is not valid base64") from None
 
 
 def validate(src: Source, mdef: ModelDef, prefixes: tuple[str, ...] = ()) -> str:
@@ -149,13 +149,13 @@ def validate(src: Source, mdef: ModelDef, prefixes: tuple[str, ...] = ()) -> str
         begin, end, shape = offsets[name]
         t = read_tensor(src, begin, end, shape)
         if not np.isfinite(t).all():
-            raise ApiError(400, f"tensor {name!r} contains NaN or infinite values")
+            raise Invalid(f"tensor {name!r} contains NaN or infinite values")
         _digest_tensor(h, name, t)
     return h.hexdigest()
 
 
-def _invalid(why: str) -> ApiError:
-    return ApiError(400, f"weights are not a valid safetensors payload: {why}")
+def _invalid(why: str) -> DomainError:
+    return Invalid(f"weights are not a valid safetensors payload: {why}")
 
 
 def _header(src: Source, mdef: ModelDef, prefixes: tuple[str, ...]) -> dict[str, tuple[int, int, tuple]]:
@@ -176,16 +176,16 @@ def _header(src: Source, mdef: ModelDef, prefixes: tuple[str, ...]) -> dict[str,
     header.pop("__metadata__", None)
     missing, extra = sorted(set(spec) - set(header)), sorted(set(header) - set(spec))
     if missing or extra:
-        raise ApiError(400, f"weights do not match model {mdef.name!r}: missing {missing[:10]}, "
+        raise Invalid(f"weights do not match model {mdef.name!r}: missing {missing[:10]}, "
                             f"unexpected {[k[:64] for k in extra[:10]]}")
     out, spans = {}, []
     for name, shape in spec.items():
         info = header[name]
         if not isinstance(info, dict) or info.get("dtype") != "F32":
-            raise ApiError(400, f"tensor {name!r} has dtype {info.get('dtype') if isinstance(info, dict) else None},"
+            raise Invalid(f"tensor {name!r} has dtype {info.get('dtype') if isinstance(info, dict) else None},"
                                 f" expected float32")
         if info.get("shape") != list(shape):
-            raise ApiError(400, f"tensor {name!r} has shape {info.get('shape')}, expected {list(shape)}")
+            raise Invalid(f"tensor {name!r} has shape {info.get('shape')}, expected {list(shape)}")
         span = info.get("data_offsets")
         if not (isinstance(span, list) and len(span) == 2 and all(type(v) is int for v in span)
                 and 0 <= span[0] and span[1] - span[0] == 4 * int(np.prod(shape, dtype=np.int64))):

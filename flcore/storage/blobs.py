@@ -21,7 +21,7 @@ from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from flcore.errors import ApiError
+from flcore.errors import Conflict, Invalid
 from flcore.shared.datasets import CHUNK_BYTES
 from flcore.shared.weights import Source
 
@@ -98,13 +98,13 @@ class Blobs:
                 cache.clear()
                 data = self.chunk(file_id, n)
                 if data is None or len(data) != chunk_length(size, n):
-                    raise ApiError(400, f"chunk {n} is missing or has the wrong length")
+                    raise Invalid(f"chunk {n} is missing or has the wrong length")
                 cache[n] = data
             return cache[n]
 
         def read(offset: int, length: int) -> bytes:
             if offset < 0 or offset + length > size:
-                raise ApiError(400, "a read past the end of the upload")
+                raise Invalid("a read past the end of the upload")
             parts, end = [], offset + length
             while offset < end:
                 n, within = divmod(offset, CHUNK_BYTES)
@@ -149,7 +149,7 @@ class Blobs:
             held = self.chunks.find_one({"files_id": upload["_id"], "n": n}, {"data": True})
             if held is not None and bytes(held["data"]) == data:
                 return False
-            raise ApiError(409, f"chunk {n} was already received with different bytes; "
+            raise Conflict(f"chunk {n} was already received with different bytes; "
                                 f"an upload's chunks cannot change (start over with a new sha256)") from None
 
     def missing(self, upload_id: str, size: int) -> list[int]:
