@@ -26,7 +26,7 @@ from fllocal import data, models
 from flcore.shared.aggregation import weighted_mean
 from flcore.domain.config import JobConfig, parse_config
 from flcore.shared.partition import partition_indices, train_eval_split
-from flcore.engine.rounds import pick_clients
+from flcore.engine.picking import pick_clients
 
 
 def _train_client(args: tuple[dict, int, dict | None, int]) -> tuple[dict, int]:

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from conftest import random_weights, snapshot
-from flcore.engine import rounds
 from flcore.shared import weights as wcodec
+from flcore.storage.store import Store
 from test_protocol import call, submit, subscribe_all
 
 
@@ -74,13 +74,13 @@ def test_stop_between_aggregation_and_commit_leaves_no_trace(store, raw_db, monk
     for i, sub in enumerate(subs):
         if sub["client_id"] in store.get_job(job_id)["picked"]:
             submit(sub, 1, seed=i)
-    real = rounds._commit_update
+    real = Store.commit_round
 
-    def stop_first(*args, **kwargs):
+    def stop_first(self, *args, **kwargs):
         call("stop_job", {"job_id": job_id, "reason": "operator was faster"})
-        return real(*args, **kwargs)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(rounds, "_commit_update", stop_first)
+    monkeypatch.setattr(Store, "commit_round", stop_first)
     call("aggregate", {"job_id": job_id})
     doc = raw_db.jobs.find_one({"_id": job_id})
     assert doc["state"] == "stopped" and doc["round"] == 1 and doc["history"] == []
@@ -199,10 +199,10 @@ def test_update_waits_for_a_round_being_closed_and_then_applies_to_the_next(stor
     subs = subscribe_all(job_id, 3)
     monkeypatch.setattr(job_actions, "UPDATE_TRIES", 2)
     monkeypatch.setattr(job_actions, "UPDATE_WAIT_S", 0.01)
-    store.transition(job_id, {}, {"$set": {"lease_owner": "someone", "lease_until": 1e12}})  # aggregating
+    store.jobs.find_one_and_update({"_id": job_id}, {"$set": {"lease_owner": "someone", "lease_until": 1e12}})  # aggregating
     assert "closing a round" in call("update_job", {"job_id": job_id, "set": {"lr": 0.05}}, expect=409)["error"]
     assert store.get_job(job_id)["changes"] == []
-    store.transition(job_id, {}, {"$unset": {"lease_owner": "", "lease_until": ""}})
+    store.jobs.find_one_and_update({"_id": job_id}, {"$unset": {"lease_owner": "", "lease_until": ""}})
     assert call("update_job", {"job_id": job_id, "set": {"lr": 0.05}})["from_round"] == 2
     run_round(store, job_id, subs, 1)
     assert call("get_model", {"job_id": job_id})["round_config"]["lr"] == pytest.approx(0.05)

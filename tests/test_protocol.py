@@ -9,7 +9,7 @@ import numpy as np
 
 from conftest import random_weights, snapshot
 from flcore.edge import api
-from flcore.engine import rounds
+from flcore.engine import lifecycle, pacing
 from flcore.domain.job import Job
 from flcore.shared import weights as wcodec
 from flcore.shared.aggregation import fedavg
@@ -123,7 +123,7 @@ def test_simultaneous_closers_aggregate_once(store):
 
     def closer():
         barrier.wait()
-        rounds.advance(store, Job.load(store, job_id))
+        lifecycle.advance(store, Job.load(store, job_id))
 
     threads = [threading.Thread(target=closer) for _ in range(8)]
     [t.start() for t in threads]
@@ -140,11 +140,11 @@ def test_an_expired_lease_is_taken_over(store):
         submit(subs[cid], 1, seed=i)
     now = time.time()
     # an aggregator takes the lease and vanishes (its heartbeat stops with it)
-    assert store.transition(job_id, {"round": 1}, {"$set": {"lease_owner": "ghost", "lease_until": now + 15}})
-    assert rounds.advance(store, Job.load(store, job_id), now).round == 1
+    assert store.jobs.find_one_and_update({"_id": job_id, "round": 1}, {"$set": {"lease_owner": "ghost", "lease_until": now + 15}})
+    assert lifecycle.advance(store, Job.load(store, job_id), now).round == 1
     # a stale write of the ghost's model for this round is never what the job serves
     store.put_model(job_id, 1, "ghost", wcodec.encode(random_weights(seed=666)))
-    after = rounds.advance(store, Job.load(store, job_id), now + 16)
+    after = lifecycle.advance(store, Job.load(store, job_id), now + 16)
     assert after.round == 2 and len(store.get_job(job_id, history=True)["history"]) == 1
     served = wcodec.from_b64(call("get_model", {"job_id": job_id, "round": 1})["weights"])
     assert not np.array_equal(served["fc2.bias"], random_weights(seed=666)["fc2.bias"])
@@ -163,7 +163,7 @@ def test_a_live_aggregator_keeps_its_lease_and_a_lost_one_cannot_commit(store, m
     time.sleep(0.3)
     assert store.get_job(job_id)["lease_until"] > first  # renewed by the heartbeat
     # another invocation takes over (as if the holder had stalled past its expiry)
-    assert store.transition(job_id, {"round": 1}, {"$set": {"lease_owner": "other", "lease_until": time.time() + 15}})
+    assert store.jobs.find_one_and_update({"_id": job_id, "round": 1}, {"$set": {"lease_owner": "other", "lease_until": time.time() + 15}})
     time.sleep(0.3)
     assert held.lost
     held.stop()
@@ -175,8 +175,8 @@ def test_deadline_closes_a_round_with_the_minimum(store):
     subs = {s["client_id"]: s for s in subscribe_all(job_id, 3)}
     job = Job.load(store, job_id)
     submit(subs[job.picked[0]], 1, seed=1)
-    assert rounds.advance(store, job, time.time()).round == 1
-    after = rounds.advance(store, Job.load(store, job_id), job.doc["deadline"] + 1)
+    assert lifecycle.advance(store, job, time.time()).round == 1
+    after = lifecycle.advance(store, Job.load(store, job_id), job.doc["deadline"] + 1)
     assert after.round == 2
     assert store.get_job(job_id, history=True)["history"][0]["closed"] == "deadline"
 
@@ -185,7 +185,7 @@ def test_deadline_repicks_when_too_few_arrived(store):
     job_id = new_job(round_timeout_s=5, min_updates=2)
     subscribe_all(job_id, 3)
     job = Job.load(store, job_id)
-    after = rounds.advance(store, job, job.doc["deadline"] + 1)
+    after = lifecycle.advance(store, job, job.doc["deadline"] + 1)
     assert after.round == 1 and after.doc["deadline"] > job.doc["deadline"] and after.doc["attempt"] == 1
 
 
@@ -205,10 +205,10 @@ def test_waiting_clients_are_told_to_come_back_about_when_the_round_should_end(s
     doc = {"_id": "j", "state": "running", "round": 3, "round_started_at": 1000.0, "config": cfg,
            "recent_round_s": [10.0, 12.0, 20.0]}
     job = Job.of(doc)
-    assert rounds.wait_hint(job, 1002.0, 1.0) == 9.0  # median 12 s: back 1 s before 1012
-    assert rounds.wait_hint(job, 1011.5, 1.0) == 1.0  # it is about time: every second
-    assert rounds.wait_hint(Job.of({**doc, "recent_round_s": [500.0]}), 1000.0, 1.0) == 30.0  # half the timeout
-    assert rounds.wait_hint(Job.of({**doc, "recent_round_s": []}), 1000.0, 1.0) == 1.0  # no history yet
+    assert pacing.until_round_end(job, 1002.0, 1.0) == 9.0  # median 12 s: back 1 s before 1012
+    assert pacing.until_round_end(job, 1011.5, 1.0) == 1.0  # it is about time: every second
+    assert pacing.until_round_end(Job.of({**doc, "recent_round_s": [500.0]}), 1000.0, 1.0) == 30.0  # half the timeout
+    assert pacing.until_round_end(Job.of({**doc, "recent_round_s": []}), 1000.0, 1.0) == 1.0  # no history yet
     # through the protocol: after a round, the client left out of the next one hears when to come back
     job_id = new_job(clients_per_round=2, rounds=3)
     subs = subscribe_all(job_id, 3)
@@ -231,10 +231,10 @@ def test_a_large_fleet_polls_no_faster_than_the_jobs_max_poll_rate(store):
     def job(**cfg):
         return Job.of({"_id": "j", "state": "waiting", "round": 0, "config": parse_config(cfg).to_dict()})
 
-    assert rounds.wait_hint(job(num_clients=1000, clients_per_round=100), 0.0, 1.0) == 10.0
-    assert rounds.wait_hint(job(num_clients=20, clients_per_round=10), 0.0, 1.0) == 1.0
-    assert rounds.wait_hint(job(num_clients=1000, clients_per_round=100, max_poll_rate=1000), 0.0, 1.0) == 1.0
-    assert rounds.wait_hint(job(num_clients=10000, clients_per_round=100), 0.0, 1.0) == 30.0  # half the timeout
+    assert pacing.until_round_end(job(num_clients=1000, clients_per_round=100), 0.0, 1.0) == 10.0
+    assert pacing.until_round_end(job(num_clients=20, clients_per_round=10), 0.0, 1.0) == 1.0
+    assert pacing.until_round_end(job(num_clients=1000, clients_per_round=100, max_poll_rate=1000), 0.0, 1.0) == 1.0
+    assert pacing.until_round_end(job(num_clients=10000, clients_per_round=100), 0.0, 1.0) == 30.0  # half the timeout
     # through the protocol: a client of a job still waiting for its fleet hears the slower pace
     job_id = new_job(num_clients=300, clients_per_round=10, max_poll_rate=50)
     sub = call("subscribe", {"job_id": job_id})

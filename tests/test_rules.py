@@ -91,6 +91,6 @@ def test_a_start_lost_to_a_crash_is_finished_by_the_scheduled_tick(store):
     from flcore.edge import api
     nxt = create(start=False)["job_id"]
     job_id = create()["job_id"]
-    store.transition(job_id, {}, {"$set": {"starts_pending": [nxt]}})  # committed, then the invocation died
+    store.jobs.find_one_and_update({"_id": job_id}, {"$set": {"starts_pending": [nxt]}})  # committed, then the invocation died
     api.scheduled_tick()
     assert store.get_job(nxt)["state"] == "waiting" and "starts_pending" not in store.get_job(job_id)

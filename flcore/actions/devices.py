@@ -7,7 +7,6 @@ import time
 
 from flcore.edge import auth
 from flcore.domain import filters
-from flcore.engine import rounds
 from flcore.actions.protocol import enrol, reissue
 from flcore.domain.devices import holds_dataset, new_stats, parse_info, view
 from flcore.errors import Conflict, Forbidden
@@ -120,10 +119,7 @@ def leave(req: Request) -> dict:
         req.store.count_device_stats({client["device_id"]: {"failures_reported": 1}})
     job = Job.load(req.store, client["job_id"])
     if job.state == "running" and client["_id"] in job.picked:
-        if job.config.mode == "async":  # its training slot goes back to the pool
-            req.store.release_slot(job.id, client["_id"])
-        else:
-            rounds.replace_picked(req.store, job, client["_id"], now)
+        job.mode.leave(req.store, job, client["_id"], now)
     return {"left": True, "already": False}
 
 

@@ -11,14 +11,13 @@ import secrets
 import time
 
 from flcore.domain import filters
-from flcore.engine import lease
-from flcore.engine import rounds
 from flcore.engine import rules
 from flcore.shared import weights as wcodec
 from flcore.domain.config import parse_changes, parse_config
 from flcore.errors import Conflict, DomainError, Invalid, NotFound
 from flcore.actions.protocol import metrics_of
-from flcore.domain.job import STATES, UNFINISHED, Job
+from flcore.domain.job import Job
+from flcore.storage.jobs import STATES
 from flcore.edge.request import MAX_ROUND, Request
 
 # what create_job takes beside the job's settings
@@ -78,7 +77,7 @@ def _tags(raw: object) -> list[str]:
 def start_job(req: Request) -> dict:
     """``created`` -> ``waiting``: the job now takes devices."""
     job = Job.load(req.store, req.job_id())
-    if rounds.open_job(req.store, job.id, time.time()) is None:
+    if req.store.open_job(job.id, time.time()) is None:
         raise Conflict(f"job {job.id} is {job.state}; only a created job can be started")
     return {"job_id": job.id, "state": "waiting"}
 
@@ -87,10 +86,7 @@ def stop_job(req: Request) -> dict:
     """Any unfinished job -> ``stopped``, at once; an aggregation under way then cannot commit."""
     reason = rules.text(req.body.get("reason", "stopped by the operator"), "reason", rules.MAX_REASON)
     job = Job.load(req.store, req.job_id())
-    stopped = req.store.transition(
-        job.id, {"state": {"$in": list(UNFINISHED)}},
-        {"$set": {"state": "stopped", "stopped_because": reason, "finished_at": time.time(), "picked": []}},
-    )
+    stopped = req.store.stop_job(job.id, reason, time.time())
     if stopped is None:
         raise Conflict(f"job {job.id} has already finished ({job.state})")
     return {"job_id": job.id, "state": "stopped", "round": stopped["round"], "stopped_because": reason}
@@ -109,9 +105,7 @@ def update_job(req: Request) -> dict:
         # The round and state as read, and no aggregation under way: the closing of a
         # round sets up the next one from the settings it read, so it must see this change.
         now = time.time()
-        moved = req.store.transition(
-            job.id, {"state": job.state, "round": job.round, **lease.free(now)},
-            {"$push": {"changes": change}})
+        moved = req.store.change_settings(job.id, job.state, job.round, change, now)
         if moved is not None:
             return {"job_id": job.id, "from_round": from_round, "set": changes,
                     "config": Job.of(moved).config.to_dict()}
@@ -128,7 +122,7 @@ def report(req: Request) -> dict:
     metrics = metrics_of(req.body.get("metrics"))
     if not metrics:
         raise Invalid("metrics must name at least one measurement, e.g. {\"test_accuracy\": 0.98}")
-    req.store.transition(job.id, {}, {"$set": {f"reported.{rnd}.{k}": v for k, v in metrics.items()}})
+    req.store.record_report(job.id, rnd, metrics)
     return {"job_id": job.id, "round": rnd, "reported": metrics}
 
 

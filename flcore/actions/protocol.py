@@ -11,8 +11,7 @@ import secrets
 import time
 
 from flcore.edge import auth
-from flcore.engine import fedbuff as buffered
-from flcore.engine import rounds
+from flcore.engine import lifecycle
 from flcore.actions import transfer
 from flcore.shared import weights as wcodec
 from flcore.domain.devices import parse_info
@@ -22,11 +21,6 @@ from flcore.shared.partition import train_examples
 from flcore.edge.request import MAX_ROUND, Request
 from flcore.shared.datasets import TRAIN_CLASS_COUNTS
 from flcore.storage.store import Store
-
-# How soon a waiting client should ask again near a round's end (and when no round
-# history says when that is): about a second, so a picked client hears of its round
-# quickly; earlier in a round it is told to come back about when the round should end.
-POLL_INTERVAL_S = 1.0
 
 def subscribe(req: Request) -> dict:
     """Join a job without a device identity (the named one, or the newest open job without criteria)."""
@@ -61,7 +55,7 @@ def enrol(store: Store, job: Job, device_id: str | None = None) -> dict:
     # the device's concurrent join took its place first: a fresh token opens that place
     reply = identity(job, client, token) if client["_id"] == client_id else reissue(store, job, client, now)
     # the job as it is now: any joiner may be the last to insert, whatever slot it took
-    rounds.maybe_start(store, Job.load(store, job.id), now)
+    lifecycle.maybe_start(store, Job.load(store, job.id), now)
     return reply
 
 
@@ -92,24 +86,21 @@ def poll(req: Request) -> dict:
     store.touch_client(client["_id"], now)
     if "info" in req.body and client.get("device_id"):
         req.store.update_device(client["device_id"], {"info": parse_info(req.body["info"]), "last_seen": now})
-    job = rounds.advance(store, Job.load(store, client["job_id"]), now)
+    job = lifecycle.advance(store, Job.load(store, client["job_id"]), now)
     reply = {"job_id": job.id, "round": job.round, "state": job.state}
     if job.finished or client.get("left"):
         return {**reply, "action": "done", "retry_after": None}
     # "train" comes with what get_model would answer, so training costs the client no second call
     # (unless it is to start from an older version, which get_model serves)
+    if job.state != "running":
+        return {**reply, "action": "wait", "retry_after": job.mode.wait_hint(job, now)}
+    base = job.mode.assign(store, job, client["_id"], now)
+    if base is None:
+        return {**reply, **job.mode.reply_fields(job, None), "action": "wait",
+                "retry_after": job.mode.wait_hint(job, now)}
     latest = job.doc.get("model_round")
-    if job.state == "running" and job.config.mode == "async":
-        base = buffered.claim(store, job, client["_id"], now)
-        if base is not None:  # "round" is the version to train on, "version" the one being built
-            model = model_reply(store, job, latest) if base == (latest or 0) else {}
-            return {**model, **reply, "round": base, "version": job.round, "mode": "async", "action": "train",
-                    "retry_after": 0}
-        return {**reply, "mode": "async", "action": "wait", "retry_after": rounds.poll_interval(job, POLL_INTERVAL_S)}
-    if job.state == "running" and client["_id"] in job.picked \
-            and not store.has_update(job.id, job.round, client["_id"]):
-        return {**model_reply(store, job, latest), **reply, "action": "train", "retry_after": 0}
-    return {**reply, "action": "wait", "retry_after": rounds.wait_hint(job, now, POLL_INTERVAL_S)}
+    model = model_reply(store, job, latest) if base == (latest or 0) else {}
+    return {**model, **reply, **job.mode.reply_fields(job, base), "action": "train", "retry_after": 0}
 
 
 def get_model(req: Request) -> dict:
@@ -193,26 +184,19 @@ def submit(req: Request) -> dict:
     if outcome == "copy":
         raise Conflict("this update is identical to one another client already submitted in this round")
     if outcome == "stored":
-        if job.config.mode == "async":  # its slot is free for the next client (or for itself, on a newer model)
-            store.release_slot(job.id, client["_id"])
+        job.mode.stored(store, job, client["_id"])
         store.touch_client(client["_id"], now)  # a client that just delivered is alive
         if client.get("device_id"):
             timed = {"train_seconds_total": metrics["train_seconds"], "timed_updates": 1} \
                 if 0 <= metrics.get("train_seconds", -1) <= 86_400 else {}
             store.count_device_stats({client["device_id"]: {"updates_accepted": 1, **timed}})
-    # when to ask again: async clients may take a new slot at once; sync ones wait for the round's end
-    retry = 0.0 if job.config.mode == "async" else rounds.wait_hint(job, now, POLL_INTERVAL_S)
+    retry = job.mode.poll_after_submit(job, now)
     return {"accepted": outcome == "stored", "duplicate": outcome == "duplicate", "round": rnd, "retry_after": retry}
 
 
 def may_submit(store: Store, job: Job, client: dict, rnd: int) -> None:
-    """Refuse, with the reason, an update for ``rnd`` that could not count (round closed, not picked, no slot)."""
-    if job.config.mode == "async":  # rnd: the version it trained on
-        buffered.check_submit(store, job, client, rnd)
-    elif job.state != "running" or rnd != job.round or client.get("left"):
-        raise Conflict(f"round {rnd} is not open (job is {job.state}, round {job.round})")
-    elif client["_id"] not in job.picked:
-        raise Conflict(f"client {client['_id']} was not picked for round {rnd}")
+    """Refuse, with the reason, an update for ``rnd`` that could not count (the job's round mode says)."""
+    job.mode.check_submit(store, job, client, rnd)
 
 
 def upload_chunk(req: Request) -> dict:
@@ -226,7 +210,7 @@ def aggregate(req: Request) -> dict:
     job_id = client["job_id"] if client is not None else req.job_id(required=False)
     if job_id is None:
         return close_ready(req.store)
-    return {"jobs": [_moved(rounds.advance(req.store, Job.load(req.store, job_id)))]}  # 404 if unknown
+    return {"jobs": [_moved(lifecycle.advance(req.store, Job.load(req.store, job_id)))]}  # 404 if unknown
 
 
 def _moved(job: Job) -> dict:
@@ -237,30 +221,18 @@ def close_ready(store: Store) -> dict:
     """Move every running job forward, and finish rule-started jobs a crash left unopened;
     what the scheduled event runs."""
     for doc in store.jobs_with_pending_starts():
-        rounds.start_pending(store, doc["_id"], doc["starts_pending"], time.time())
+        lifecycle.start_pending(store, doc["_id"], doc["starts_pending"], time.time())
     moved = []
     for jid in store.running_job_ids():
         doc = store.get_job(jid)
         if doc is not None:
-            moved.append(_moved(rounds.advance(store, Job.of(doc))))
+            moved.append(_moved(lifecycle.advance(store, Job.of(doc))))
     return {"jobs": moved}
 
 
 def _submitted(store: Store, job: Job) -> int:
-    """Updates waiting to count: this round's (sync), or those in the buffer (async)."""
-    if job.state != "running":
-        return 0
-    if job.config.mode == "async":
-        return store.count_uncounted(job.id)
-    return len(store.submitted_clients(job.id, job.round))
-
-
-def _buffer(job: Job) -> dict:
-    """Async mode's effective buffer settings and who trains now (defaults resolved), for people to read."""
-    if job.config.mode != "async":
-        return {}
-    return {"buffer": {"size": job.config.buffer, "max_concurrency": job.config.concurrency,
-                       "training": len(job.picked), "in_flight": job.doc.get("in_flight", {})}}
+    """Updates waiting to count: this round's (sync), or those in the buffer (FedBuff)."""
+    return job.mode.waiting_updates(store, job) if job.state == "running" else 0
 
 
 def _model_summary(job: Job) -> dict:
@@ -277,7 +249,7 @@ def status(req: Request) -> dict:
         "job_id": job.id, "name": doc.get("name"), "tags": doc.get("tags", []), "priority": doc.get("priority", 0),
         "state": job.state, "round": job.round, "rounds": job.config.rounds,
         "subscribed": req.store.count_clients(job.id), "picked": job.picked,
-        "submitted": _submitted(req.store, job), "mode": job.config.mode, **_buffer(job),
+        "submitted": _submitted(req.store, job), "mode": job.config.mode, **job.mode.status(job),
         "model": _model_summary(job),
         "model_round": doc.get("model_round"), "created_at": doc["created_at"],
         "stopped_because": doc.get("stopped_because"),

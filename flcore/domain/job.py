@@ -8,19 +8,18 @@ round ``r`` trains with, so a change made during a round never alters that round
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flcore.domain.config import JobConfig, with_changes
 from flcore.errors import NotFound
-from flcore.storage.store import Store
 from flcore.shared.strategies import Strategy
+from flcore.storage.jobs import FINISHED
+from flcore.storage.store import Store
 
-
-# created: defined, takes no devices yet; waiting: open, round 1 not started;
-# running: rounds under way; done: ran its rounds or reached its target; stopped: by operator or rule
-STATES = ("created", "waiting", "running", "done", "stopped")
-UNFINISHED = ("created", "waiting", "running")
-FINISHED = ("done", "stopped")
+if TYPE_CHECKING:
+    from flcore.engine.modes import RoundMode
 
 
 def config_at(doc: dict, rnd: int | None) -> JobConfig:
@@ -55,6 +54,13 @@ class Job:
         if doc is None:
             raise NotFound(f"no job {job_id!r}")
         return cls.of(doc)
+
+    @functools.cached_property
+    def mode(self) -> RoundMode:
+        """How this job's rounds run, chosen once from its settings."""
+        from flcore.engine import modes  # the engine loads jobs: imported on first use, not at import
+
+        return modes.of(self.config)
 
     @property
     def id(self) -> str:

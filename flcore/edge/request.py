@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from flcore.edge.callers import Caller
 from flcore.errors import Forbidden, Invalid, NotFound
-from flcore.domain.job import STATES, Job
+from flcore.domain.job import Job
+from flcore.storage.jobs import STATES
 from flcore.edge.settings import Settings
 from flcore.storage.store import Store
 

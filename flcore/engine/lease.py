@@ -24,13 +24,12 @@ LEASE_S = 15.0
 RENEW_S = 5.0
 
 
-def free(now: float) -> dict:
-    """The query condition that no aggregation holds a job's lease at ``now`` (none, or expired)."""
-    return {"$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
-
-
 class Lease:
-    """Held from :meth:`acquire` until :meth:`stop`; renews itself in between."""
+    """Held from :meth:`acquire` until :meth:`stop`; renews itself in between.
+
+    ``lost`` turns true once a renewal finds the lease taken over (or the round
+    moved on): the holder then stops before writing anything more.
+    """
 
     def __init__(self, store: Store, job_id: str, rnd: int):
         self.store, self.job_id, self.round = store, job_id, rnd
@@ -41,11 +40,7 @@ class Lease:
 
     def acquire(self, now: float) -> dict | None:
         """Take the round's lease if it is free or expired; the job document, or None."""
-        doc = self.store.transition(
-            self.job_id,
-            {"state": "running", "round": self.round, **free(now)},
-            {"$set": {"lease_owner": self.owner, "lease_until": now + LEASE_S}},
-        )
+        doc = self.store.acquire_lease(self.job_id, self.round, self.owner, now, now + LEASE_S)
         if doc is not None:
             self._thread = threading.Thread(target=self._renew, name=f"lease-{self.job_id}", daemon=True)
             self._thread.start()
@@ -72,7 +67,6 @@ class Lease:
         """
         self.stop()
         try:
-            self.store.transition(self.job_id, {"round": self.round, "lease_owner": self.owner},
-                                  {"$unset": {"lease_owner": "", "lease_until": ""}})
+            self.store.release_lease(self.job_id, self.round, self.owner)
         except Exception:
             log.warning("could not release the lease of job %s round %s", self.job_id, self.round)

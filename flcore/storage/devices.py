@@ -1,0 +1,37 @@
+"""The ``devices`` collection: lasting identities that register once and join jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pymongo import ASCENDING, UpdateOne
+from pymongo.collection import Collection
+
+
+class DeviceRepository:
+    """Registered devices, what they report and what the function counts; the store mixes this in."""
+
+    devices: Collection
+
+    def add_device(self, doc: dict) -> None:
+        self.devices.insert_one(doc)
+
+    def get_device(self, device_id: str) -> dict | None:
+        return self.devices.find_one({"_id": device_id})
+
+    def get_devices(self, device_ids: Iterable[str] | None = None, limit: int = 0) -> list[dict]:
+        query = {} if device_ids is None else {"_id": {"$in": list(device_ids)}}
+        return list(self.devices.find(query, {"token_hash": False}).sort("registered_at", ASCENDING).limit(limit))
+
+    def update_device(self, device_id: str, fields: dict, push: dict | None = None) -> None:
+        update: dict = {"$set": fields}
+        if push:
+            update["$addToSet"] = push
+        self.devices.update_one({"_id": device_id}, update)
+
+    def count_device_stats(self, increments: dict[str, dict[str, float]]) -> None:
+        """Add to devices' counters in one round trip: device id -> {stat: amount}."""
+        ops = [UpdateOne({"_id": d}, {"$inc": {f"stats.{k}": v for k, v in inc.items()}})
+               for d, inc in increments.items() if inc]
+        if ops:
+            self.devices.bulk_write(ops, ordered=False)
