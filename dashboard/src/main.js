@@ -162,17 +162,27 @@ function chart(title, rounds, series, opts = {}) {
   return holder;
 }
 
-function changeForm(job) {
-  const fields = ["lr", "local_epochs", "batch_size",
-    ...(job.mode === "async" ? ["buffer_size", "max_concurrency", "max_staleness"] : ["clients_per_round"]),
-    "rounds", "target_accuracy"];
-  const inputs = Object.fromEntries(fields.map((f) => [f, el("input", { name: f, id: `set-${f}`,
-    placeholder: String(job.config[f]), size: 8 })]));
+// The job settings as the function defines them (the job_settings action): the forms are built from them.
+let settingsTable = null;
+async function jobSettings() {
+  settingsTable ??= (await call("job_settings")).settings;
+  return settingsTable;
+}
+const isNumber = (s) => s.type === "int" || s.type === "float";
+const hint = (s) => (s.choices.length ? s.choices.join(", ") : `default ${JSON.stringify(s.default)}`);
+
+function changeForm(job, settings) {
+  // what a running job may change and the dashboard shows, for this job's round mode
+  const shown = settings.filter((s) => s.updatable && s.form && (!s.modes.length || s.modes.includes(job.config.mode)));
+  const fields = shown.map((s) => s.name);
+  const inputs = Object.fromEntries(shown.map((s) => [s.name, el("input", { name: s.name, id: `set-${s.name}`,
+    placeholder: String(job.config[s.name]), title: s.doc, size: 8 })]));
   const apply = async (e) => {
     e.preventDefault();
     const set = {};
-    for (const [k, input] of Object.entries(inputs)) {
-      if (input.value.trim() !== "") set[k] = Number(input.value);
+    for (const s of shown) {
+      const v = inputs[s.name].value.trim();
+      if (v !== "") set[s.name] = isNumber(s) ? Number(v) : v;
     }
     try {
       const reply = await call("update_job", { job_id: job.job_id, set });
@@ -280,6 +290,7 @@ function toMnist(canvas) {
 
 async function jobView(view, jobId) {
   const st = await call("status", { job_id: jobId });
+  const settings = await jobSettings();
   const unfinished = ["created", "waiting", "running"].includes(st.state);
   // re-draw only when something shown changed, keeping what the user is typing or drawing
   const sig = JSON.stringify([st.job_id, st.state, st.round, st.history.length, st.subscribed, st.submitted,
@@ -333,7 +344,7 @@ async function jobView(view, jobId) {
     el("div", { class: "actions" },
       st.state === "created" ? el("button", { id: "start-job", onclick: start }, "Start") : null,
       unfinished ? el("button", { class: "danger", id: "stop-job", onclick: stop }, "Stop job") : null),
-    unfinished ? changeForm(st) : null,
+    unfinished ? changeForm(st, settings) : null,
     h.length === 0 ? el("p", { class: "muted", id: "no-rounds" }, `No ${unit} has closed yet.`) :
       el("div", { class: "charts" },
         jchart("Accuracy", [
@@ -386,7 +397,7 @@ async function devicesView(view) {
 const PRESETS = {
   "MNIST, quick (3 rounds)": { dataset: "mnist", num_clients: 4, clients_per_round: 4, rounds: 3, local_epochs: 1,
     lr: 0.05, max_train_examples: 600 },
-  // no lr: each data set's measured best applies (flcore/config.py DATASET_DEFAULTS)
+  // no lr: each data set's measured best applies (flcore/domain/config.py DATASET_DEFAULTS)
   "MNIST, default (20 clients)": { dataset: "mnist", num_clients: 20, clients_per_round: 10, rounds: 10,
     local_epochs: 10 },
   "MNIST, non-iid (shards:2, SCAFFOLD)": { dataset: "mnist", num_clients: 20, clients_per_round: 10, rounds: 10,
@@ -396,18 +407,13 @@ const PRESETS = {
   "Fashion-MNIST": { dataset: "fashionmnist", num_clients: 20, clients_per_round: 10, rounds: 10,
     local_epochs: 10 },
 };
-const FORM_FIELDS = [["name", "text"], ["dataset", "text", "mnist, fashionmnist, cifar10"],
-  ["num_clients", "number"], ["clients_per_round", "number"], ["rounds", "number"], ["local_epochs", "number"],
-  ["lr", "number"], ["model", "text", "the data set's CNN (default), resnet18, or a JSON layer list"],
-  ["strategy", "text", "fedavg (default), fedprox, scaffold, …"],
-  ["partition", "text", "iid (default), shards:2, dirichlet:0.5"], ["max_train_examples", "number", "0: whole share"],
-  ["target_accuracy", "number", "0: off"], ["selection", "text", "random (default) or fast"],
-  ["mode", "text", "sync (default) or async"], ["buffer_size", "number", "async: updates per version"],
-  ["priority", "number", "higher: offered to devices first"], ["tags", "text", "comma-separated"]];
-
-function createView(view) {
-  const inputs = Object.fromEntries(FORM_FIELDS.map(([f, type, hint]) => [f, el("input", { name: f,
-    id: `create-${f}`, type, step: type === "number" ? "any" : undefined, placeholder: hint })]));
+async function createView(view) {
+  // the job's own fields around the settings the function marks for this form
+  const FORM_FIELDS = [["name", "text", "a name for people"],
+    ...(await jobSettings()).filter((s) => s.form).map((s) => [s.name, isNumber(s) ? "number" : "text", hint(s), s.doc]),
+    ["priority", "number", "higher: offered to devices first"], ["tags", "text", "comma-separated"]];
+  const inputs = Object.fromEntries(FORM_FIELDS.map(([f, type, placeholder, doc]) => [f, el("input", { name: f,
+    id: `create-${f}`, type, step: type === "number" ? "any" : undefined, placeholder, title: doc })]));
   const criteria = el("textarea", { id: "create-criteria", rows: 3,
     placeholder: '{"info.labels.kind": "a"} (optional)' });
   const rules = el("textarea", { id: "create-rules", rows: 3,
@@ -473,7 +479,7 @@ async function route() {
     try {
       again = name === "job" ? await jobView(view, params.get("job"))
         : name === "devices" ? await devicesView(view)
-          : name === "create" ? createView(view) : await jobsView(view);
+          : name === "create" ? await createView(view) : await jobsView(view);
       clearError();
     } catch (err) {
       showError(err);

@@ -13,7 +13,7 @@ import time
 from flcore.domain import filters
 from flcore.engine import rules
 from flcore.shared import weights as wcodec
-from flcore.domain.config import parse_changes, parse_config
+from flcore.domain.config import SETTINGS, parse_changes, parse_config, strategy_settings
 from flcore.errors import Conflict, DomainError, Invalid, NotFound
 from flcore.actions.protocol import metrics_of
 from flcore.domain.job import Job
@@ -163,3 +163,9 @@ def _summary(req: Request, job: Job) -> dict:
             "mode": job.config.mode, "eval_accuracy": latest.get("eval_accuracy"), "best": doc.get("best"),
             "priority": doc.get("priority", 0), "created_at": doc["created_at"],
             "finished_at": doc.get("finished_at"), "stopped_because": doc.get("stopped_because")}
+
+
+def job_settings(req: Request) -> dict:
+    """Every job setting with its type, default, range or choices, whether it can change, and its meaning."""
+    return {"settings": [s.describe() for s in SETTINGS],
+            "strategy_settings": [s.describe() for s in strategy_settings()]}

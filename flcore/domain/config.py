@@ -21,60 +21,111 @@ from flcore.shared.datasets import DATASET_MODELS
 
 
 @dataclass(frozen=True)
-class JobConfig:
-    """Everything a job is run with; sent to clients with each round."""
+class Setting:
+    """One job setting, defined once: its type, default, range or choices, whether a running job
+    may change it, whether the dashboard's form shows it, and what it means. Validation, the
+    ``FL_<SETTING>`` overrides of ``make run``, the dashboard's forms (the ``job_settings`` action)
+    and the settings reference (docs/settings.md) are all derived from these."""
 
-    dataset: str = "mnist"
-    num_clients: int = 20
-    clients_per_round: int = 10
-    rounds: int = 10
-    local_epochs: int = 10
-    batch_size: int = 50
-    lr: float = 0.01
-    momentum: float = 0.5
-    weight_decay: float = 0.0  # L2 penalty in the clients' SGD
-    seed: int = 0
-    # lr in round r is lr * lr_decay ** (r - 1)
-    lr_decay: float = 1.0
-    # iid | dirichlet (partition_alpha) | shards (shards_per_client); "dirichlet:0.5" also works
-    partition: str = "iid"
-    partition_alpha: float = 0.5
-    shards_per_client: int = 2
-    train_fraction: float = 0.9  # 0.8 gave 98.45 % on the default MNIST job, 0.9 gives 98.60 %
-    # one of flcore.shared.strategies.REGISTRY; its own settings are in strategy_params
-    strategy: str = "fedavg"
-    # stop early once the clients' evaluation of the global model reaches this (0: off)
-    target_accuracy: float = 0.0
-    # start the first round once this many have subscribed (0: all num_clients)
-    min_clients: int = 0
-    # A round closes at its deadline if at least min_updates arrived.
-    round_timeout_s: float = 600.0
-    min_updates: int = 0  # 0: half of clients_per_round, at least 1
-    # A client not heard from for this long (no poll, no submit) is not picked.
-    client_timeout_s: float = 60.0
-    # Polls a second the job's waiting clients make at most, on average: a fleet larger than this
-    # polls every num_clients / max_poll_rate seconds instead of every second (what it costs on
-    # AWS, and what a local function can serve), so a picked client learns of its round that late
-    max_poll_rate: float = 100.0
-    # Cap on each client's training examples (0: its whole share), for quick tries.
-    max_train_examples: int = 0
-    # Whom a round picks: random (seeded), or fast (measured speed and reliability, with
-    # fairness; see flcore/engine/selection.py)
-    selection: str = "random"
-    # Augmentation while training: random shifts of up to augment_shift pixels, and (1) mirroring
-    # half of each batch left to right, for data where that keeps the label
-    augment_shift: int = 0
-    augment_flip: int = 0
-    # sync: rounds with a barrier; async: buffered asynchronous FL (FedBuff, see flcore/engine/fedbuff.py):
-    # a new model version from every buffer_size arrived updates, each weighted by its examples and
-    # by (1 + staleness) ** -staleness_exponent, with at most max_concurrency clients training at once
-    mode: str = "sync"
-    buffer_size: int = 0  # 0: half of clients_per_round, at least 1
-    max_concurrency: int = 0  # 0: clients_per_round
-    max_staleness: int = 10
-    staleness_exponent: float = 0.5
-    # a preset of flcore.shared.modeldef (resnet18, ...) or a list of layers; "": the data set's usual model
-    model: str | list = ""
+    name: str
+    kind: type
+    default: object
+    doc: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+    updatable: bool = False
+    form: bool = False
+    modes: tuple[str, ...] = ()  # the round modes it applies to (empty: all)
+
+    def describe(self) -> dict:
+        """The setting as JSON: what the dashboard builds its forms from."""
+        return {"name": self.name, "type": "list or text" if self.name == "model" else self.kind.__name__,
+                "default": self.default, "lo": self.lo, "hi": self.hi, "choices": list(self.choices),
+                "updatable": self.updatable, "form": self.form, "modes": list(self.modes), "doc": self.doc}
+
+
+def setting(default: object, doc: str, *, lo: float | None = None, hi: float | None = None,
+            choices: tuple[str, ...] = (), updatable: bool = False, form: bool = False,
+            modes: tuple[str, ...] = ()):
+    """A :class:`JobConfig` field carrying its :class:`Setting` (its name and type come from the field)."""
+    return field(default=default, metadata={"setting": dict(doc=doc, lo=lo, hi=hi, choices=choices,
+                                                            updatable=updatable, form=form, modes=modes)})
+
+
+# the round modes (flcore/engine/modes.py runs them); those that fold updates trained on older
+# models need a strategy that can (Strategy.asynchronous)
+MODES = {"sync": "synchronous rounds with a barrier", "async": "buffered asynchronous versions (FedBuff)"}
+FOLDS_STALE_UPDATES = frozenset({"async"})
+SELECTIONS = ("random", "fast")
+UNLIMITED = 10_000
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything a job is run with; sent to clients with each round. Each field is one setting."""
+
+    dataset: str = setting("mnist", "the built-in data set", choices=tuple(sorted(DATASET_MODELS)), form=True)
+    num_clients: int = setting(20, "clients the job takes", lo=1, hi=UNLIMITED, form=True)
+    clients_per_round: int = setting(10, "clients picked per round", lo=1, hi=UNLIMITED, updatable=True,
+                                     form=True)
+    rounds: int = setting(10, "rounds to run (model versions in async mode)", lo=1, hi=UNLIMITED,
+                          updatable=True, form=True)
+    local_epochs: int = setting(10, "epochs each picked client trains per round", lo=1, hi=1_000,
+                                updatable=True, form=True)
+    batch_size: int = setting(50, "the clients' batch size", lo=1, hi=100_000, updatable=True, form=True)
+    lr: float = setting(0.01, "the clients' SGD learning rate (in round r: lr * lr_decay ** (r - 1))",
+                        lo=1e-8, hi=10.0, updatable=True, form=True)
+    momentum: float = setting(0.5, "the clients' SGD momentum", lo=0.0, hi=0.999, updatable=True)
+    weight_decay: float = setting(0.0, "L2 penalty in the clients' SGD", lo=0.0, hi=0.1, updatable=True)
+    seed: int = setting(0, "seeds partitions, picks and the initial model", lo=0, hi=2**32 - 1)
+    lr_decay: float = setting(1.0, "factor on lr per round", lo=0.01, hi=1.0, updatable=True)
+    partition: str = setting("iid", "how the data set is shared out: iid, dirichlet or shards "
+                                    "(dirichlet:0.5 and shards:2 also work)",
+                             choices=tuple(partitions.SCHEMES), form=True)
+    partition_alpha: float = setting(0.5, "dirichlet: concentration (smaller: more skewed)", lo=0.001, hi=1000.0)
+    shards_per_client: int = setting(2, "shards: label shards per client", lo=1, hi=1000)
+    # 0.8 gave 98.45 % on the default MNIST job, 0.9 gives 98.60 %
+    train_fraction: float = setting(0.9, "share of each client's data it trains on (the rest it evaluates on)",
+                                    lo=0.05, hi=1.0)
+    strategy: str = setting("fedavg", "the aggregation strategy; its own settings sit beside these",
+                            choices=tuple(sorted(strategies.REGISTRY)), form=True)
+    target_accuracy: float = setting(0.0, "stop once the clients' evaluation of the global model reaches "
+                                          "this (0: off)", lo=0.0, hi=1.0, updatable=True, form=True)
+    min_clients: int = setting(0, "start round 1 once this many have joined (0: all num_clients)",
+                               lo=0, hi=UNLIMITED)
+    round_timeout_s: float = setting(600.0, "a round closes at this deadline if min_updates arrived",
+                                     lo=1.0, hi=86_400.0, updatable=True)
+    min_updates: int = setting(0, "updates a round needs at its deadline (0: half of clients_per_round, "
+                                  "at least 1)", lo=0, hi=UNLIMITED, updatable=True)
+    client_timeout_s: float = setting(60.0, "a client not heard from for this long is not picked",
+                                      lo=1.0, hi=86_400.0, updatable=True)
+    # what polls cost on AWS, and what a local function can serve: a fleet larger than this polls
+    # every num_clients / max_poll_rate seconds, so a picked client learns of its round that late
+    max_poll_rate: float = setting(100.0, "polls a second the job's waiting clients make at most, on average",
+                                   lo=1.0, hi=1_000_000.0, updatable=True)
+    max_train_examples: int = setting(0, "cap on each client's training examples (0: its whole share), "
+                                         "for quick tries", lo=0, hi=10_000_000, form=True)
+    selection: str = setting("random", "whom a round picks: random (seeded), or fast (measured speed "
+                                       "and reliability, with fairness)", choices=SELECTIONS, updatable=True,
+                             form=True)
+    augment_shift: int = setting(0, "random shifts of up to this many pixels while training",
+                                 lo=0, hi=8, updatable=True)
+    augment_flip: int = setting(0, "1: mirror half of each batch left to right (where that keeps the label)",
+                                lo=0, hi=1, updatable=True)
+    mode: str = setting("sync", "sync: rounds with a barrier; async: buffered asynchronous FL (FedBuff), a "
+                                "version from every buffer_size updates, each weighted by its examples and "
+                                "(1 + staleness) ** -staleness_exponent", choices=tuple(MODES), form=True)
+    buffer_size: int = setting(0, "async: updates per model version (0: half of clients_per_round, at "
+                                  "least 1)", lo=0, hi=UNLIMITED, updatable=True, form=True, modes=("async",))
+    max_concurrency: int = setting(0, "async: clients training at once (0: clients_per_round)",
+                                   lo=0, hi=UNLIMITED, updatable=True, form=True, modes=("async",))
+    max_staleness: int = setting(10, "async: versions an update may lag behind before it is refused",
+                                 lo=0, hi=UNLIMITED, updatable=True, form=True, modes=("async",))
+    staleness_exponent: float = setting(0.5, "async: how fast stale updates count less", lo=0.0, hi=4.0,
+                                        updatable=True, modes=("async",))
+    model: str | list = setting("", "a preset (cnn_mnist, cnn_cifar10, resnet18, ...) or a list of layers; "
+                                    "empty: the data set's usual model", form=True)
     strategy_params: Mapping[str, float] = field(default_factory=dict)
 
     @property
@@ -135,35 +186,6 @@ class JobConfig:
                    strategy_params={k: doc[k] for k in params if k in doc})
 
 
-# name -> (type, lowest, highest)
-RANGES: dict[str, tuple[type, float, float]] = {
-    "num_clients": (int, 1, 10_000),
-    "clients_per_round": (int, 1, 10_000),
-    "rounds": (int, 1, 10_000),
-    "local_epochs": (int, 1, 1_000),
-    "batch_size": (int, 1, 100_000),
-    "lr": (float, 1e-8, 10.0),
-    "momentum": (float, 0.0, 0.999),
-    "weight_decay": (float, 0.0, 0.1),
-    "seed": (int, 0, 2**32 - 1),
-    "train_fraction": (float, 0.05, 1.0),
-    "round_timeout_s": (float, 1.0, 86_400.0),
-    "min_updates": (int, 0, 10_000),
-    "client_timeout_s": (float, 1.0, 86_400.0),
-    "max_poll_rate": (float, 1.0, 1_000_000.0),
-    "max_train_examples": (int, 0, 10_000_000),
-    "lr_decay": (float, 0.01, 1.0),
-    "partition_alpha": (float, 0.001, 1000.0),
-    "shards_per_client": (int, 1, 1000),
-    "target_accuracy": (float, 0.0, 1.0),
-    "min_clients": (int, 0, 10_000),
-    "buffer_size": (int, 0, 10_000),
-    "max_concurrency": (int, 0, 10_000),
-    "max_staleness": (int, 0, 10_000),
-    "staleness_exponent": (float, 0.0, 4.0),
-    "augment_shift": (int, 0, 8),
-    "augment_flip": (int, 0, 1),
-}
 # Each data set's best measured training settings (make bench-accuracy), used where a
 # job does not set them, so that naming only the data set gives the best result known.
 DATASET_DEFAULTS: dict[str, dict[str, float]] = {
@@ -173,19 +195,48 @@ DATASET_DEFAULTS: dict[str, dict[str, float]] = {
     # did not help in 10 rounds
     "fashionmnist": {"lr": 0.05, "momentum": 0.9, "lr_decay": 0.9},
 }
-TEXT = ("dataset", "partition", "strategy", "selection", "mode")
-SELECTIONS = ("random", "fast")
-MODES = ("sync", "async")
-FIELDS = frozenset(RANGES) | frozenset(TEXT) | {"model"}
+_TYPES = {"int": int, "float": float, "str": str, "str | list": str}
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, _TYPES[str(f.type)], f.default, **f.metadata["setting"])
+    for f in fields(JobConfig) if "setting" in f.metadata
+)
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+# derived views: the numeric settings with their ranges, the text ones, what a running job may change
+RANGES: dict[str, tuple[type, float, float]] = {
+    s.name: (s.kind, s.lo, s.hi) for s in SETTINGS if s.lo is not None  # type: ignore[misc]
+}
+TEXT = tuple(s.name for s in SETTINGS if s.choices)
+FIELDS = frozenset(BY_NAME)
+UPDATABLE = frozenset(s.name for s in SETTINGS if s.updatable)
+
+
+def strategy_settings() -> list[Setting]:
+    """Every strategy's own settings, as settings (the same name means the same thing everywhere)."""
+    return [Setting(name, p.kind, p.default, f"{p.doc} ({', '.join(strategies.owners(name))})", lo=p.lo,
+                    hi=p.hi, updatable=True) for name, p in sorted(strategies.all_params().items())]
+
+
+def reference() -> str:
+    """The settings reference in Markdown, generated from the definitions above."""
+    rows = ["# Job settings", "",
+            "Generated by `python -m flcore.domain.config` from `JobConfig` (`flcore/domain/config.py`).",
+            "A job definition (`create_job`, `flctl jobs create`, the dashboard) sets any of these; `make run`",
+            "takes each as `FL_<SETTING>`; \"changeable\" ones `update_job` and rules may change while it runs.",
+            "Naming only a data set also applies its best measured settings where the job sets none:",
+            *(f"`{name}`: {', '.join(f'{k} {v:g}' for k, v in best.items())}." for name, best in DATASET_DEFAULTS.items()),
+            "", "| setting | type | default | range or choices | changeable | meaning |", "|---|---|---|---|---|---|"]
+    for s in (*SETTINGS, *strategy_settings()):
+        shown = (lambda v: str(int(v))) if s.kind is int else (lambda v: f"{v:g}")
+        allowed = ", ".join(s.choices) if s.choices else f"{shown(s.lo)} to {shown(s.hi)}" if s.lo is not None else ""
+        rows.append(f"| `{s.name}` | {s.kind.__name__} | `{s.default!r}` | {allowed} | "
+                    f"{'yes' if s.updatable else ''} | {s.doc} |")
+    return "\n".join(rows) + "\n"
 
 
 def field_types() -> dict[str, type]:
-    """Every job setting a user can set, with its type (strategy settings included)."""
-    out: dict[str, type] = {name: str for name in TEXT}
-    out["model"] = str  # or a list of layers, in a job definition (not as one text)
-    out.update({name: kind for name, (kind, _, _) in RANGES.items()})
-    out.update({name: p.kind for name, p in strategies.all_params().items()})
-    return out
+    """Every job setting a user can set, with its type (strategy settings included; ``model`` may
+    also be a list of layers, in a job definition)."""
+    return {s.name: s.kind for s in (*SETTINGS, *strategy_settings())}
 
 
 def number(name: str, raw: object, kind: type, low: float, high: float) -> int | float:
@@ -251,14 +302,11 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
     if body.get("model") not in (None, ""):
         values["model"] = body["model"]
     cfg = JobConfig(**values, strategy_params=params)
-    if cfg.dataset not in DATASET_MODELS:
-        raise Invalid(f"dataset must be one of {sorted(DATASET_MODELS)}")
+    for name in TEXT:  # partition is checked as a scheme below
+        if name != "partition" and getattr(cfg, name) not in BY_NAME[name].choices:
+            raise Invalid(f"{name} must be one of {list(BY_NAME[name].choices)}")
     cfg.model_def  # noqa: B018  (a 400 naming what is wrong with the model)
-    if cfg.selection not in SELECTIONS:
-        raise Invalid(f"selection must be one of {list(SELECTIONS)}")
-    if cfg.mode not in MODES:
-        raise Invalid(f"mode must be one of {list(MODES)}")
-    if cfg.mode == "async" and not cfg.build_strategy().asynchronous:
+    if cfg.mode in FOLDS_STALE_UPDATES and not cfg.build_strategy().asynchronous:
         raise Invalid(f"strategy {cfg.strategy} cannot run in async mode: "
                             f"{strategies.REGISTRY[cfg.strategy].why_not_async}; async mode takes "
                             f"{', '.join(strategies.asynchronous())}")
@@ -273,15 +321,6 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
     if cfg.min_updates > cfg.clients_per_round:
         raise Invalid("min_updates cannot exceed clients_per_round")
     return cfg
-
-
-# What update_job and rules may change on a job that exists. The rest (data set,
-# partition, clients, seed, strategy) fixes who holds which data and cannot change.
-UPDATABLE = frozenset({"lr", "lr_decay", "local_epochs", "batch_size", "momentum", "weight_decay",
-                       "clients_per_round", "rounds", "target_accuracy", "round_timeout_s", "min_updates",
-                       "client_timeout_s", "max_poll_rate",
-                       "selection", "buffer_size", "max_concurrency", "max_staleness", "staleness_exponent",
-                       "augment_shift", "augment_flip"})
 
 
 def parse_changes(cfg: JobConfig, raw: object) -> dict:
@@ -309,3 +348,7 @@ def parse_changes(cfg: JobConfig, raw: object) -> dict:
 def with_changes(cfg: JobConfig, changes: Mapping) -> JobConfig:
     """``cfg`` with already validated ``changes`` applied."""
     return JobConfig.from_doc({**cfg.to_dict(), **changes})
+
+
+if __name__ == "__main__":  # the settings reference (docs/settings.md)
+    print(reference(), end="")

@@ -52,6 +52,7 @@ ROUTES: tuple[Route, ...] = (
     Route("update_job", jobs.update_job, Who.OPERATOR),
     Route("list_jobs", jobs.list_jobs, Who.OPERATOR),
     Route("report", jobs.report, Who.OPERATOR),
+    Route("job_settings", jobs.job_settings, Who.ANYONE),
     # the device registry
     Route("register", devices.register, Who.ENROLLING),
     Route("update_device", devices.update_device, Who.DEVICE),

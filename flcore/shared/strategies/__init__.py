@@ -55,12 +55,8 @@ class Strategy:
         if unknown:
             raise TypeError(f"{self.name} has no settings {sorted(unknown)}")
         self.values = {k: p.kind(values.get(k, p.default)) for k, p in self.params.items()}
-
-    def __getattr__(self, name: str):
-        values = self.__dict__.get("values", {})
-        if name in values:
-            return values[name]
-        raise AttributeError(name)
+        for name, value in self.values.items():  # each class declares its settings as typed attributes
+            setattr(self, name, value)
 
     def client_config(self) -> dict:
         """Extra settings clients receive with each round."""

@@ -21,6 +21,7 @@ class FedAvg(Strategy):
 class FedProx(FedAvg):
     """FedAvg on the server; clients add (mu/2)·||w - w_global||² to their loss,
     which keeps local models near the global one when data differ between clients."""
+    proximal_mu: float
 
     name = "fedprox"
     params = {"proximal_mu": Param(float, 0.01, 0.0, 100.0, "weight of the proximal term")}
@@ -35,6 +36,7 @@ class FedRS(FedAvg):
     data by ``fedrs_alpha`` while training ("restricted softmax"). Under label skew
     a client otherwise drives those classes' outputs down for every input, and the
     average inherits that bias; restricting them keeps the classifier balanced."""
+    fedrs_alpha: float
 
     name = "fedrs"
     params = {"fedrs_alpha": Param(float, 0.5, 0.0, 1.0, "scale of the logits of classes a client lacks")}

@@ -17,6 +17,8 @@ def _delta(current, updates):
 @register
 class FedAvgM(Strategy):
     """v <- beta·v + delta;  w <- w + server_lr·v."""
+    server_lr: float
+    server_momentum: float
 
     name = "fedavgm"
     needs_current = True
@@ -36,6 +38,10 @@ class FedAvgM(Strategy):
 @register
 class FedAdam(Strategy):
     """Adam on the pseudo-gradient: m, v moments; w <- w + server_lr·m / (sqrt(v) + tau)."""
+    server_lr: float
+    adam_beta1: float
+    adam_beta2: float
+    adam_tau: float
 
     name = "fedadam"
     needs_current = True

@@ -23,6 +23,7 @@ class Median(Strategy):
 @register
 class TrimmedMean(Strategy):
     """Coordinate-wise mean after dropping the ``trim_fraction`` largest and smallest values."""
+    trim_fraction: float
 
     name = "trimmed_mean"
     asynchronous = False
