@@ -5,9 +5,9 @@ from __future__ import annotations
 import secrets
 import time
 
-from flcore.edge import auth
+from flcore.domain import tokens
 from flcore.domain import filters
-from flcore.actions.protocol import enrol, reissue
+from flcore.engine.enrolment import enrol, reissue
 from flcore.domain.devices import holds_dataset, new_stats, parse_info, view
 from flcore.errors import Conflict, Forbidden
 from flcore.domain.job import Job
@@ -23,7 +23,7 @@ def register(req: Request) -> dict:
     """A new device identity: ``{"device_id", "token"}`` (the edge checks ``FL_ENROL_TOKEN`` when one is set)."""
     info = parse_info(req.body.get("info", {}))
     device_id = "d-" + secrets.token_hex(6)
-    token, token_hash = auth.new_client_token(device_id)
+    token, token_hash = tokens.new_token(device_id)
     now = time.time()
     req.store.add_device({"_id": device_id, "token_hash": token_hash, "info": info, "stats": new_stats(),
                           "registered_at": now, "last_seen": now, "jobs": [], "left_jobs": []})

@@ -15,7 +15,7 @@ from flcore.engine import rules
 from flcore.shared import weights as wcodec
 from flcore.domain.config import SETTINGS, parse_changes, parse_config, strategy_settings
 from flcore.errors import Conflict, DomainError, Invalid, NotFound
-from flcore.actions.protocol import metrics_of
+from flcore.domain.metrics import metrics_of
 from flcore.domain.job import Job
 from flcore.storage.jobs import STATES
 from flcore.edge.request import MAX_ROUND, Request

@@ -6,12 +6,9 @@ changed nothing.
 
 from __future__ import annotations
 
-import math
-import secrets
 import time
 
-from flcore.edge import auth
-from flcore.engine import lifecycle
+from flcore.engine import enrolment, lifecycle
 from flcore.actions import transfer
 from flcore.shared import weights as wcodec
 from flcore.domain.devices import parse_info
@@ -21,6 +18,8 @@ from flcore.shared.partition import train_examples
 from flcore.edge.request import MAX_ROUND, Request
 from flcore.shared.datasets import TRAIN_CLASS_COUNTS
 from flcore.storage.store import Store
+from flcore.domain.metrics import metrics_of
+from flcore.shared.checks import is_int
 
 def subscribe(req: Request) -> dict:
     """Join a job without a device identity (the named one, or the newest open job without criteria)."""
@@ -35,41 +34,7 @@ def subscribe(req: Request) -> dict:
         job = Job.of(doc)
     if job.doc.get("criteria"):
         raise Forbidden(f"job {job.id} takes only registered devices that meet its criteria (register, then join)")
-    return enrol(store, job)
-
-
-def enrol(store: Store, job: Job, device_id: str | None = None) -> dict:
-    """Give a participant a client identity in ``job``: what ``subscribe`` and ``join`` answer."""
-    cfg = job.config
-    if not job.takes_clients:
-        raise Conflict(f"job {job.id} is {job.state} and takes no new clients")
-    client_id = "c-" + secrets.token_hex(6)
-    token, token_hash = auth.new_client_token(client_id)
-    now = time.time()
-    doc = {"_id": client_id, "job_id": job.id, "token_hash": token_hash, "created_at": now, "last_seen": now}
-    if device_id is not None:
-        doc["device_id"] = device_id
-    client = store.add_client(doc, capacity=cfg.num_clients)
-    if client is None:
-        raise Conflict(f"job {job.id} already has its {cfg.num_clients} clients")
-    # the device's concurrent join took its place first: a fresh token opens that place
-    reply = identity(job, client, token) if client["_id"] == client_id else reissue(store, job, client, now)
-    # the job as it is now: any joiner may be the last to insert, whatever slot it took
-    lifecycle.maybe_start(store, Job.load(store, job.id), now)
-    return reply
-
-
-def reissue(store: Store, job: Job, client: dict, now: float) -> dict:
-    """A fresh token for an existing client (the old one stops working), as ``identity`` answers it."""
-    token, token_hash = auth.new_client_token(client["_id"])
-    store.set_client_token(client["_id"], token_hash, now)
-    return identity(job, client, token)
-
-
-def identity(job: Job, client: dict, token: str) -> dict:
-    """What subscribe and join answer: who the client is in the job, and the job's settings."""
-    return {"job_id": job.id, "client_id": client["_id"], "token": token, "index": client["index"],
-            "config": job.config.to_dict()}
+    return enrolment.enrol(store, job)
 
 
 def partition(req: Request) -> dict:
@@ -116,7 +81,7 @@ def get_model(req: Request) -> dict:
     if wanted == 0 and model_round is None:  # the seeded initial model, which clients build themselves
         wanted = None
     if wanted is not None:
-        if isinstance(wanted, bool) or not isinstance(wanted, int) or model_round is None \
+        if not is_int(wanted) or model_round is None \
                 or not 0 <= wanted <= model_round:
             raise NotFound(f"no model for round {wanted!r}; latest is {model_round}")
         model_round = wanted
@@ -136,22 +101,6 @@ def model_reply(store: Store, job: Job, model_round: int | None) -> dict:
     return reply
 
 
-def metrics_of(raw: object) -> dict[str, float]:
-    """A body's ``metrics``: at most 32 named finite numbers, or a 400."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict) or len(raw) > 32:
-        raise Invalid("metrics must be an object of at most 32 numbers")
-    out = {}
-    for key, value in raw.items():
-        if not isinstance(key, str) or not 0 < len(key) <= 64 or "." in key or key.startswith("$"):
-            raise Invalid("metric names must be short plain strings")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise Invalid(f"metric {key!r} must be a finite number")
-        out[key] = float(value)
-    return out
-
-
 def _claim_limit(job: Job, client: dict) -> int:
     """The most examples this client can have trained on: the size of its assigned share.
 
@@ -169,7 +118,7 @@ def submit(req: Request) -> dict:
     job = Job.load(store, client["job_id"])
     limit = _claim_limit(job, client)
     n = req.body.get("num_examples")
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= limit:
+    if not is_int(n) or not 0 < n <= limit:
         raise Invalid(f"num_examples must be an integer between 1 and {limit}, "
                             f"the training examples of this client's share")
     metrics = metrics_of(req.body.get("metrics"))

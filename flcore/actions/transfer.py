@@ -30,6 +30,7 @@ from flcore.domain.job import Job
 from flcore.edge.request import MAX_ROUND, Request
 from flcore.shared.datasets import CHUNK_BYTES
 from flcore.storage.store import Store
+from flcore.shared.checks import is_int
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # get_model's reply key for each stored part of a model
@@ -46,7 +47,7 @@ def _declared(raw: object, job: Job) -> tuple[int, str]:
         raise Invalid("upload must be an object with size and sha256")
     size, sha = raw.get("size"), raw.get("sha256")
     limit = wcodec.limit_bytes(job.config.model_def, job.strategy.update_prefixes)
-    if isinstance(size, bool) or not isinstance(size, int) or not 8 < size <= limit:
+    if not is_int(size) or not 8 < size <= limit:
         kind = Invalid if not isinstance(size, int) or size <= 8 else TooLarge
         raise kind(                       f"upload size must be an integer from 9 to {limit} bytes (model {job.config.model_def.name!r})")
     if not isinstance(sha, str) or not _SHA256.match(sha):

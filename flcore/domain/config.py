@@ -18,6 +18,7 @@ from flcore.errors import Invalid
 from flcore.shared import modeldef
 from flcore.shared.modeldef import ModelDef
 from flcore.shared.datasets import DATASET_MODELS
+from flcore.shared.checks import is_number
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,7 @@ def field_types() -> dict[str, type]:
 
 def number(name: str, raw: object, kind: type, low: float, high: float) -> int | float:
     """``raw`` as a ``kind`` within [low, high], or a 400 that says what is wrong."""
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+    if not is_number(raw):
         raise Invalid(f"{name} must be a number")
     if kind is int and not isinstance(raw, int) and not float(raw).is_integer():
         raise Invalid(f"{name} must be a whole number")

@@ -12,6 +12,7 @@ import json
 import re
 
 from flcore.errors import Invalid
+from flcore.shared.checks import is_int
 
 MAX_INFO_BYTES = 4096
 MAX_ENTRIES = 16
@@ -61,7 +62,7 @@ def _entries(raw: object, where: str) -> dict:
 
 
 def _whole(raw: object, where: str, low: int, high: int) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
+    if not is_int(raw) or not low <= raw <= high:
         raise Invalid(f"{where} must be a whole number between {low} and {high}")
     return raw
 

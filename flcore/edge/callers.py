@@ -11,6 +11,7 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from flcore.domain import tokens
 from flcore.edge import auth
 from flcore.edge.settings import Settings
 from flcore.errors import DomainError, Forbidden, Unauthenticated
@@ -105,8 +106,8 @@ def _holder(kind: str, given_by: str, headers: Mapping[str, str], lookup: Callab
     token = auth.bearer(headers)
     if token is None:
         raise Unauthenticated(f"missing {kind} token (Authorization: Bearer <token from {given_by}>)")
-    holder_id, secret = auth.split_client_token(token)
+    holder_id, secret = tokens.split_token(token)
     doc = lookup(holder_id)
-    if doc is None or not auth.verify_secret(secret, doc["token_hash"]):
+    if doc is None or not tokens.verify_secret(secret, doc["token_hash"]):
         raise Unauthenticated(f"invalid {kind} token")
     return doc

@@ -12,6 +12,7 @@ from flcore.domain.job import Job
 from flcore.storage.jobs import STATES
 from flcore.edge.settings import Settings
 from flcore.storage.store import Store
+from flcore.shared.checks import is_int
 
 MAX_ID_CHARS = 64
 MAX_ROUND = 2**31 - 1  # the largest round number a request may name
@@ -37,7 +38,7 @@ class Request:
         value = self.body.get(name)
         if value is None and not required:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        if not is_int(value) or not low <= value <= high:
             raise Invalid(f"{name} must be an integer between {low} and {high}")
         return value
 

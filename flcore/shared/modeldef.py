@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from flcore.errors import Invalid
 from flcore.shared.datasets import DTYPE, INPUT_SHAPES
+from flcore.shared.checks import is_int, is_number
 
 CLASSES = 10
 MAX_LAYERS = 64
@@ -168,7 +169,7 @@ def _field(where: str, kind: str, layer: dict, field: str) -> int | float | bool
         return value
     if field == "p":
         value = layer.get("p", 0.5)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        if not is_number(value) or not 0 <= value < 1:
             raise Invalid(f"{where} (dropout): p must be a number from 0 up to 1")
         return float(value)
     lo, hi, default = _INT_FIELDS[field]
@@ -177,7 +178,7 @@ def _field(where: str, kind: str, layer: dict, field: str) -> int | float | bool
     if field == "stride" and kind.endswith("pool2d"):
         default = layer.get("kernel", 1)
     value = layer.get(field, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+    if not is_int(value) or not lo <= value <= hi:
         need = "is required" if value is None else f"must be an integer from {lo} to {hi}"
         raise Invalid(f"{where} ({kind}): {field} {need}")
     return value
