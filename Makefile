@@ -1,5 +1,6 @@
 # make run    set up if needed, then a whole local federated training (MNIST, 20 clients)
-# make test   set up if needed, then the test suite
+# make test   set up if needed, then the lint check and the test suite (all tiers: unit, core, stack, browser)
+# make lint   ruff: the lint rules and the format check (pyproject.toml)
 # make serve  the embedded database + the function under serverless-offline, in the foreground
 # make package, deploy  the function's zip for AWS Lambda; deploy it (see README, Deploying)
 # make demo-jobs  several jobs, devices, criteria and rules at once on the local stack
@@ -9,7 +10,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup run test serve demo-jobs package deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate bench-cost bench-scale clean
+# one tier only: make test TIER=unit (or core, stack, browser)
+TIER ?=
+
+.PHONY: setup lint run test serve demo-jobs package deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate bench-cost bench-scale clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +32,12 @@ setup: $(VENV)/.installed node_modules/.installed
 run: setup
 	$(BIN)/python -m flcli.run
 
-test: setup
-	$(BIN)/python -m pytest tests
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup lint
+	$(BIN)/python -m pytest tests $(if $(TIER),-m $(TIER))
 
 serve: setup
 	$(BIN)/python -m flcli.serve

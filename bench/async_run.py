@@ -35,8 +35,7 @@ def variants(k: int) -> list[tuple[str, dict]]:
     return [
         ("sync FedAvg", {"rounds": 5}),
         ("sync, fast selection", {"rounds": 5, "selection": "fast"}),
-        (f"async FedBuff (K={k})", {"mode": "async", "buffer_size": k, "max_concurrency": 10,
-                                    "rounds": 50 // k}),
+        (f"async FedBuff (K={k})", {"mode": "async", "buffer_size": k, "max_concurrency": 10, "rounds": 50 // k}),
     ]
 
 
@@ -54,8 +53,12 @@ def plot(results: list[dict], path: Path) -> None:
         reach = f"98 % at {r['seconds_to_98']:.0f} s" if r["seconds_to_98"] is not None else "98 % not reached"
         ax.plot(t, [100 * a for a in acc], "o-", ms=3, label=f"{r['label']}: {reach}")
     ax.axhline(100 * TARGET, color="grey", ls=":", lw=1)
-    ax.set(xlabel="wall seconds since the job started", ylabel="test accuracy (%)", ylim=(90, 100),
-           title="MNIST, 20 clients, 30 % of them 4x slower")
+    ax.set(
+        xlabel="wall seconds since the job started",
+        ylabel="test accuracy (%)",
+        ylim=(90, 100),
+        title="MNIST, 20 clients, 30 % of them 4x slower",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     save(fig, path)
@@ -71,10 +74,18 @@ def main() -> int:
         s = run_job(overrides)
         started = s["started_at"]
         curve = [(round(r["closed_at"] - started, 1), r["test_accuracy"]) for r in s["per_round"]]
-        results.append({"label": label, "settings": overrides, "seconds_to_98": time_to(TARGET, curve),
-                        "final_accuracy": s["test_accuracy"], "models": len(curve),
-                        "training_seconds": s["training_seconds"], "wall_seconds": s["wall_seconds"],
-                        "curve": curve})
+        results.append(
+            {
+                "label": label,
+                "settings": overrides,
+                "seconds_to_98": time_to(TARGET, curve),
+                "final_accuracy": s["test_accuracy"],
+                "models": len(curve),
+                "training_seconds": s["training_seconds"],
+                "wall_seconds": s["wall_seconds"],
+                "curve": curve,
+            }
+        )
     base = results[0]["seconds_to_98"]
     for r in results:
         r["time_to_98_vs_sync"] = round(r["seconds_to_98"] / base, 2) if base and r["seconds_to_98"] else None

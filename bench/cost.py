@@ -35,8 +35,13 @@ MEMORY_GB = int(os.environ.get("FL_LAMBDA_MEMORY", "1024")) / 1024
 def price(requests: float, billed_seconds: float) -> dict:
     lam = requests * LAMBDA_PER_REQUEST + billed_seconds * MEMORY_GB * LAMBDA_PER_GB_SECOND
     api = requests * API_GATEWAY_PER_REQUEST
-    return {"requests": round(requests), "billed_seconds": round(billed_seconds, 1),
-            "lambda_usd": round(lam, 4), "api_gateway_usd": round(api, 4), "total_usd": round(lam + api, 4)}
+    return {
+        "requests": round(requests),
+        "billed_seconds": round(billed_seconds, 1),
+        "lambda_usd": round(lam, 4),
+        "api_gateway_usd": round(api, 4),
+        "total_usd": round(lam + api, 4),
+    }
 
 
 def scaled(summary: dict, per_update_s: float, clients: int, fraction: float = 0.1) -> dict:
@@ -62,27 +67,47 @@ def main(argv: list[str]) -> int:
     per_update_s = max(c["seconds"] / c["updates"] for c in mnist)
     inv = summary["invocations"]
     result = {
-        "prices": {"lambda_per_request": LAMBDA_PER_REQUEST, "lambda_per_gb_second": LAMBDA_PER_GB_SECOND,
-                   "api_gateway_per_request": API_GATEWAY_PER_REQUEST, "lambda_memory_gb": MEMORY_GB},
-        "measured_run": {"summary": str(summary_path), "clients": summary["config"]["num_clients"],
-                         "rounds": summary["rounds_completed"], "invocations": inv},
+        "prices": {
+            "lambda_per_request": LAMBDA_PER_REQUEST,
+            "lambda_per_gb_second": LAMBDA_PER_GB_SECOND,
+            "api_gateway_per_request": API_GATEWAY_PER_REQUEST,
+            "lambda_memory_gb": MEMORY_GB,
+        },
+        "measured_run": {
+            "summary": str(summary_path),
+            "clients": summary["config"]["num_clients"],
+            "rounds": summary["rounds_completed"],
+            "invocations": inv,
+        },
         "aggregation_seconds_per_update": per_update_s,
-        "jobs": [{"clients": summary["config"]["num_clients"], "label": "the default experiment, as measured",
-                  **price(inv["total"], inv["billed_seconds"])},
-                 {"label": "1,000 clients, 10 % per round", **scaled(summary, per_update_s, 1000)},
-                 {"label": "10,000 clients, 10 % per round", **scaled(summary, per_update_s, 10_000)}],
+        "jobs": [
+            {
+                "clients": summary["config"]["num_clients"],
+                "label": "the default experiment, as measured",
+                **price(inv["total"], inv["billed_seconds"]),
+            },
+            {"label": "1,000 clients, 10 % per round", **scaled(summary, per_update_s, 1000)},
+            {"label": "10,000 clients, 10 % per round", **scaled(summary, per_update_s, 10_000)},
+        ],
     }
     scale_path = ROOT / "bench" / "results" / "scale.json"
     if scale_path.exists() and "billed_seconds" in (scale := json.loads(scale_path.read_text())):
-        result["jobs"].append({"label": "1,000 clients, 5 rounds of 1 epoch (make bench-scale), as measured",
-                               "clients": 1000, "rounds": scale["completed_rounds"],
-                               **price(scale["requests"], scale["billed_seconds"])})
+        result["jobs"].append(
+            {
+                "label": "1,000 clients, 5 rounds of 1 epoch (make bench-scale), as measured",
+                "clients": 1000,
+                "rounds": scale["completed_rounds"],
+                **price(scale["requests"], scale["billed_seconds"]),
+            }
+        )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     for job in result["jobs"]:
-        print(f"{job['label']:40s} {job['requests']:>10,} requests, {job['billed_seconds']:>9.1f} s billed at "
-              f"{MEMORY_GB:g} GB: Lambda ${job['lambda_usd']:.4f} + API Gateway ${job['api_gateway_usd']:.4f} "
-              f"= ${job['total_usd']:.4f}")
+        print(
+            f"{job['label']:40s} {job['requests']:>10,} requests, {job['billed_seconds']:>9.1f} s billed at "
+            f"{MEMORY_GB:g} GB: Lambda ${job['lambda_usd']:.4f} + API Gateway ${job['api_gateway_usd']:.4f} "
+            f"= ${job['total_usd']:.4f}"
+        )
     print(f"results: {OUT}")
     return 0
 

@@ -20,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from flcli.run import _exit_on_sigterm, run_job
 from floor import run as floor_run
+
+from flcli.run import _exit_on_sigterm, run_job
 
 OUT = Path(__file__).resolve().parent / "results" / "default_run.json"
 
@@ -32,19 +33,25 @@ ORIGINAL = {"test_accuracy": 0.9754, "wall_seconds": 949, "memory_mb": 18 * 1024
 def main() -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     count = int(os.environ.get("BENCH_RUNS", "3"))
-    print("=== the floor: the same training as a plain PyTorch loop, no FL system (bench/floor.py) ===",
-          flush=True)
+    print("=== the floor: the same training as a plain PyTorch loop, no FL system (bench/floor.py) ===", flush=True)
     floor = floor_run()
     print(f"floor: {floor['seconds']} s, test accuracy {100 * floor['test_accuracy']:.2f} %", flush=True)
     runs = []
     for i in range(count):
         print(f"\n=== default run {i + 1} ===", flush=True)
         s = run_job({})
-        runs.append({"test_accuracy": s["test_accuracy"], "wall_seconds": s["wall_seconds"],
-                     "training_seconds": s["training_seconds"], "round_seconds": s["round_seconds"],
-                     "overhead_seconds": s["phases"]["overhead"], "phases": s["phases"],
-                     "invocations": s["invocations"],
-                     "peak_memory_mb": s["memory"]["peak_pss_mb"]})
+        runs.append(
+            {
+                "test_accuracy": s["test_accuracy"],
+                "wall_seconds": s["wall_seconds"],
+                "training_seconds": s["training_seconds"],
+                "round_seconds": s["round_seconds"],
+                "overhead_seconds": s["phases"]["overhead"],
+                "phases": s["phases"],
+                "invocations": s["invocations"],
+                "peak_memory_mb": s["memory"]["peak_pss_mb"],
+            }
+        )
 
     def med(key: str) -> float:
         return statistics.median(r[key] for r in runs)
@@ -53,10 +60,14 @@ def main() -> int:
     result = {
         "workload": "make run defaults: MNIST iid, 20 clients, 10 per round, 10 local epochs, 10 rounds, batch 50",
         "cpu_count": os.cpu_count(),
-        "median": {"test_accuracy": med("test_accuracy"), "wall_seconds": med("wall_seconds"),
-                   "training_seconds": med("training_seconds"), "overhead_seconds": med("overhead_seconds"),
-                   "round_seconds": [round(x, 1) for x in rounds],
-                   "peak_memory_mb": med("peak_memory_mb")},
+        "median": {
+            "test_accuracy": med("test_accuracy"),
+            "wall_seconds": med("wall_seconds"),
+            "training_seconds": med("training_seconds"),
+            "overhead_seconds": med("overhead_seconds"),
+            "round_seconds": [round(x, 1) for x in rounds],
+            "peak_memory_mb": med("peak_memory_mb"),
+        },
         "floor": {k: v for k, v in floor.items() if k != "settings"},
         # the default run against the same training with no FL system, measured in this sitting
         "wall_vs_floor": round(med("wall_seconds") / floor["seconds"], 3),
@@ -69,8 +80,17 @@ def main() -> int:
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({**result["median"], "floor_seconds": floor["seconds"], "wall_vs_floor": result["wall_vs_floor"],
-                      "training_vs_floor": result["training_vs_floor"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                **result["median"],
+                "floor_seconds": floor["seconds"],
+                "wall_vs_floor": result["wall_vs_floor"],
+                "training_vs_floor": result["training_vs_floor"],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fllocal import data, models
-from flcore.shared.aggregation import weighted_mean
 from flcore.domain.config import JobConfig, parse_config
-from flcore.shared.partition import partition_indices, train_eval_split
 from flcore.engine.picking import pick_clients
+from flcore.shared.aggregation import weighted_mean
+from flcore.shared.partition import partition_indices, train_eval_split
+from fllocal import data, models
 
 
 def _train_client(args: tuple[dict, int, dict | None, int]) -> tuple[dict, int]:
@@ -48,7 +48,7 @@ def _train_client(args: tuple[dict, int, dict | None, int]) -> tuple[dict, int]:
     for _ in range(cfg.local_epochs):
         order = torch.randperm(len(x), generator=gen)
         for start in range(0, len(x), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
+            idx = order[start : start + cfg.batch_size]
             opt.zero_grad()
             F.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
@@ -76,10 +76,16 @@ def run(settings: dict | None = None) -> dict:
     x, y = data.to_tensors(cfg.dataset, *data.load_raw(cfg.dataset, train=False))
     model.eval()
     with torch.inference_mode():
-        accuracy = float(np.mean([(model(x[i:i + 500]).argmax(1) == y[i:i + 500]).float().mean()
-                                  for i in range(0, len(x), 500)]))
-    return {"seconds": round(seconds, 1), "round_seconds": rounds, "test_accuracy": round(accuracy, 4),
-            "processes": os.cpu_count(), "settings": cfg.to_dict()}
+        accuracy = float(
+            np.mean([(model(x[i : i + 500]).argmax(1) == y[i : i + 500]).float().mean() for i in range(0, len(x), 500)])
+        )
+    return {
+        "seconds": round(seconds, 1),
+        "round_seconds": rounds,
+        "test_accuracy": round(accuracy, 4),
+        "processes": os.cpu_count(),
+        "settings": cfg.to_dict(),
+    }
 
 
 if __name__ == "__main__":

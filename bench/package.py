@@ -36,11 +36,13 @@ RUNS = 7
 def framework_sha256() -> str:
     """The CodeSha256 that ``serverless package`` writes into the stack for the function."""
     env = {**os.environ, "SLS_TELEMETRY_DISABLED": "1", "SLS_NOTIFICATIONS_MODE": "off"}
-    subprocess.run([str(ROOT / "node_modules" / ".bin" / "serverless"), "package", "--stage", "dev"],
-                   cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [str(ROOT / "node_modules" / ".bin" / "serverless"), "package", "--stage", "dev"], cwd=ROOT, env=env, check=True
+    )
     stack = json.loads((ROOT / ".serverless" / "cloudformation-template-update-stack.json").read_text())
-    return next(r["Properties"]["CodeSha256"] for r in stack["Resources"].values()
-                if r["Type"] == "AWS::Lambda::Version")
+    return next(
+        r["Properties"]["CodeSha256"] for r in stack["Resources"].values() if r["Type"] == "AWS::Lambda::Version"
+    )
 
 
 def dir_size(path: Path) -> int:
@@ -48,10 +50,17 @@ def dir_size(path: Path) -> int:
 
 
 def cold_import_seconds(pkg: Path) -> float:
-    code = ("import time, sys; t = time.perf_counter(); import server_aws.handler; "
-            "print(time.perf_counter() - t); assert 'torch' not in sys.modules")
-    out = subprocess.run([sys.executable, "-S", "-B", "-c", f"import sys; sys.path.insert(0, {str(pkg)!r}); {code}"],
-                         cwd=pkg, capture_output=True, text=True, check=True)
+    code = (
+        "import time, sys; t = time.perf_counter(); import server_aws.handler; "
+        "print(time.perf_counter() - t); assert 'torch' not in sys.modules"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-B", "-c", f"import sys; sys.path.insert(0, {str(pkg)!r}); {code}"],
+        cwd=pkg,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip())
 
 
@@ -64,8 +73,10 @@ def main() -> None:
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(pkg)
             files = len(zf.infolist())
-        parts = {p.name: round(dir_size(p) / 2**20, 2) if p.is_dir() else round(p.stat().st_size / 2**20, 2)
-                 for p in sorted(pkg.iterdir())}
+        parts = {
+            p.name: round(dir_size(p) / 2**20, 2) if p.is_dir() else round(p.stat().st_size / 2**20, 2)
+            for p in sorted(pkg.iterdir())
+        }
         unzipped = dir_size(pkg)
         cold_import_seconds(pkg)  # warm the OS file cache once; Lambda reads from a warm disk too
         times = [cold_import_seconds(pkg) for _ in range(RUNS)]

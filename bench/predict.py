@@ -30,11 +30,11 @@ OUT = ROOT / "bench" / "results"
 def accuracy(transport, token, job_id, images, labels, mode) -> tuple[float, list[float]]:
     correct, times = 0, []
     for start in range(0, len(images), BATCH):
-        batch = images[start:start + BATCH, 0].tolist()
+        batch = images[start : start + BATCH, 0].tolist()
         t0 = time.perf_counter()
         reply = transport.call("predict", {"job_id": job_id, "inputs": batch, "mode": mode}, token=token)
         times.append(time.perf_counter() - t0)
-        correct += int((np.array(reply["classes"]) == labels[start:start + BATCH]).sum())
+        correct += int((np.array(reply["classes"]) == labels[start : start + BATCH]).sum())
     return correct / len(images), times
 
 
@@ -49,10 +49,16 @@ def run(partition: str, images, labels) -> dict:
         out = {"partition": partition, "job_id": job_id}
         for mode in ("global", "ensemble"):
             acc, times = accuracy(transport, token, job_id, images, labels, mode)
-            out[mode] = {"test_accuracy": acc, "seconds_per_batch_median": statistics.median(times),
-                         "seconds_per_batch_p90": float(np.percentile(times, 90)), "batches": len(times)}
-            print(f"{partition}: {mode} {100 * acc:.2f} %, {1000 * statistics.median(times):.0f} ms per batch of "
-                  f"{BATCH}", flush=True)
+            out[mode] = {
+                "test_accuracy": acc,
+                "seconds_per_batch_median": statistics.median(times),
+                "seconds_per_batch_p90": float(np.percentile(times, 90)),
+                "batches": len(times),
+            }
+            print(
+                f"{partition}: {mode} {100 * acc:.2f} %, {1000 * statistics.median(times):.0f} ms per batch of {BATCH}",
+                flush=True,
+            )
     return out
 
 
@@ -63,10 +69,13 @@ def plot(results: list[dict], path: Path) -> None:
     xs = np.arange(len(results))
     for i, mode in enumerate(("global", "ensemble")):
         left.bar(xs + (i - 0.5) * 0.35, [100 * r[mode]["test_accuracy"] for r in results], 0.35, label=mode)
-        right.bar(xs + (i - 0.5) * 0.35, [1000 * r[mode]["seconds_per_batch_median"] for r in results], 0.35,
-                  label=mode)
-    for ax, title, unit in ((left, "test accuracy after the default job", "%"),
-                            (right, f"function time per batch of {BATCH} (median)", "ms")):
+        right.bar(
+            xs + (i - 0.5) * 0.35, [1000 * r[mode]["seconds_per_batch_median"] for r in results], 0.35, label=mode
+        )
+    for ax, title, unit in (
+        (left, "test accuracy after the default job", "%"),
+        (right, f"function time per batch of {BATCH} (median)", "ms"),
+    ):
         ax.set_xticks(xs, [r["partition"] for r in results])
         ax.set(title=title, ylabel=unit)
         ax.legend(fontsize=8)
@@ -79,8 +88,12 @@ def main() -> int:
     data.prepare("mnist")
     images, labels = data.load_raw("mnist", train=False)
     results = [run(p, images, labels) for p in ("iid", "shards:2")]
-    summary = {"batch": BATCH, "test_images": len(images), "runs": results,
-               "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    summary = {
+        "batch": BATCH,
+        "test_images": len(images),
+        "runs": results,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     write_results(OUT / "predict.json", summary, plot, results)
     print(f"wrote {OUT / 'predict.json'} and predict.png")
     return 0

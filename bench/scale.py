@@ -38,14 +38,19 @@ def draw(result: dict, png: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     rounds = result["round_seconds"]
     left.bar(range(1, len(rounds) + 1), rounds, color="#4c72b0")
-    left.set(xlabel="round", ylabel="seconds", title=f"{JOB['num_clients']} clients, {JOB['clients_per_round']} "
-             "per round: round time")
+    left.set(
+        xlabel="round",
+        ylabel="seconds",
+        title=f"{JOB['num_clients']} clients, {JOB['clients_per_round']} per round: round time",
+    )
     names = ["p50", "p90", "p99"]
     width = 0.38
-    for k, (label, key) in enumerate((("the function's own time", "function_ms"),
-                                      ("as the clients saw it", "client_ms"))):
-        right.bar([i + (k - 0.5) * width for i in range(3)], [result["latency"][key][n] for n in names], width,
-                  label=label)
+    for k, (label, key) in enumerate(
+        (("the function's own time", "function_ms"), ("as the clients saw it", "client_ms"))
+    ):
+        right.bar(
+            [i + (k - 0.5) * width for i in range(3)], [result["latency"][key][n] for n in names], width, label=label
+        )
     right.set_xticks(range(3), names)
     right.set(ylabel="ms per request", title=f"{result['requests_per_second']:.0f} requests/s served")
     right.legend()
@@ -80,10 +85,12 @@ def main() -> int:
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     png = write_results(OUT, result, draw, result)
-    print(f"\n{result['completed_rounds']} rounds in {result['training_seconds']:.0f} s (rounds "
-          f"{result['round_seconds']}), {result['requests']} requests at {result['requests_per_second']} a second, "
-          f"function p50/p99 {inv['duration_ms']['p50']}/{inv['duration_ms']['p99']} ms, peak memory "
-          f"{result['peak_memory_mb']:.0f} MB; {OUT}, {png}")
+    print(
+        f"\n{result['completed_rounds']} rounds in {result['training_seconds']:.0f} s (rounds "
+        f"{result['round_seconds']}), {result['requests']} requests at {result['requests_per_second']} a second, "
+        f"function p50/p99 {inv['duration_ms']['p50']}/{inv['duration_ms']['p99']} ms, peak memory "
+        f"{result['peak_memory_mb']:.0f} MB; {OUT}, {png}"
+    )
     return 0
 
 

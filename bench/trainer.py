@@ -40,9 +40,9 @@ def plain(model, x, y, epochs, gen, channels_last=False, gather_once=False, fore
         loss_sum = 0.0
         for start in range(0, len(x), 50):
             if gather_once:
-                xb, yb = xs[start:start + 50], ys[start:start + 50]
+                xb, yb = xs[start : start + 50], ys[start : start + 50]
             else:
-                idx = order[start:start + 50]
+                idx = order[start : start + 50]
                 xb, yb = x[idx], y[idx]
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(xb), yb)
@@ -79,13 +79,24 @@ def main() -> int:
             losses[name] = plain(model, x, y, args.epochs, gen, **opts)
             times[name].append((time.perf_counter() - t0) / args.epochs)
     base = statistics.median(times["plain"])
-    out = {name: {"seconds_per_epoch": round(statistics.median(t), 4),
-                  "speedup": round(base / statistics.median(t), 3), "final_loss": round(losses[name], 5)}
-           for name, t in times.items()}
+    out = {
+        name: {
+            "seconds_per_epoch": round(statistics.median(t), 4),
+            "speedup": round(base / statistics.median(t), 3),
+            "final_loss": round(losses[name], 5),
+        }
+        for name, t in times.items()
+    }
     for name, r in out.items():
         print(f"{name:28s} {r['seconds_per_epoch']:.3f} s/epoch  x{r['speedup']:.2f}  loss {r['final_loss']:.5f}")
-    result = {"variants": out, "repeats": args.repeats, "epochs_per_run": args.epochs, "examples": len(x),
-              "torch": torch.__version__, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    result = {
+        "variants": out,
+        "repeats": args.repeats,
+        "epochs_per_run": args.epochs,
+        "examples": len(x),
+        "torch": torch.__version__,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     (ROOT / "bench" / "results" / "trainer.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from clients.launcher import base_url_for
 from clients.serve import run_client, setup_logging
-from fllocal import env
+from clients.settings import ClientSettings, ClientSettingsError
 
 
 def main() -> None:
@@ -20,8 +21,13 @@ def main() -> None:
     p.add_argument("--state-dir", default=None)
     args = p.parse_args()
     setup_logging()
-    state_dir = Path(args.state_dir or env.get("FL_STATE_DIR", ".fl/state")) / args.transport
-    run_client(args.name, args.host, args.port, base_url_for(args.transport, args.base_url), state_dir)
+    try:  # read once, handed down
+        settings = ClientSettings.from_env()
+    except ClientSettingsError as exc:
+        sys.exit(str(exc))
+    state_dir = Path(args.state_dir or settings.state_dir) / args.transport
+    url = base_url_for(args.transport, args.base_url, settings)
+    run_client(args.name, args.host, args.port, url, state_dir, settings)
 
 
 if __name__ == "__main__":

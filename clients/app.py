@@ -10,8 +10,8 @@ from flask import Flask, jsonify, request
 from PIL import Image
 
 from clients.federated_client import FederatedClient
-from fllocal import data
 from flcore.shared.datasets import INPUT_SHAPES
+from fllocal import data
 
 MAX_UPLOAD_BYTES = 1024 * 1024
 Image.MAX_IMAGE_PIXELS = 4096 * 4096  # refuse decompression bombs
@@ -48,8 +48,13 @@ def create_app(client: FederatedClient) -> Flask:
     @app.get("/status")
     def status():
         ident = client.identity or {}
-        return jsonify({**client.info, "client_id": ident.get("client_id", client.info.get("client_id")),
-                        "job_id": ident.get("job_id", client.info.get("job_id"))})
+        return jsonify(
+            {
+                **client.info,
+                "client_id": ident.get("client_id", client.info.get("client_id")),
+                "job_id": ident.get("job_id", client.info.get("job_id")),
+            }
+        )
 
     @app.post("/predict")
     def predict():

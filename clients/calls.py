@@ -34,6 +34,9 @@ class CallLog:
         self._entry(self.current)["trained"] = True
 
     def as_dict(self) -> dict:
-        return {"rounds": {str(r): {"calls": dict(e["calls"]), "trained": e["trained"]}
-                           for r, e in sorted(self.rounds.items())},
-                "seconds": self.seconds}
+        return {
+            "rounds": {
+                str(r): {"calls": dict(e["calls"]), "trained": e["trained"]} for r, e in sorted(self.rounds.items())
+            },
+            "seconds": self.seconds,
+        }

@@ -78,8 +78,7 @@ def local_steps(examples: int, batch_size: int, epochs: int) -> int:
     return epochs * math.ceil(examples / batch_size)
 
 
-def updated(c_i: Weights, c: Weights, start: Weights, end: Weights, steps: int, lr: float,
-            momentum: float) -> Weights:
+def updated(c_i: Weights, c: Weights, start: Weights, end: Weights, steps: int, lr: float, momentum: float) -> Weights:
     """SCAFFOLD's option II: c_i+ = c_i - c + (start - end) / (steps · step).
 
     ``step`` is lr / (1 - momentum), the effective step of SGD with heavy-ball

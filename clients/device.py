@@ -22,23 +22,24 @@ import sys
 from pathlib import Path
 
 from clients import files
+from clients.settings import ClientSettings
 from clients.transport import Transport
-from fllocal import data, env
+from fllocal import data
 
 
-def info() -> dict:
+def info(settings: ClientSettings) -> dict:
     """What this machine says about itself when it registers."""
     datasets = data.available()
-    wanted = [d.strip().lower() for d in env.get("FL_DEVICE_DATASETS").split(",") if d.strip()]
-    if wanted:
-        datasets = {k: v for k, v in datasets.items() if k in wanted}
-    labels = {}
-    for pair in env.get("FL_DEVICE_LABELS").split(","):
-        if "=" in pair:
-            key, _, value = pair.partition("=")
-            labels[key.strip()] = value.strip()
-    return {"platform": f"{sys.platform}/{platform.machine() or 'unknown'}", "cpus": os.cpu_count() or 1,
-            "memory_mb": _memory_mb(), "datasets": datasets, "labels": labels}
+    if settings.device_datasets:
+        datasets = {k: v for k, v in datasets.items() if k in settings.device_datasets}
+    labels = dict(settings.device_labels)
+    return {
+        "platform": f"{sys.platform}/{platform.machine() or 'unknown'}",
+        "cpus": os.cpu_count() or 1,
+        "memory_mb": _memory_mb(),
+        "datasets": datasets,
+        "labels": labels,
+    }
 
 
 def _memory_mb() -> int:
@@ -48,22 +49,19 @@ def _memory_mb() -> int:
         return 1
 
 
-def fails_in(name: str, job: dict) -> bool:
+def fails_in(name: str, job: dict, settings: ClientSettings) -> bool:
     """Whether ``FL_FAIL_JOBS`` says this client's training fails in this job."""
     marks = {job.get("job_id"), job.get("name"), *job.get("tags", [])} - {None}
-    for entry in env.get("FL_FAIL_JOBS").split(","):
-        who, _, what = entry.strip().partition("@")
-        if who == name and what in marks:
-            return True
-    return False
+    return any(who == name and what in marks for who, what in settings.fail_jobs)
 
 
 class Device:
     """The registered identity, loaded from (and saved to) ``path``."""
 
-    def __init__(self, transport: Transport, path: Path):
+    def __init__(self, transport: Transport, path: Path, settings: ClientSettings):
         self.transport = transport
         self.path = path
+        self.settings = settings
         try:
             self.identity: dict | None = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -72,7 +70,9 @@ class Device:
     @property
     def token(self) -> str:
         if self.identity is None:
-            self.identity = self.transport.call("register", {"info": info()}, token=env.get("FL_ENROL_TOKEN") or None)
+            self.identity = self.transport.call(
+                "register", {"info": info(self.settings)}, token=self.settings.enrol_token or None
+            )
             files.write_atomic(self.path, json.dumps(self.identity).encode())
         return self.identity["token"]
 

@@ -25,11 +25,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from clients import control, files, memory, trainer, transfer
 from clients.calls import CallLog
 from clients.device import Device, fails_in
+from clients.settings import ClientSettings
 from clients.slots import TrainerSlots
 from clients.transport import FunctionError, Transport
-from fllocal import data, env, models
 from flcore.shared import weights as wcodec
 from flcore.shared.partition import partition_indices, train_eval_split
+from fllocal import data, models
 
 log = logging.getLogger("clients")
 
@@ -66,8 +67,17 @@ def _job_in_file(path: str) -> str | None:
 class FederatedClient:
     """One client: its identity (kept in a state file), its shard, its latest global model."""
 
-    def __init__(self, transport: Transport, state_path: Path, name: str, slowdown: float = 1.0,
-                 slots: TrainerSlots | None = None, serves_predictions: bool = True):
+    def __init__(
+        self,
+        transport: Transport,
+        state_path: Path,
+        name: str,
+        slowdown: float = 1.0,
+        slots: TrainerSlots | None = None,
+        serves_predictions: bool = True,
+        settings: ClientSettings | None = None,
+    ):
+        self.settings = settings or ClientSettings.from_env()  # the process's, read once by its entry point
         self.transport = transport
         self.state_path = state_path
         self.name = name
@@ -75,7 +85,7 @@ class FederatedClient:
         self.slots = slots  # shared with the machine's other clients: who may compute now
         self.serves_predictions = serves_predictions  # keep the latest global model for /predict
         self.identity: dict | None = self._load_identity()
-        self.device = Device(transport, state_path.with_suffix(".device.json"))
+        self.device = Device(transport, state_path.with_suffix(".device.json"), self.settings)
         self.control = control.ControlVariate(state_path.with_suffix(".control"))
         self.info: dict = {"name": name, "round": None, "phase": "starting", "last": {}, "errors": 0}
         self._data: tuple | None = None  # (job_id, train x, train y, eval x, eval y)
@@ -144,7 +154,7 @@ class FederatedClient:
     def _find_job(self) -> float:
         """Register once, then join the best offer (or ``FL_JOB_ID``, or the job named in the file
         ``FL_JOB_ID_FILE`` once it exists); one job at a time."""
-        pinned = env.get("FL_JOB_ID") or _job_in_file(env.get("FL_JOB_ID_FILE"))
+        pinned = self.settings.job_id or _job_in_file(self.settings.job_id_file)
         if pinned is None:  # the job is about to be created: the function may not even answer yet
             self.info["phase"] = "waiting for the job"
             return TICK_S
@@ -165,11 +175,17 @@ class FederatedClient:
                 if exc.status in (403, 404, 409):  # taken, full or not for us after all: the next offer
                     continue
                 raise
-            self._save_identity({**{k: reply[k] for k in ("job_id", "client_id", "token", "index")},
-                                 "name": offer.get("name"), "tags": offer.get("tags", [])})
+            self._save_identity(
+                {
+                    **{k: reply[k] for k in ("job_id", "client_id", "token", "index")},
+                    "name": offer.get("name"),
+                    "tags": offer.get("tags", []),
+                }
+            )
             self.info.update(client_id=reply["client_id"], job_id=reply["job_id"], phase="joined")
-            log.info("%s: joined %s as %s (partition %s)", self.name, reply["job_id"], reply["client_id"],
-                     reply["index"])
+            log.info(
+                "%s: joined %s as %s (partition %s)", self.name, reply["job_id"], reply["client_id"], reply["index"]
+            )
             return 0.0
         self.info["phase"] = "looking for a job"
         return IDLE_RETRY_S
@@ -225,8 +241,11 @@ class FederatedClient:
         submit; seconds until the function wants to hear from this client again."""
         self.info["phase"] = f"training {'on version' if on_version else 'round'} {rnd}"
         started = time.perf_counter()
-        reply = offered if offered and "round_config" in offered else \
-            self._call("get_model", {"round": rnd} if on_version else None)
+        reply = (
+            offered
+            if offered and "round_config" in offered
+            else self._call("get_model", {"round": rnd} if on_version else None)
+        )
         cfg = reply["config"]
         model = self._global_model(reply)
         if self.serves_predictions:
@@ -239,33 +258,56 @@ class FederatedClient:
         asked = time.perf_counter()
         with self.slots.hold() if self.slots else contextlib.nullcontext(), _failures_as(TrainingFailed):
             fit_started = time.perf_counter()  # the device's own time starts: not the wait for a slot
-            if fails_in(self.name, self.identity):
+            if fails_in(self.name, self.identity, self.settings):
                 raise RuntimeError("simulated failure (FL_FAIL_JOBS)")
             before = trainer.evaluate(model, xe, ye)  # federated evaluation of the received model
-            scaffold = control.ScaffoldRound(self.control, server_c, models.get_weights(model)) \
-                if hp.get("control_variates") else None
-            fit = trainer.train(model, xt, yt, epochs=hp["local_epochs"], batch_size=hp["batch_size"], lr=hp["lr"],
-                                momentum=hp["momentum"], proximal_mu=hp.get("proximal_mu", 0.0),
-                                restricted_softmax=hp.get("restricted_softmax", 1.0),
-                                correction=scaffold.correction() if scaffold else None,
-                                shift=int(hp.get("augment_shift", 0)), flip=bool(hp.get("augment_flip", False)),
-                                weight_decay=float(hp.get("weight_decay", 0.0)),
-                                seed=int(cfg["seed"]) * 1_000_003 + rnd * 1009 + self.identity["index"])
+            scaffold = (
+                control.ScaffoldRound(self.control, server_c, models.get_weights(model))
+                if hp.get("control_variates")
+                else None
+            )
+            fit = trainer.train(
+                model,
+                xt,
+                yt,
+                epochs=hp["local_epochs"],
+                batch_size=hp["batch_size"],
+                lr=hp["lr"],
+                momentum=hp["momentum"],
+                proximal_mu=hp.get("proximal_mu", 0.0),
+                restricted_softmax=hp.get("restricted_softmax", 1.0),
+                correction=scaffold.correction() if scaffold else None,
+                shift=int(hp.get("augment_shift", 0)),
+                flip=bool(hp.get("augment_flip", False)),
+                weight_decay=float(hp.get("weight_decay", 0.0)),
+                seed=int(cfg["seed"]) * 1_000_003 + rnd * 1009 + self.identity["index"],
+            )
             update = models.get_weights(model)
             if scaffold:
                 update = scaffold.update(update, len(xt), hp)
         if self.slowdown > 1:  # a slower device would have taken this much longer
             time.sleep((self.slowdown - 1) * (time.perf_counter() - fit_started))
-        metrics = {**fit, "eval_loss": before["loss"], "eval_accuracy": before["accuracy"],
-                   "eval_examples": float(len(xe)),
-                   "train_seconds": time.perf_counter() - started - (fit_started - asked)}
-        result = transfer.submit(self._call, {"round": rnd, "num_examples": len(xt), "metrics": metrics},
-                                 wcodec.encode(update))
+        metrics = {
+            **fit,
+            "eval_loss": before["loss"],
+            "eval_accuracy": before["accuracy"],
+            "eval_examples": float(len(xe)),
+            "train_seconds": time.perf_counter() - started - (fit_started - asked),
+        }
+        result = transfer.submit(
+            self._call, {"round": rnd, "num_examples": len(xt), "metrics": metrics}, wcodec.encode(update)
+        )
         if scaffold:
             scaffold.commit()
         self.info["last"] = {"round": rnd, **metrics, "accepted": result.get("accepted")}
-        log.info("%s: round %d trained in %.1fs, loss %.4f, eval acc of received model %.4f", self.name, rnd,
-                 metrics["train_seconds"], fit["train_loss"], before["accuracy"])
+        log.info(
+            "%s: round %d trained in %.1fs, loss %.4f, eval acc of received model %.4f",
+            self.name,
+            rnd,
+            metrics["train_seconds"],
+            fit["train_loss"],
+            before["accuracy"],
+        )
         memory.release()  # the round's peak need not stay with this client while it waits
         return float(result.get("retry_after") or 0.0)
 
@@ -300,17 +342,17 @@ class FederatedClient:
             self._failures += 1
             self.info["errors"] += 1
             self.info["last_error"] = f"{type(exc).__name__}: {exc}"[:300]
-            delay = min(MAX_BACKOFF_S, 0.5 * 2 ** self._failures)
+            delay = min(MAX_BACKOFF_S, 0.5 * 2**self._failures)
             log.warning("%s: %s; retrying in %.1fs", self.name, self.info["last_error"], delay)
         # +-20 % jitter keeps a fleet of clients from calling the function in lockstep
         self._next_due = time.monotonic() + delay * random.uniform(0.8, 1.2)
 
     def start(self) -> BackgroundScheduler:
-        self._scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)},
-                                              job_defaults={"coalesce": True, "max_instances": 1,
-                                                            "misfire_grace_time": None})
-        self._scheduler.add_job(self.run_tick, "interval", seconds=TICK_S, id="poll",
-                                next_run_time=datetime.now())
+        self._scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        self._scheduler.add_job(self.run_tick, "interval", seconds=TICK_S, id="poll", next_run_time=datetime.now())
         self._scheduler.start()
         return self._scheduler
 
@@ -319,4 +361,3 @@ class FederatedClient:
             self._scheduler.shutdown(wait=False)
         with contextlib.suppress(OSError):  # what it asked of the function, for the run's report (flcli.run)
             files.write_atomic(self.state_path.with_suffix(".calls.json"), json.dumps(self.calls.as_dict()).encode())
-

@@ -29,8 +29,9 @@ class Fleet:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fleet")
         self._busy: set[int] = set()  # indexes of clients whose step is queued or running
         self._lock = threading.Lock()
-        self._scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1,
-                                                            "misfire_grace_time": None})
+        self._scheduler = BackgroundScheduler(
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+        )
 
     def _dispatch(self) -> None:
         """Every TICK_S: queue the step of each client that is due and not already queued."""
@@ -48,8 +49,7 @@ class Fleet:
                 self._busy.discard(i)
 
     def start(self) -> None:
-        self._scheduler.add_job(self._dispatch, "interval", seconds=TICK_S, id="fleet",
-                                next_run_time=datetime.now())
+        self._scheduler.add_job(self._dispatch, "interval", seconds=TICK_S, id="fleet", next_run_time=datetime.now())
         self._scheduler.start()
 
     def stop(self) -> None:

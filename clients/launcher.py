@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from fllocal import env
+from clients.settings import ClientSettings, ClientSettingsError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,17 +28,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--state-dir", default=None)
     p.add_argument("--log-dir", default="logs")
     p.add_argument("--pid-file", default=None)
-    p.add_argument("--per-process", type=int, default=None,
-                   help="simulation mode: this many client identities per process (clients/fleet.py), "
-                        "without an HTTP endpoint each (default: FL_CLIENTS_PER_PROCESS, or 1: a process "
-                        "and an endpoint per client)")
-    p.add_argument("--preload", default=None,
-                   help="data set to load once before forking, shared by all clients (default: FL_DATASET or mnist)")
+    p.add_argument(
+        "--per-process",
+        type=int,
+        default=None,
+        help="simulation mode: this many client identities per process (clients/fleet.py), "
+        "without an HTTP endpoint each (default: FL_CLIENTS_PER_PROCESS, or 1: a process "
+        "and an endpoint per client)",
+    )
+    p.add_argument(
+        "--preload",
+        default=None,
+        help="data set to load once before forking, shared by all clients (default: FL_DATASET or mnist)",
+    )
     return p.parse_args(argv)
 
 
-def base_url_for(transport: str, override: str | None) -> str:
-    url = override or env.get(f"BASE_URL_{transport.upper()}")
+def base_url_for(transport: str, override: str | None, settings: ClientSettings) -> str:
+    url = override or settings.base_url(transport)
     if not url:
         sys.exit(f"no function URL: set BASE_URL_{transport.upper()} (see .env.template) or pass --base-url")
     return url
@@ -46,9 +53,13 @@ def base_url_for(transport: str, override: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    url = base_url_for(args.transport, args.base_url)
-    base_port = args.base_port or env.get_int("FL_CLIENT_BASE_PORT", 5001)
-    state_dir = Path(args.state_dir or env.get("FL_STATE_DIR", ".fl/state")) / args.transport
+    try:  # every FL_* setting of the clients, read once here and handed down
+        settings = ClientSettings.from_env()
+    except ClientSettingsError as exc:
+        sys.exit(str(exc))
+    url = base_url_for(args.transport, args.base_url, settings)
+    base_port = args.base_port or settings.client_base_port
+    state_dir = Path(args.state_dir or settings.state_dir) / args.transport
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -57,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     from clients import serve as client_serve
 
     torch.set_num_threads(1)
-    preload = args.preload or env.get("FL_DATASET") or "mnist"
+    preload = args.preload or settings.dataset or "mnist"
     try:
         from fllocal import data
 
@@ -68,25 +79,19 @@ def main(argv: list[str] | None = None) -> None:
     gc.freeze()  # keep the collector from touching (and so copying) the shared pages
 
     from clients import slots as trainer_slots
-    from clients.slowdown import SlowdownError, factors
+    from clients.slowdown import factors
 
-    slots = trainer_slots.from_env(default=os.cpu_count())  # FL_TRAINERS; as many as cores
-    try:
-        per_process = args.per_process or env.get_int("FL_CLIENTS_PER_PROCESS", 1)
-        workers = env.get_int("FL_FLEET_WORKERS", 0)  # 0: fleet_workers() decides
-    except ValueError as exc:
-        sys.exit(str(exc))
+    slots = trainer_slots.for_machine(settings.trainers, default=os.cpu_count())  # as many as cores
+    per_process = args.per_process or settings.clients_per_process
     if per_process < 1:
         sys.exit(f"--per-process / FL_CLIENTS_PER_PROCESS must be at least 1, not {per_process}")
-    if workers < 0:
-        sys.exit(f"FL_FLEET_WORKERS must be at least 1 (or unset), not {workers}")
-    try:
-        slowdown = factors(args.count)
-    except SlowdownError as exc:
-        sys.exit(str(exc))
+    workers = settings.fleet_workers  # 0: fleet_workers() decides
+    slowdown = factors(args.count, settings)
     if per_process > 1 and any(f > 1 for f in slowdown):
-        sys.exit("FL_SLOWDOWN is for one process per client; simulated identities (FL_CLIENTS_PER_PROCESS) "
-                 "train at the machine's own speed")
+        sys.exit(
+            "FL_SLOWDOWN is for one process per client; simulated identities (FL_CLIENTS_PER_PROCESS) "
+            "train at the machine's own speed"
+        )
     children: list[int] = []
     groups = [list(range(i, min(args.count, i + per_process))) for i in range(0, args.count, per_process)]
     for g, members in enumerate(groups):
@@ -94,22 +99,42 @@ def main(argv: list[str] | None = None) -> None:
         if pid == 0:
             if per_process == 1:  # never returns
                 i = members[0]
-                _child(_name(i, args.count), log_dir, lambda name: client_serve.run_client(
-                    name, args.host, base_port + i, url, state_dir, slowdown=slowdown[i], slots=slots))
+                _child(
+                    _name(i, args.count),
+                    log_dir,
+                    lambda name, i=i: client_serve.run_client(
+                        name, args.host, base_port + i, url, state_dir, settings, slowdown=slowdown[i], slots=slots
+                    ),
+                )
             else:
-                _child(f"fleet-{g:02d}", log_dir, lambda name: client_serve.run_fleet(
-                    [_name(i, args.count) for i in members], url, state_dir, workers or fleet_workers(len(groups)),
-                    slots=slots))
+                _child(
+                    f"fleet-{g:02d}",
+                    log_dir,
+                    lambda name, members=members: client_serve.run_fleet(
+                        [_name(i, args.count) for i in members],
+                        url,
+                        state_dir,
+                        workers or fleet_workers(len(groups)),
+                        settings,
+                        slots=slots,
+                    ),
+                )
         children.append(pid)
     if args.pid_file:
         Path(args.pid_file).parent.mkdir(parents=True, exist_ok=True)
         Path(args.pid_file).write_text("\n".join(str(p) for p in [os.getpid(), *children]) + "\n")
     slow = sum(f > 1 for f in slowdown)
-    where = (f"on ports {base_port}-{base_port + args.count - 1}" if per_process == 1 else
-             f"in {len(groups)} processes of up to {per_process} (simulation: no HTTP endpoint each)")
-    print(f"started {args.count} clients {where} (logs in {log_dir}/), function at {url}"
-          + (f"; {slow} of them {max(slowdown):g}x slower" if slow else "")
-          + (f"; at most {len(slots.paths)} training at once" if slots else ""), flush=True)
+    where = (
+        f"on ports {base_port}-{base_port + args.count - 1}"
+        if per_process == 1
+        else f"in {len(groups)} processes of up to {per_process} (simulation: no HTTP endpoint each)"
+    )
+    print(
+        f"started {args.count} clients {where} (logs in {log_dir}/), function at {url}"
+        + (f"; {slow} of them {max(slowdown):g}x slower" if slow else "")
+        + (f"; at most {len(slots.paths)} training at once" if slots else ""),
+        flush=True,
+    )
     _supervise(children)
 
 
@@ -155,6 +180,7 @@ def _child(name: str, log_dir: Path, run) -> None:
 
 def _supervise(children: list[int]) -> None:
     """Wait for the clients; pass SIGTERM/SIGINT on to them."""
+
     def forward(signum, frame):
         for pid in children:
             try:

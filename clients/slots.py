@@ -50,13 +50,8 @@ class TrainerSlots:
             time.sleep(WAIT_S)
 
 
-def from_env(default: int | None) -> TrainerSlots | None:
-    """The machine's slots: ``FL_TRAINERS`` of them (0: no limit), else ``default`` (None: no limit)."""
-    raw = os.environ.get("FL_TRAINERS", "").strip()
-    if raw:
-        if not raw.isdigit():
-            raise SystemExit(f"FL_TRAINERS={raw!r} must be a whole number (0: no limit)")
-        count = int(raw)
-    else:
-        count = default or 0
+def for_machine(trainers: int | None, default: int | None) -> TrainerSlots | None:
+    """The machine's slots: ``trainers`` of them (``FL_TRAINERS``; 0: no limit), else ``default``
+    (None: no limit)."""
+    count = default or 0 if trainers is None else trainers
     return TrainerSlots(count) if count > 0 else None

@@ -12,26 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fllocal import env
-
-
-class SlowdownError(ValueError):
-    """A slowdown setting that cannot be used."""
-
-
-def settings() -> tuple[float, float, int]:
-    """(fraction, factor, seed) from the environment, or a :class:`SlowdownError` naming the bad one."""
-    try:
-        fraction = env.get_float("FL_SLOW_FRACTION", 0.0)
-        factor = env.get_float("FL_SLOWDOWN", 1.0)
-        seed = env.get_int("FL_SLOW_SEED", 0)
-    except ValueError as exc:
-        raise SlowdownError(f"FL_SLOW_FRACTION, FL_SLOWDOWN and FL_SLOW_SEED must be numbers ({exc})") from None
-    if not 0.0 <= fraction <= 1.0:
-        raise SlowdownError(f"FL_SLOW_FRACTION must be between 0 and 1, not {fraction}")
-    if not factor >= 1.0:
-        raise SlowdownError(f"FL_SLOWDOWN must be at least 1 (how many times slower), not {factor}")
-    return fraction, factor, seed
+from clients.settings import ClientSettings
 
 
 def slow_indices(count: int, fraction: float, seed: int) -> set[int]:
@@ -40,8 +21,7 @@ def slow_indices(count: int, fraction: float, seed: int) -> set[int]:
     return {int(i) for i in np.random.default_rng(seed).choice(count, size=k, replace=False)} if k else set()
 
 
-def factors(count: int) -> list[float]:
-    """Each client's slowdown factor (1.0: full speed), from the environment."""
-    fraction, factor, seed = settings()
-    slow = slow_indices(count, fraction, seed)
-    return [factor if i in slow else 1.0 for i in range(count)]
+def factors(count: int, settings: ClientSettings) -> list[float]:
+    """Each client's slowdown factor (1.0: full speed), from the process's settings."""
+    slow = slow_indices(count, settings.slow_fraction, settings.slow_seed)
+    return [settings.slowdown if i in slow else 1.0 for i in range(count)]

@@ -9,11 +9,23 @@ from torch import nn
 from flcore.shared.modeldef import CLASSES
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-          momentum: float, seed: int, proximal_mu: float = 0.0,
-          restricted_softmax: float = 1.0,
-          correction: dict[str, torch.Tensor] | None = None,
-          shift: int = 0, flip: bool = False, weight_decay: float = 0.0) -> dict[str, float]:
+def train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    seed: int,
+    proximal_mu: float = 0.0,
+    restricted_softmax: float = 1.0,
+    correction: dict[str, torch.Tensor] | None = None,
+    shift: int = 0,
+    flip: bool = False,
+    weight_decay: float = 0.0,
+) -> dict[str, float]:
     """SGD with momentum over shuffled mini-batches; returns the last epoch's loss and accuracy.
 
     With ``proximal_mu`` > 0 (FedProx) the loss gains (mu/2)·||w - w_start||², which
@@ -43,7 +55,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
         order = torch.randperm(n, generator=gen)
         loss_sum, correct = 0.0, 0
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             xb, yb = x[idx], y[idx]
             if shift or flip:
                 xb = augment(xb, shift, flip, gen)
@@ -93,8 +105,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     loss_sum, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
-        out = model(x[start:start + batch_size])
-        yb = y[start:start + batch_size]
+        out = model(x[start : start + batch_size])
+        yb = y[start : start + batch_size]
         loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
         correct += int((out.argmax(1) == yb).sum())
     n = max(len(x), 1)

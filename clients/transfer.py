@@ -27,12 +27,11 @@ def model_part(call: Call, reply: dict, key: str = "weights") -> bytes | None:
     buf = bytearray(size)
     position = 0
     for index in range(meta["chunks"]):
-        got = call("get_chunk", {"job_id": reply["job_id"], "round": reply["model_round"], "part": key,
-                                 "index": index})
+        got = call("get_chunk", {"job_id": reply["job_id"], "round": reply["model_round"], "part": key, "index": index})
         data = base64.b64decode(got["data"])
         if position + len(data) > size:
             raise ValueError(f"chunk {index} of the {key} goes past its {size} bytes")
-        buf[position:position + len(data)] = data
+        buf[position : position + len(data)] = data
         position += len(data)
     if position != size or hashlib.sha256(buf).hexdigest() != meta["sha256"]:
         raise ValueError(f"the downloaded {key} does not match its sha256")
@@ -46,7 +45,9 @@ def submit(call: Call, body: dict, blob: bytes) -> dict:
     declared = {"size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
     view = memoryview(blob)
     for index in range(-(-len(blob) // CHUNK_BYTES)):
-        piece = view[index * CHUNK_BYTES:(index + 1) * CHUNK_BYTES]
-        call("upload_chunk", {"round": body["round"], **declared, "index": index,
-                              "data": base64.b64encode(piece).decode("ascii")})
+        piece = view[index * CHUNK_BYTES : (index + 1) * CHUNK_BYTES]
+        call(
+            "upload_chunk",
+            {"round": body["round"], **declared, "index": index, "data": base64.b64encode(piece).decode("ascii")},
+        )
     return call("submit", {**body, "upload": declared})

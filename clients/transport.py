@@ -40,8 +40,16 @@ class Transport(Protocol):
 
 
 def _session(read_retries: int) -> requests.Session:
-    retry = Retry(total=6, connect=6, read=read_retries, status=6, backoff_factor=0.3,
-                  status_forcelist=(502, 503, 504), allowed_methods=None, raise_on_status=False)
+    retry = Retry(
+        total=6,
+        connect=6,
+        read=read_retries,
+        status=6,
+        backoff_factor=0.3,
+        status_forcelist=(502, 503, 504),
+        allowed_methods=None,
+        raise_on_status=False,
+    )
     session = requests.Session()
     # room for every thread of a simulated fleet (clients/fleet.py) to keep its connection
     session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
@@ -92,10 +100,17 @@ def proxy_event(action: str, body: dict | None, token: str | None) -> dict:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    return {"resource": f"/{action}", "path": f"/{action}", "httpMethod": "POST", "headers": headers,
-            "queryStringParameters": None, "pathParameters": None, "isBase64Encoded": False,
-            "requestContext": {"resourcePath": f"/{action}", "httpMethod": "POST"},
-            "body": json.dumps(body or {})}
+    return {
+        "resource": f"/{action}",
+        "path": f"/{action}",
+        "httpMethod": "POST",
+        "headers": headers,
+        "queryStringParameters": None,
+        "pathParameters": None,
+        "isBase64Encoded": False,
+        "requestContext": {"resourcePath": f"/{action}", "httpMethod": "POST"},
+        "body": json.dumps(body or {}),
+    }
 
 
 def _unwrap(response: object) -> dict:
@@ -120,8 +135,9 @@ class InvokeUrlTransport(_Posting):
     def call(self, action: str, body: dict | None = None, token: str | None = None) -> dict:
         resp = self._post(action, self.url, data=json.dumps(proxy_event(action, body, token)))
         if resp.status_code >= 400:
-            raise FunctionError(502 if resp.status_code < 500 else resp.status_code,
-                                f"invoke failed: {resp.text[:200]}")
+            raise FunctionError(
+                502 if resp.status_code < 500 else resp.status_code, f"invoke failed: {resp.text[:200]}"
+            )
         return _unwrap(resp.json())
 
 
@@ -143,8 +159,11 @@ class Boto3Transport:
         self._client = boto3.client("lambda", region_name=region, **kwargs)
 
     def call(self, action: str, body: dict | None = None, token: str | None = None) -> dict:
-        resp = self._client.invoke(FunctionName=self.function_name, InvocationType="RequestResponse",
-                                   Payload=json.dumps(proxy_event(action, body, token)).encode())
+        resp = self._client.invoke(
+            FunctionName=self.function_name,
+            InvocationType="RequestResponse",
+            Payload=json.dumps(proxy_event(action, body, token)).encode(),
+        )
         raw = resp["Payload"].read()
         try:
             result = json.loads(raw or b"null")
@@ -155,11 +174,16 @@ class Boto3Transport:
         return _unwrap(result)
 
 
-def make_transport(url: str, timeout: float = 60.0) -> Transport:
-    """The transport a function URL calls for (see the module docstring)."""
+def make_transport(url: str, timeout: float = 60.0, lambda_endpoint: str | None = None) -> Transport:
+    """The transport a function URL calls for (see the module docstring).
+
+    ``lambda_endpoint`` is where ``lambda://`` URLs are invoked (a local Lambda API); clients pass
+    their settings' ``FL_LAMBDA_ENDPOINT``, the operator's tools leave it None to read it here.
+    """
     parsed = urlparse(url)
     if parsed.scheme == "lambda":
-        return Boto3Transport(parsed.netloc + parsed.path, endpoint_url=os.environ.get("FL_LAMBDA_ENDPOINT") or None)
+        endpoint = os.environ.get("FL_LAMBDA_ENDPOINT", "") if lambda_endpoint is None else lambda_endpoint
+        return Boto3Transport(parsed.netloc + parsed.path, endpoint_url=endpoint or None)
     if "/2015-03-31/functions/" in parsed.path and parsed.path.rstrip("/").endswith("/invocations"):
         return InvokeUrlTransport(url, timeout)
     return HttpTransport(url, timeout)

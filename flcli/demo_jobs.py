@@ -34,23 +34,56 @@ from fllocal import data, env
 
 A_TARGET = 0.90
 FLEET = 4
-SMALL = {"local_epochs": 1, "batch_size": 32, "max_train_examples": 600, "lr": 0.05, "momentum": 0.5,
-         "round_timeout_s": 60, "client_timeout_s": 30}
+SMALL = {
+    "local_epochs": 1,
+    "batch_size": 32,
+    "max_train_examples": 600,
+    "lr": 0.05,
+    "momentum": 0.5,
+    "round_timeout_s": 60,
+    "client_timeout_s": 30,
+}
 FAILING = "client-03@B"  # the last device of kind b fails in job B
 
 
 def job_definitions(c_id: str | None = None) -> dict[str, dict]:
     reached = {"metrics.eval_accuracy": {"$gte": A_TARGET}}
     return {
-        "C": {**SMALL, "name": "C", "tags": ["demo"], "dataset": "mnist", "num_clients": 6, "clients_per_round": 4,
-              "min_clients": 4, "rounds": 3, "start": False},
-        "A": {**SMALL, "name": "A", "tags": ["demo"], "dataset": "mnist", "num_clients": 4, "clients_per_round": 4,
-              "rounds": 30, "criteria": {"info.labels.kind": "a"},
-              "rules": [{"when": reached, "then": {"stop": f"federated accuracy reached {A_TARGET:.0%}"}},
-                        {"when": reached, "then": {"start_job": c_id or "?"}}]},
-        "B": {**SMALL, "name": "B", "tags": ["demo"], "dataset": "fashionmnist", "num_clients": 4,
-              "clients_per_round": 4, "rounds": 100,
-              "criteria": {"info.labels.kind": "b", "info.datasets.fashionmnist": {"$gt": 0}}},
+        "C": {
+            **SMALL,
+            "name": "C",
+            "tags": ["demo"],
+            "dataset": "mnist",
+            "num_clients": 6,
+            "clients_per_round": 4,
+            "min_clients": 4,
+            "rounds": 3,
+            "start": False,
+        },
+        "A": {
+            **SMALL,
+            "name": "A",
+            "tags": ["demo"],
+            "dataset": "mnist",
+            "num_clients": 4,
+            "clients_per_round": 4,
+            "rounds": 30,
+            "criteria": {"info.labels.kind": "a"},
+            "rules": [
+                {"when": reached, "then": {"stop": f"federated accuracy reached {A_TARGET:.0%}"}},
+                {"when": reached, "then": {"start_job": c_id or "?"}},
+            ],
+        },
+        "B": {
+            **SMALL,
+            "name": "B",
+            "tags": ["demo"],
+            "dataset": "fashionmnist",
+            "num_clients": 4,
+            "clients_per_round": 4,
+            "rounds": 100,
+            "criteria": {"info.labels.kind": "b", "info.datasets.fashionmnist": {"$gt": 0}},
+        },
     }
 
 
@@ -75,19 +108,38 @@ def timed(fn, *args):
 
 def start_fleet(base_url: str, kind: str, datasets: str, run_dir: Path, fail: str = "") -> Path:
     port = free_port_block(FLEET)
-    fleet_env = {**os.environ, "BASE_URL_AWS": base_url, "FL_CLIENT_BASE_PORT": str(port), "FL_JOB_ID": "",
-                 "FL_DEVICE_LABELS": f"kind={kind}", "FL_DEVICE_DATASETS": datasets, "FL_FAIL_JOBS": fail,
-                 "FL_STATE_DIR": str(run_dir / kind / "state"), "FL_RUN_DIR": str(run_dir / kind),
-                 "FL_LOG_DIR": str(ROOT / "logs" / "demo-jobs" / kind), "FL_PRELOAD": datasets.split(",")[-1],
-                 "PYTHON": sys.executable}
-    subprocess.run([str(ROOT / "scripts" / "clients.sh"), "start", "aws", str(FLEET)], env=fleet_env, check=True,
-                   cwd=ROOT, stdout=subprocess.DEVNULL)
+    fleet_env = {
+        **os.environ,
+        "BASE_URL_AWS": base_url,
+        "FL_CLIENT_BASE_PORT": str(port),
+        "FL_JOB_ID": "",
+        "FL_DEVICE_LABELS": f"kind={kind}",
+        "FL_DEVICE_DATASETS": datasets,
+        "FL_FAIL_JOBS": fail,
+        "FL_STATE_DIR": str(run_dir / kind / "state"),
+        "FL_RUN_DIR": str(run_dir / kind),
+        "FL_LOG_DIR": str(ROOT / "logs" / "demo-jobs" / kind),
+        "FL_PRELOAD": datasets.split(",")[-1],
+        "PYTHON": sys.executable,
+    }
+    subprocess.run(
+        [str(ROOT / "scripts" / "clients.sh"), "start", "aws", str(FLEET)],
+        env=fleet_env,
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     return run_dir / kind
 
 
 def stop_fleet(fleet_dir: Path) -> None:
-    subprocess.run([str(ROOT / "scripts" / "clients.sh"), "stop", "aws"], env={**os.environ,
-                   "FL_RUN_DIR": str(fleet_dir)}, cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(ROOT / "scripts" / "clients.sh"), "stop", "aws"],
+        env={**os.environ, "FL_RUN_DIR": str(fleet_dir)},
+        cwd=ROOT,
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def wait_for(what: str, check, timeout: float = 600, interval: float = 0.25):
@@ -116,46 +168,75 @@ def run_demo(op: Operator, base_url: str, timer: Timer, run_dir: Path) -> dict:
     timer.mark("offers", statistics.median(offer_calls), "(median of 5 offers calls by a device)")
 
     launched = time.time()
-    fleets = [start_fleet(base_url, "a", "mnist", run_dir),
-              start_fleet(base_url, "b", "mnist,fashionmnist", run_dir, fail=FAILING)]
+    fleets = [
+        start_fleet(base_url, "a", "mnist", run_dir),
+        start_fleet(base_url, "b", "mnist,fashionmnist", run_dir, fail=FAILING),
+    ]
     timer.mark("devices started", time.time() - launched, "(2 fleets of 4 client processes)")
     try:
         devices = wait_for("8 devices to register", lambda: _registered(op, probe["device_id"]))
         times = sorted(d["registered_at"] for d in devices)
-        timer.mark("register", times[-1] - times[0],
-                   f"(first to last of 8; the first {times[0] - launched:.1f}s after launch: start, import, load data)")
+        timer.mark(
+            "register",
+            times[-1] - times[0],
+            f"(first to last of 8; the first {times[0] - launched:.1f}s after launch: start, import, load data)",
+        )
         full = lambda: all(op.status(ids[j])["started_at"] for j in ("A", "B"))  # noqa: E731
         wait_for("A and B to have their devices", full)
         for name in ("A", "B"):
             joined = [d for d in op.call("devices", {"job_id": ids[name]})["devices"]]
-            timer.mark(f"join ({name})", op.status(ids[name])["started_at"] - max(d["registered_at"] for d in joined),
-                       f"(from its last device registered to round 1 open: offers, join of {len(joined)})")
+            timer.mark(
+                f"join ({name})",
+                op.status(ids[name])["started_at"] - max(d["registered_at"] for d in joined),
+                f"(from its last device registered to round 1 open: offers, join of {len(joined)})",
+            )
         for name in ("A", "B"):
             st = wait_for(f"the first round of {name}", lambda n=name: _with_history(op, ids[n]))
-            timer.mark(f"first round closed ({name})", st["history"][0]["closed_at"] - st["started_at"],
-                       f"(from round 1 opening; {st['history'][0]['clients']} updates)")
+            timer.mark(
+                f"first round closed ({name})",
+                st["history"][0]["closed_at"] - st["started_at"],
+                f"(from round 1 opening; {st['history'][0]['clients']} updates)",
+            )
         failed = wait_for("the failing device to leave B", lambda: _failed(op, ids["B"]))
         b = op.status(ids["B"])
-        timer.mark("leave (failing device)", failed["last_failure"]["at"] - b["started_at"],
-                   f"(from B's round 1 opening: {failed['last_failure']['reason']})")
+        timer.mark(
+            "leave (failing device)",
+            failed["last_failure"]["at"] - b["started_at"],
+            f"(from B's round 1 opening: {failed['last_failure']['reason']})",
+        )
         a = wait_for("the rule to stop A", lambda: _finished(op, ids["A"]), timeout=900)
         c = wait_for("C to open", lambda: _opened(op, ids["C"]))
-        timer.mark("start (rule: A stopped, C opened)", c["opened_at"] - a["finished_at"],
-                   f"(A: {a['stopped_because']} in round {a['round']})")
+        timer.mark(
+            "start (rule: A stopped, C opened)",
+            c["opened_at"] - a["finished_at"],
+            f"(A: {a['stopped_because']} in round {a['round']})",
+        )
         c = wait_for("the first round of C", lambda: _with_history(op, ids["C"]), timeout=900)
-        timer.mark("first round closed (C)", c["history"][0]["closed_at"] - c["started_at"],
-                   f"(C started {c['started_at'] - c['opened_at']:.1f}s after opening)")
-        moved = [d for d in op.call("devices", {"job_id": ids["C"]})["devices"] if d["device_id"] == failed["device_id"]]
+        timer.mark(
+            "first round closed (C)",
+            c["history"][0]["closed_at"] - c["started_at"],
+            f"(C started {c['started_at'] - c['opened_at']:.1f}s after opening)",
+        )
+        moved = [
+            d for d in op.call("devices", {"job_id": ids["C"]})["devices"] if d["device_id"] == failed["device_id"]
+        ]
         print(f"  the failing device {'joined C' if moved else 'did not get a place in C'}", flush=True)
         stopped, took = timed(op.call, "stop_job", {"job_id": ids["B"], "reason": "demo: the operator stops B"})
         stop_at = time.time()
-        events = {"device fails in B, leaves": failed["last_failure"]["at"] - timer.t0,
-                  "A reaches its target: rule stops A, starts C": a["finished_at"] - timer.t0,
-                  "operator stops B": stop_at - timer.t0}
+        events = {
+            "device fails in B, leaves": failed["last_failure"]["at"] - timer.t0,
+            "A reaches its target: rule stops A, starts C": a["finished_at"] - timer.t0,
+            "operator stops B": stop_at - timer.t0,
+        }
         b_devices = {d["device_id"] for d in op.call("devices", {"job_id": ids["B"]})["devices"]}
-        wait_for("B's devices to hear of the stop", lambda: all(
-            (d["stats"]["last_seen"] or 0) > stop_at for d in op.call("devices")["devices"]
-            if d["device_id"] in b_devices))
+        wait_for(
+            "B's devices to hear of the stop",
+            lambda: all(
+                (d["stats"]["last_seen"] or 0) > stop_at
+                for d in op.call("devices")["devices"]
+                if d["device_id"] in b_devices
+            ),
+        )
         timer.mark("stop", took, f"(stop_job call; every device of B heard it within {time.time() - stop_at:.1f}s)")
         wait_for("C to finish", lambda: _finished(op, ids["C"]), timeout=900)
         timer.mark("C done", time.time() - timer.t0, "(since the demo started)")
@@ -164,10 +245,15 @@ def run_demo(op: Operator, base_url: str, timer: Timer, run_dir: Path) -> dict:
             stop_fleet(fleet)
     jobs = {name: op.status(job_id) for name, job_id in ids.items()}
     devices = [d for d in op.call("devices")["devices"] if d["device_id"] != probe["device_id"]]
-    return {"steps_seconds": timer.steps, "jobs": {n: _job_summary(st) for n, st in jobs.items()},
-            "devices": devices, "wall_seconds": round(time.time() - timer.t0, 1),
-            "events": {k: round(v, 2) for k, v in events.items()},
-            "definitions": job_definitions(ids["C"]), "timeline": {n: _timeline(st, timer.t0) for n, st in jobs.items()}}
+    return {
+        "steps_seconds": timer.steps,
+        "jobs": {n: _job_summary(st) for n, st in jobs.items()},
+        "devices": devices,
+        "wall_seconds": round(time.time() - timer.t0, 1),
+        "events": {k: round(v, 2) for k, v in events.items()},
+        "definitions": job_definitions(ids["C"]),
+        "timeline": {n: _timeline(st, timer.t0) for n, st in jobs.items()},
+    }
 
 
 def _with_history(op: Operator, job_id: str) -> dict | None:
@@ -195,11 +281,17 @@ def _failed(op: Operator, b_id: str) -> dict | None:
 
 
 def _job_summary(st: dict) -> dict:
-    return {"job_id": st["job_id"], "state": st["state"], "rounds_closed": len(st["history"]),
-            "stopped_because": st["stopped_because"], "best": st["best"],
-            "rules_fired": [(h["round"], [r["rule"] for r in h["rules"]]) for h in st["history"] if h.get("rules")],
-            "accuracy_per_round": [h["metrics"].get("eval_accuracy") for h in st["history"]],
-            "clients_per_round": [h["clients"] for h in st["history"]], "subscribed": st["subscribed"]}
+    return {
+        "job_id": st["job_id"],
+        "state": st["state"],
+        "rounds_closed": len(st["history"]),
+        "stopped_because": st["stopped_because"],
+        "best": st["best"],
+        "rules_fired": [(h["round"], [r["rule"] for r in h["rules"]]) for h in st["history"] if h.get("rules")],
+        "accuracy_per_round": [h["metrics"].get("eval_accuracy") for h in st["history"]],
+        "clients_per_round": [h["clients"] for h in st["history"]],
+        "subscribed": st["subscribed"],
+    }
 
 
 def _timeline(st: dict, t0: float) -> list[list[float]]:
@@ -215,14 +307,18 @@ def plot_timeline(summary: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(10, 3.6), dpi=110)
     names = sorted(summary["timeline"])
     for y, name in enumerate(names):
-        ax.broken_barh([tuple(b) for b in summary["timeline"][name]], (y - 0.3, 0.6), facecolors=f"C{y}",
-                       edgecolor="white")
+        ax.broken_barh(
+            [tuple(b) for b in summary["timeline"][name]], (y - 0.3, 0.6), facecolors=f"C{y}", edgecolor="white"
+        )
     for i, (label, t) in enumerate(sorted(summary["events"].items(), key=lambda e: e[1])):
         ax.axvline(t, color="black", alpha=0.5, linestyle=":")
         ax.text(t, len(names) - 0.45 + 0.22 * (i % 2), f" {label}", fontsize=7, va="bottom")
     ax.set_yticks(range(len(names)), [f"job {n}" for n in names])
-    ax.set(xlabel="seconds since the demo started", ylim=(-0.6, len(names) + 0.1),
-           title="rounds of the three jobs (one bar per round) and what happened")
+    ax.set(
+        xlabel="seconds since the demo started",
+        ylim=(-0.6, len(names) + 0.1),
+        title="rounds of the three jobs (one bar per round) and what happened",
+    )
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

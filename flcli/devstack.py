@@ -102,7 +102,7 @@ class FunctionWatchdog(threading.Thread):
     WINDOW_S = 120.0
     INTERVAL_S = 0.25  # a handler born and killed within one interval goes unseen
 
-    def __init__(self, stack: "LocalStack", start: Callable[[], None]):
+    def __init__(self, stack: LocalStack, start: Callable[[], None]):
         super().__init__(name="function-watchdog", daemon=True)
         self.stack, self.start_function = stack, start
         self.halt = threading.Event()
@@ -160,8 +160,7 @@ class LocalStack:
     def _spawn(self, args: list[str], log_name: str, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
         log = self.log_dir / log_name
         fh = open(log, "ab")
-        proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                start_new_session=True)
+        proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
         fh.close()
         self.procs.append(proc)
         return proc, log
@@ -184,8 +183,15 @@ class LocalStack:
         self.mongodb_url = url
         return url
 
-    def start_function(self, mongodb_url: str, http_port: int | None = None, lambda_port: int | None = None,
-                       stage: str = "dev", extra_env: dict[str, str] | None = None, watch: bool = True) -> str:
+    def start_function(
+        self,
+        mongodb_url: str,
+        http_port: int | None = None,
+        lambda_port: int | None = None,
+        stage: str = "dev",
+        extra_env: dict[str, str] | None = None,
+        watch: bool = True,
+    ) -> str:
         """The real handler behind serverless-offline's emulated API Gateway and Lambda API.
 
         With ``watch``, a :class:`FunctionWatchdog` restarts it when it or a handler dies.
@@ -195,18 +201,39 @@ class LocalStack:
             raise RuntimeError("serverless is not installed: run `npm ci` (make does this for you)")
         http_port, lambda_port = http_port or free_port(), lambda_port or free_port()
         venv = Path(sys.prefix)
-        env = {**self.env, **(extra_env or {}), "MONGODB_URL": mongodb_url, "FL_STAGE": stage,
-               "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{self.env.get('PATH', '')}",
-               "SLS_TELEMETRY_DISABLED": "1", "SLS_NOTIFICATIONS_MODE": "off", "SLS_DEPRECATION_DISABLE": "*",
-               "PYTHONPATH": str(ROOT),
-               # run the handler from this tree, not from the deployable zip (serverless-offline
-               # runs a package.artifact when one is set: that is for `make deploy`)
-               "FL_PACKAGE_ARTIFACT": ""}
+        env = {
+            **self.env,
+            **(extra_env or {}),
+            "MONGODB_URL": mongodb_url,
+            "FL_STAGE": stage,
+            "VIRTUAL_ENV": str(venv),
+            "PATH": f"{venv / 'bin'}{os.pathsep}{self.env.get('PATH', '')}",
+            "SLS_TELEMETRY_DISABLED": "1",
+            "SLS_NOTIFICATIONS_MODE": "off",
+            "SLS_DEPRECATION_DISABLE": "*",
+            "PYTHONPATH": str(ROOT),
+            # run the handler from this tree, not from the deployable zip (serverless-offline
+            # runs a package.artifact when one is set: that is for `make deploy`)
+            "FL_PACKAGE_ARTIFACT": "",
+        }
         # Idle handlers are not reaped (for 23 days), so a handler process that vanishes has crashed.
         # The time must fit node's 32-bit timers in milliseconds: a longer one is taken as 1 ms, and the
         # idle cleaner then runs a thousand times a second, logging a warning each time.
-        args = [str(sls), "offline", "start", "--httpPort", str(http_port), "--lambdaPort", str(lambda_port),
-                "--host", "127.0.0.1", "--stage", stage, "--terminateIdleLambdaTime", str(IDLE_REAP_S)]
+        args = [
+            str(sls),
+            "offline",
+            "start",
+            "--httpPort",
+            str(http_port),
+            "--lambdaPort",
+            str(lambda_port),
+            "--host",
+            "127.0.0.1",
+            "--stage",
+            stage,
+            "--terminateIdleLambdaTime",
+            str(IDLE_REAP_S),
+        ]
         base = f"http://127.0.0.1:{http_port}/{stage}"
 
         def start() -> None:
@@ -257,7 +284,7 @@ class LocalStack:
                 proc.wait()
         self.procs.clear()
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -49,17 +49,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common.add_argument("--url", help="the function's base URL (default: BASE_URL_AWS, or BASE_URL_OW with --ow)")
     common.add_argument("--ow", action="store_true", help="use BASE_URL_OW (the OpenWhisk deployment)")
     common.add_argument("--token", help="operator token (default: FL_ADMIN_TOKEN)")
-    p = argparse.ArgumentParser(prog="flctl", description="Operate federated-learning jobs and devices.",
-                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                parents=[common])
+    p = argparse.ArgumentParser(
+        prog="flctl",
+        description="Operate federated-learning jobs and devices.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
     top = p.add_subparsers(dest="area", required=True, metavar="{jobs,devices,results}")
 
     jobs = top.add_parser("jobs", help="create, list, show, watch, start, stop and update jobs")
     cmd = jobs.add_subparsers(dest="command", required=True)
     create = cmd.add_parser("create", parents=[common], help="create a job from a file and/or --set settings")
     create.add_argument("-f", "--file", help="job definition: JSON, or YAML (.yaml/.yml)")
-    create.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a job setting; values are read as JSON when they parse (0.01, true, [\"a\"])")
+    create.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help='a job setting; values are read as JSON when they parse (0.01, true, ["a"])',
+    )
     create.add_argument("--name")
     create.add_argument("--no-start", action="store_true", help="create it as 'created'; start it with jobs start")
     lst = cmd.add_parser("list", parents=[common], help="jobs, newest first")
@@ -67,8 +76,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     lst.add_argument("--tag")
     lst.add_argument("--limit", type=int, default=20)
     lst.add_argument("--all", action="store_true", help="every page, not only the first")
-    for name, text in (("show", "a job and its rounds as a table"), ("watch", "follow a job until it ends"),
-                       ("start", "open a created job to devices")):
+    for name, text in (
+        ("show", "a job and its rounds as a table"),
+        ("watch", "follow a job until it ends"),
+        ("start", "open a created job to devices"),
+    ):
         sub = cmd.add_parser(name, parents=[common], help=text)
         sub.add_argument("job_id")
         if name == "watch":
@@ -85,8 +97,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     dlist = dcmd.add_parser("list", parents=[common], help="devices with their info and statistics")
     dlist.add_argument("--job", help="only the devices that joined this job")
 
-    results = top.add_parser("results", parents=[common],
-                             help="download a job's final model, summary.json and accuracy plot")
+    results = top.add_parser(
+        "results", parents=[common], help="download a job's final model, summary.json and accuracy plot"
+    )
     results.add_argument("job_id")
     results.add_argument("--out", required=True, help="folder to write into")
     return p.parse_args(argv)
@@ -186,39 +199,80 @@ class Commands:
         while a.all and page["next"]:
             page = self.op.call("list_jobs", {**body, "after": page["next"]})
             jobs += page["jobs"]
-        rows = [{**j, "progress": f"{j['round']}/{j['rounds']}", "clients": f"{j['clients']}/{j['num_clients']}",
-                 "age": _ago(j["created_at"])} for j in jobs]
-        self.out({"jobs": jobs, "next": page["next"]}, table(rows, [
-            ("job_id", "JOB"), ("name", "NAME"), ("state", "STATE"), ("progress", "ROUND"), ("clients", "CLIENTS"),
-            ("eval_accuracy", "FED. ACC"), ("dataset", "DATA"), ("tags", "TAGS"), ("age", "CREATED")]))
+        rows = [
+            {
+                **j,
+                "progress": f"{j['round']}/{j['rounds']}",
+                "clients": f"{j['clients']}/{j['num_clients']}",
+                "age": _ago(j["created_at"]),
+            }
+            for j in jobs
+        ]
+        self.out(
+            {"jobs": jobs, "next": page["next"]},
+            table(
+                rows,
+                [
+                    ("job_id", "JOB"),
+                    ("name", "NAME"),
+                    ("state", "STATE"),
+                    ("progress", "ROUND"),
+                    ("clients", "CLIENTS"),
+                    ("eval_accuracy", "FED. ACC"),
+                    ("dataset", "DATA"),
+                    ("tags", "TAGS"),
+                    ("age", "CREATED"),
+                ],
+            ),
+        )
         return 0
 
     def jobs_show(self, a: argparse.Namespace) -> int:
         st = self.op.status(a.job_id)
         cfg, asynchronous = st["config"], st.get("mode") == "async"
-        rows = [{"round": h["round"], "clients": f"{h['clients']}/{h['picked']}", "seconds": h["seconds"],
-                 "rate": _rate(h), "staleness": f"{h['staleness_mean']:.1f}/{h['staleness_max']}"
-                 if "staleness_mean" in h else None,
-                 "acc": h["metrics"].get("eval_accuracy"), "loss": h["metrics"].get("train_loss"),
-                 "closed": h["closed"], "rules": [r["rule"] for r in h.get("rules", [])]} for h in st["history"]]
+        rows = [
+            {
+                "round": h["round"],
+                "clients": f"{h['clients']}/{h['picked']}",
+                "seconds": h["seconds"],
+                "rate": _rate(h),
+                "staleness": f"{h['staleness_mean']:.1f}/{h['staleness_max']}" if "staleness_mean" in h else None,
+                "acc": h["metrics"].get("eval_accuracy"),
+                "loss": h["metrics"].get("train_loss"),
+                "closed": h["closed"],
+                "rules": [r["rule"] for r in h.get("rules", [])],
+            }
+            for h in st["history"]
+        ]
         unit = "version" if asynchronous else "round"
-        head = [f"{st['job_id']}  {st.get('name') or ''}  {st['state']}  {unit} {st['round']}/{st['rounds']}  "
-                f"clients {st['subscribed']}/{cfg['num_clients']}",
-                f"{cfg['dataset']}, model {st['model']['name']} ({st['model']['parameters']:,} parameters), "
-                f"{cfg['strategy']}, lr {cfg['lr']}, {cfg['local_epochs']} local epochs"]
+        head = [
+            f"{st['job_id']}  {st.get('name') or ''}  {st['state']}  {unit} {st['round']}/{st['rounds']}  "
+            f"clients {st['subscribed']}/{cfg['num_clients']}",
+            f"{cfg['dataset']}, model {st['model']['name']} ({st['model']['parameters']:,} parameters), "
+            f"{cfg['strategy']}, lr {cfg['lr']}, {cfg['local_epochs']} local epochs",
+        ]
         if asynchronous:
             buf = st["buffer"]
-            head.append(f"async: {buf['size']} updates per version, {buf['training']} training now (at most "
-                        f"{buf['max_concurrency']}), {st['submitted']} in the buffer, "
-                        f"max staleness {cfg['max_staleness']}")
+            head.append(
+                f"async: {buf['size']} updates per version, {buf['training']} training now (at most "
+                f"{buf['max_concurrency']}), {st['submitted']} in the buffer, "
+                f"max staleness {cfg['max_staleness']}"
+            )
         if st.get("stopped_because"):
             head.append(f"ended: {st['stopped_because']}")
         for change in st.get("changes", []):
             head.append(f"from round {change['round']} ({change['by']}): {change['set']}")
         columns = [("round", unit.upper()), ("clients", "UPDATES"), ("seconds", "SECONDS"), ("rate", "UPDATES/S")]
         columns += [("staleness", "STALENESS MEAN/MAX")] if asynchronous else []
-        self.out(st, "\n".join(head) + "\n\n" + table(rows, columns + [
-            ("acc", "FED. ACC"), ("loss", "TRAIN LOSS"), ("closed", "CLOSED"), ("rules", "RULES FIRED")]))
+        self.out(
+            st,
+            "\n".join(head)
+            + "\n\n"
+            + table(
+                rows,
+                columns + [("acc", "FED. ACC"), ("loss", "TRAIN LOSS"), ("closed", "CLOSED"), ("rules", "RULES FIRED")],
+            ),
+        )
         return 0
 
     def jobs_watch(self, a: argparse.Namespace) -> int:
@@ -226,16 +280,29 @@ class Commands:
         while True:
             st = self.op.status(a.job_id)
             for h in st["history"][shown:]:
-                line = {"job_id": st["job_id"], "round": h["round"], "rounds": st["rounds"], **h["metrics"],
-                        "seconds": h["seconds"], "rules": h.get("rules", [])}
+                line = {
+                    "job_id": st["job_id"],
+                    "round": h["round"],
+                    "rounds": st["rounds"],
+                    **h["metrics"],
+                    "seconds": h["seconds"],
+                    "rules": h.get("rules", []),
+                }
                 acc = h["metrics"].get("eval_accuracy")
                 unit = "version" if st.get("mode") == "async" else "round"
-                print(json.dumps(line) if self.as_json else
-                      f"{unit} {h['round']}/{st['rounds']}: {h['clients']} updates in {h['seconds']:.1f}s"
-                      + (f", staleness mean {h['staleness_mean']:.1f} max {h['staleness_max']}"
-                         if "staleness_mean" in h else "")
-                      + (f", federated accuracy {acc:.4f}" if acc is not None else "")
-                      + (f", rules fired {[r['rule'] for r in h['rules']]}" if h.get("rules") else ""), flush=True)
+                print(
+                    json.dumps(line)
+                    if self.as_json
+                    else f"{unit} {h['round']}/{st['rounds']}: {h['clients']} updates in {h['seconds']:.1f}s"
+                    + (
+                        f", staleness mean {h['staleness_mean']:.1f} max {h['staleness_max']}"
+                        if "staleness_mean" in h
+                        else ""
+                    )
+                    + (f", federated accuracy {acc:.4f}" if acc is not None else "")
+                    + (f", rules fired {[r['rule'] for r in h['rules']]}" if h.get("rules") else ""),
+                    flush=True,
+                )
             shown = len(st["history"])
             if st["state"] in ("done", "stopped"):
                 end = {"job_id": st["job_id"], "state": st["state"], "stopped_because": st.get("stopped_because")}
@@ -260,15 +327,40 @@ class Commands:
 
     def devices_list(self, a: argparse.Namespace) -> int:
         reply = self.op.call("devices", {"job_id": a.job} if a.job else {})
-        rows = [{"device_id": d["device_id"], "platform": d["info"].get("platform"), "cpus": d["info"].get("cpus"),
-                 "memory": d["info"].get("memory_mb"), "datasets": sorted(d["info"].get("datasets", {})),
-                 "labels": [f"{k}={v}" for k, v in d["info"].get("labels", {}).items()], **d["stats"],
-                 "seen": _ago(d["stats"].get("last_seen"))} for d in reply["devices"]]
-        self.out(reply, table(rows, [
-            ("device_id", "DEVICE"), ("platform", "PLATFORM"), ("cpus", "CPUS"), ("memory", "MEMORY MB"),
-            ("datasets", "DATA"), ("labels", "LABELS"), ("jobs_joined", "JOBS"), ("rounds_trained", "ROUNDS"),
-            ("deadlines_missed", "MISSED"), ("failures_reported", "FAILED"), ("mean_train_seconds", "TRAIN S"),
-            ("contribution", "CONTRIB."), ("seen", "SEEN")]))
+        rows = [
+            {
+                "device_id": d["device_id"],
+                "platform": d["info"].get("platform"),
+                "cpus": d["info"].get("cpus"),
+                "memory": d["info"].get("memory_mb"),
+                "datasets": sorted(d["info"].get("datasets", {})),
+                "labels": [f"{k}={v}" for k, v in d["info"].get("labels", {}).items()],
+                **d["stats"],
+                "seen": _ago(d["stats"].get("last_seen")),
+            }
+            for d in reply["devices"]
+        ]
+        self.out(
+            reply,
+            table(
+                rows,
+                [
+                    ("device_id", "DEVICE"),
+                    ("platform", "PLATFORM"),
+                    ("cpus", "CPUS"),
+                    ("memory", "MEMORY MB"),
+                    ("datasets", "DATA"),
+                    ("labels", "LABELS"),
+                    ("jobs_joined", "JOBS"),
+                    ("rounds_trained", "ROUNDS"),
+                    ("deadlines_missed", "MISSED"),
+                    ("failures_reported", "FAILED"),
+                    ("mean_train_seconds", "TRAIN S"),
+                    ("contribution", "CONTRIB."),
+                    ("seen", "SEEN"),
+                ],
+            ),
+        )
         return 0
 
     def results(self, a: argparse.Namespace) -> int:
@@ -295,8 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     env.load()
     url = a.url or env.get("BASE_URL_OW" if a.ow else "BASE_URL_AWS")
     if not url:
-        print(f"flctl: no function URL: set {'BASE_URL_OW' if a.ow else 'BASE_URL_AWS'} (or .env), or pass --url",
-              file=sys.stderr)
+        print(
+            f"flctl: no function URL: set {'BASE_URL_OW' if a.ow else 'BASE_URL_AWS'} (or .env), or pass --url",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     commands = Commands(Operator(url, a.token or env.get("FL_ADMIN_TOKEN")), a.json)
     name = a.area if a.area == "results" else f"{a.area}_{a.command}"

@@ -40,8 +40,12 @@ def from_function_log(path: Path, offset: int = 0) -> dict:
             elif m := _DURATION.search(line):
                 durations.append(float(m.group(1)))
                 billed_ms += int(m.group(2))
-    return {"total": sum(actions.values()), "by_action": dict(actions.most_common()),
-            "billed_seconds": round(billed_ms / 1000, 3), "duration_ms": percentiles(durations)}
+    return {
+        "total": sum(actions.values()),
+        "by_action": dict(actions.most_common()),
+        "billed_seconds": round(billed_ms / 1000, 3),
+        "duration_ms": percentiles(durations),
+    }
 
 
 def client_latency_ms(state_dir: Path) -> dict:
@@ -69,8 +73,7 @@ def percentiles(values: list[float]) -> dict:
 def per_client_round(state_dir: Path, rounds: int) -> dict:
     """Calls per client per round (rounds 1..``rounds``), for the rounds a client trained in and the
     rest; over all rounds, and from round 2 on (the first has no round history to time its polls by)."""
-    calls: dict[str, list[int]] = {"picked": [], "waiting": [], "picked_from_round_2": [],
-                                   "waiting_from_round_2": []}
+    calls: dict[str, list[int]] = {"picked": [], "waiting": [], "picked_from_round_2": [], "waiting_from_round_2": []}
     for log in _call_logs(state_dir):
         for rnd, entry in log["rounds"].items():
             if 1 <= int(rnd) <= rounds:
@@ -85,5 +88,9 @@ def per_client_round(state_dir: Path, rounds: int) -> dict:
 def _summary(values: list[int]) -> dict:
     if not values:
         return {}
-    return {"mean": round(statistics.mean(values), 2), "median": statistics.median(values), "max": max(values),
-            "client_rounds": len(values)}
+    return {
+        "mean": round(statistics.mean(values), 2),
+        "median": statistics.median(values),
+        "max": max(values),
+        "client_rounds": len(values),
+    }

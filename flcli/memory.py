@@ -83,7 +83,7 @@ class PeakMemory:
         while not self._stop.wait(self.interval):
             self.sample()
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 
@@ -92,6 +92,8 @@ class PeakMemory:
         self._thread.join()
 
     def as_dict(self) -> dict:
-        return {"peak_pss_mb": round(self.peak_pss_mb, 1),
-                "peak_system_used_delta_mb": round(self.peak_system_delta_mb, 1),
-                "peak_processes": self.peak_processes}
+        return {
+            "peak_pss_mb": round(self.peak_pss_mb, 1),
+            "peak_system_used_delta_mb": round(self.peak_system_delta_mb, 1),
+            "peak_processes": self.peak_processes,
+        }

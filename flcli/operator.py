@@ -9,8 +9,8 @@ from tqdm import tqdm
 
 from clients import transfer
 from clients.transport import make_transport
-from flcore.shared import weights as wcodec
 from flcore.domain.config import parse_config
+from flcore.shared import weights as wcodec
 from flcore.shared.datasets import CHUNK_BYTES
 
 
@@ -45,8 +45,9 @@ class Operator:
         body = {"job_id": job_id} if rnd is None else {"job_id": job_id, "round": rnd}
         return wcodec.decode(transfer.model_part(self.call, self.call("get_model", body)))
 
-    def follow(self, job_id: str, timeout: float, interval: float = 1.0,
-               on_round: Callable[[dict], None] | None = None) -> dict:
+    def follow(
+        self, job_id: str, timeout: float, interval: float = 1.0, on_round: Callable[[dict], None] | None = None
+    ) -> dict:
         """Show a progress bar over rounds until the job is done; the final status.
 
         ``on_round`` is called with each round's history entry once it has closed.
@@ -58,17 +59,21 @@ class Operator:
                 st = self.status(job_id)
                 done = len(st["history"])
                 if done > bar.n:
-                    for entry in st["history"][bar.n:] if on_round else []:
+                    for entry in st["history"][bar.n :] if on_round else []:
                         on_round(entry)
                     bar.update(done - bar.n)
                 last = st["history"][-1] if st["history"] else {}
                 bar.set_postfix_str(
                     f"{st['state']}, clients {st['subscribed']}/{st['config']['num_clients']}, "
-                    + (f"version {st['round']}, buffer {st['submitted']}/{st['buffer']['size']}, "
-                       f"{st['buffer']['training']} training" if st.get("mode") == "async" else
-                       f"round {st['round']} updates {st['submitted']}/{len(st['picked'])}")
+                    + (
+                        f"version {st['round']}, buffer {st['submitted']}/{st['buffer']['size']}, "
+                        f"{st['buffer']['training']} training"
+                        if st.get("mode") == "async"
+                        else f"round {st['round']} updates {st['submitted']}/{len(st['picked'])}"
+                    )
                     + (f", fed. eval acc {last['metrics'].get('eval_accuracy', float('nan')):.4f}" if last else ""),
-                    refresh=False)
+                    refresh=False,
+                )
                 bar.refresh()
                 if st["state"] in ("done", "stopped"):
                     return st

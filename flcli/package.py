@@ -39,25 +39,51 @@ RUNTIME_PYTHON = (3, 11)
 # glibc 2.26 (Amazon Linux 2) and older; OpenWhisk's python:3.11 image has a newer one
 PLATFORMS = ("manylinux_2_26_x86_64", "manylinux_2_24_x86_64", "manylinux2014_x86_64")
 # path globs (relative to the package root) the function never needs
-TRIM = ("*.dist-info", "*/tests", "bin", "*.pyi", "*.pxd", "*.h", "*.c", "*.pyx",
-        "numpy/f2py", "numpy/distutils", "numpy/testing", "numpy/typing", "numpy/doc",
-        "numpy/_pyinstaller", "numpy/conftest.py", "numpy/_core/include", "numpy/_core/lib",
-        "numpy/_core/_simd.*", "numpy/_core/_*_tests.*", "numpy/random/lib", "numpy/random/_examples")
+TRIM = (
+    "*.dist-info",
+    "*/tests",
+    "bin",
+    "*.pyi",
+    "*.pxd",
+    "*.h",
+    "*.c",
+    "*.pyx",
+    "numpy/f2py",
+    "numpy/distutils",
+    "numpy/testing",
+    "numpy/typing",
+    "numpy/doc",
+    "numpy/_pyinstaller",
+    "numpy/conftest.py",
+    "numpy/_core/include",
+    "numpy/_core/lib",
+    "numpy/_core/_simd.*",
+    "numpy/_core/_*_tests.*",
+    "numpy/random/lib",
+    "numpy/random/_examples",
+)
 # our own files besides flcore/: package path -> repository path
 TARGETS = {
-    "aws": {"out": "build/aws/serverless-fl.zip", "requirements": "server_aws/requirements.txt",
-            "files": {"server_aws/__init__.py": "server_aws/__init__.py",
-                      "server_aws/handler.py": "server_aws/handler.py"}},
-    "ow": {"out": "build/ow/action.zip", "requirements": "server_ow/requirements.txt",
-           "files": {"__main__.py": "server_ow/__main__.py"}},
+    "aws": {
+        "out": "build/aws/serverless-fl.zip",
+        "requirements": "server_aws/requirements.txt",
+        "files": {"server_aws/__init__.py": "server_aws/__init__.py", "server_aws/handler.py": "server_aws/handler.py"},
+    },
+    "ow": {
+        "out": "build/ow/action.zip",
+        "requirements": "server_ow/requirements.txt",
+        "files": {"__main__.py": "server_ow/__main__.py"},
+    },
 }
 
 
 def build(target: str, out: Path | None = None, deps: bool = True) -> Path:
     """Build ``target``'s zip (``aws`` or ``ow``), with its dependencies unless ``deps`` is false; its path."""
     if sys.version_info[:2] != RUNTIME_PYTHON:
-        raise SystemExit(f"the bytecode must come from the runtime's Python {'.'.join(map(str, RUNTIME_PYTHON))}; "
-                         f"this is {sys.version.split()[0]}: run this with python3.11")
+        raise SystemExit(
+            f"the bytecode must come from the runtime's Python {'.'.join(map(str, RUNTIME_PYTHON))}; "
+            f"this is {sys.version.split()[0]}: run this with python3.11"
+        )
     spec = TARGETS[target]
     out = out or ROOT / spec["out"]
     tree = out.parent / "pkg"
@@ -79,9 +105,27 @@ def build(target: str, out: Path | None = None, deps: bool = True) -> Path:
 
 def install(requirements: Path, tree: Path) -> None:
     platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    "-r", str(requirements), "--target", str(tree), "--only-binary=:all:",
-                    "--implementation", "cp", "--python-version", "3.11", *platforms], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-r",
+            str(requirements),
+            "--target",
+            str(tree),
+            "--only-binary=:all:",
+            "--implementation",
+            "cp",
+            "--python-version",
+            "3.11",
+            *platforms,
+        ],
+        check=True,
+    )
 
 
 def trim(tree: Path) -> None:
@@ -104,8 +148,13 @@ def compile_tree(tree: Path, ours: set[str]) -> None:
     for src in sorted(tree.rglob("*.py")):
         rel = src.relative_to(tree)
         mine = rel.parts[0] in ours
-        py_compile.compile(str(src), cfile=None if mine else str(src.with_suffix(".pyc")), doraise=True,
-                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH, dfile=rel.as_posix())
+        py_compile.compile(
+            str(src),
+            cfile=None if mine else str(src.with_suffix(".pyc")),
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+            dfile=rel.as_posix(),
+        )
         if not mine:
             src.unlink()
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from clients import trainer
 from flcli.plots import pyplot, save
-from fllocal import data, models
 from flcore.shared.datasets import DATASET_MODELS
+from fllocal import data, models
 
 
 def evaluate_on_test_set(dataset: str, weights: dict, model_spec: object = None) -> dict:
@@ -37,11 +37,13 @@ def plot(summary: dict, path: Path) -> None:
             ax.plot(rounds, fed, "s--", alpha=0.8, label="model received in the round, clients' held-out data")
         ax.set(xlabel="round", ylabel="accuracy (%)", xticks=rounds)
         ax.grid(alpha=0.3)
-    tail = test[len(test) // 2:] + [v for v in fed[len(fed) // 2:] if v is not None]
+    tail = test[len(test) // 2 :] + [v for v in fed[len(fed) // 2 :] if v is not None]
     axes[1].set_ylim(max(0.0, min(tail) - 1.0), min(100.0, max(tail) + 0.5))
     axes[1].set_title("zoom on the later rounds")
-    axes[0].set_title(f"{cfg['dataset']}: {cfg['num_clients']} clients, {cfg['clients_per_round']} per round, "
-                      f"{cfg['local_epochs']} local epochs")
+    axes[0].set_title(
+        f"{cfg['dataset']}: {cfg['num_clients']} clients, {cfg['clients_per_round']} per round, "
+        f"{cfg['local_epochs']} local epochs"
+    )
     axes[0].legend(loc="lower right", fontsize=8)
     save(fig, path)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import os
+import queue
 import secrets
 import signal
 import subprocess
@@ -102,8 +102,12 @@ def start_stack(stack: LocalStack, http_port: int | None = None, schedule: bool 
         mongodb_url = f"mongodb://127.0.0.1:{db_port}/?directConnection=true"
         database = threading.Thread(target=stack.start_database, kwargs={"port": db_port}, daemon=True)
         database.start()
-    base_url = stack.start_function(mongodb_url, http_port=http_port or free_port(), lambda_port=free_port(),
-                                    extra_env=None if schedule else {"FL_SCHEDULE": "false"})
+    base_url = stack.start_function(
+        mongodb_url,
+        http_port=http_port or free_port(),
+        lambda_port=free_port(),
+        extra_env=None if schedule else {"FL_SCHEDULE": "false"},
+    )
     if database is not None:
         database.join()
     print(f"function at {base_url} (database {mongodb_url.split('@')[-1]})", flush=True)
@@ -115,13 +119,18 @@ def create_job(op: Operator, overrides: dict) -> tuple[str, dict]:
     # process imports torch only in its evaluator thread.
     job = op.start_job(overrides, initial_weights=False)
     cfg = job["config"]
-    pace = (f"async, {JobConfig.from_doc(cfg).buffer} updates per version, "
-            f"{cfg['rounds']} versions" if cfg["mode"] == "async" else
-            f"{cfg['clients_per_round']} per round, {cfg['rounds']} rounds")
+    pace = (
+        f"async, {JobConfig.from_doc(cfg).buffer} updates per version, {cfg['rounds']} versions"
+        if cfg["mode"] == "async"
+        else f"{cfg['clients_per_round']} per round, {cfg['rounds']} rounds"
+    )
     mdef = JobConfig.from_doc(cfg).model_def
-    print(f"job {job['job_id']}: {cfg['dataset']}, model {mdef.name} ({mdef.parameters:,} parameters, "
-          f"{mdef.nbytes / 2**20:.1f} MB), {cfg['partition']}, {cfg['strategy']}, {cfg['num_clients']} "
-          f"clients, {cfg['local_epochs']} local epochs, {pace}", flush=True)
+    print(
+        f"job {job['job_id']}: {cfg['dataset']}, model {mdef.name} ({mdef.parameters:,} parameters, "
+        f"{mdef.nbytes / 2**20:.1f} MB), {cfg['partition']}, {cfg['strategy']}, {cfg['num_clients']} "
+        f"clients, {cfg['local_epochs']} local epochs, {pace}",
+        flush=True,
+    )
     return job["job_id"], cfg
 
 
@@ -133,10 +142,18 @@ def running_clients(base_url: str, job_file: Path, states: Path, cfg: JobConfig)
     its id appears in ``job_file``; ``states`` holds their identities and call logs.
     """
     pid_file = Path(env.get("FL_RUN_DIR", str(ROOT / "run"))) / "clients_aws.pid"
-    child_env = {**os.environ, "BASE_URL_AWS": base_url, "FL_PRELOAD": cfg.dataset, "FL_JOB_ID": "",
-                 "FL_JOB_ID_FILE": str(job_file), "FL_STATE_DIR": str(states), "PYTHON": sys.executable}
-    subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), str(cfg.num_clients)], env=child_env,
-                   check=True, cwd=ROOT)
+    child_env = {
+        **os.environ,
+        "BASE_URL_AWS": base_url,
+        "FL_PRELOAD": cfg.dataset,
+        "FL_JOB_ID": "",
+        "FL_JOB_ID_FILE": str(job_file),
+        "FL_STATE_DIR": str(states),
+        "PYTHON": sys.executable,
+    }
+    subprocess.run(
+        [str(ROOT / "scripts" / "start_clients_aws.sh"), str(cfg.num_clients)], env=child_env, check=True, cwd=ROOT
+    )
     try:
         yield pid_file
     finally:
@@ -170,15 +187,29 @@ class RoundEvaluator(threading.Thread):
             self.error = exc
 
     def _evaluate(self, report, entry: dict) -> dict:
-        acc = report.evaluate_on_test_set(self.cfg["dataset"], self.op.weights(self.job_id, entry["round"]),
-                                          self.cfg["model"])
-        self.op.call("report", {"job_id": self.job_id, "round": entry["round"],  # the dashboard's chart
-                                "metrics": {"test_accuracy": acc["accuracy"], "test_loss": acc["loss"]}})
-        return {"round": entry["round"], "test_accuracy": acc["accuracy"], "test_loss": acc["loss"],
-                "seconds": entry["seconds"], "clients": entry["clients"], "closed_at": entry["closed_at"],
-                "examples": entry["examples"], "closed": entry["closed"],
-                "federated_eval_accuracy": entry["metrics"].get("eval_accuracy"),
-                "train_loss": entry["metrics"].get("train_loss")}
+        acc = report.evaluate_on_test_set(
+            self.cfg["dataset"], self.op.weights(self.job_id, entry["round"]), self.cfg["model"]
+        )
+        self.op.call(
+            "report",
+            {
+                "job_id": self.job_id,
+                "round": entry["round"],  # the dashboard's chart
+                "metrics": {"test_accuracy": acc["accuracy"], "test_loss": acc["loss"]},
+            },
+        )
+        return {
+            "round": entry["round"],
+            "test_accuracy": acc["accuracy"],
+            "test_loss": acc["loss"],
+            "seconds": entry["seconds"],
+            "clients": entry["clients"],
+            "closed_at": entry["closed_at"],
+            "examples": entry["examples"],
+            "closed": entry["closed"],
+            "federated_eval_accuracy": entry["metrics"].get("eval_accuracy"),
+            "train_loss": entry["metrics"].get("train_loss"),
+        }
 
     def results(self) -> list[dict]:
         """Every round's evaluation, once the last is done."""
@@ -192,23 +223,34 @@ class RoundEvaluator(threading.Thread):
 def summarise(job_id: str, cfg: dict, final: dict, per_round: list[dict], wall: float, memory: dict) -> dict:
     mdef = JobConfig.from_doc(cfg).model_def
     return {
-        "job_id": job_id, "config": cfg, "model": mdef.name,
-        "model_parameters": mdef.parameters, "model_bytes": mdef.nbytes,
-        "test_accuracy": per_round[-1]["test_accuracy"], "test_loss": per_round[-1]["test_loss"],
+        "job_id": job_id,
+        "config": cfg,
+        "model": mdef.name,
+        "model_parameters": mdef.parameters,
+        "model_bytes": mdef.nbytes,
+        "test_accuracy": per_round[-1]["test_accuracy"],
+        "test_loss": per_round[-1]["test_loss"],
         "rounds_completed": len(per_round),
         "stopped_because": final.get("stopped_because"),
         "started_at": final["started_at"],
-        "wall_seconds": round(wall, 1), "training_seconds": round(final["finished_at"] - final["started_at"], 1),
-        "round_seconds": [r["seconds"] for r in per_round], "per_round": per_round,
-        "memory": memory, "cpu_count": os.cpu_count(),
+        "wall_seconds": round(wall, 1),
+        "training_seconds": round(final["finished_at"] - final["started_at"], 1),
+        "round_seconds": [r["seconds"] for r in per_round],
+        "per_round": per_round,
+        "memory": memory,
+        "cpu_count": os.cpu_count(),
     }
 
 
 def phases(marks: dict[str, float], final: dict) -> dict[str, float]:
     """Where a run's wall time went, in seconds: what is not training is the system's fixed overhead."""
-    spans = {"prepare_data": ("start", "data_ready"), "start_stack_and_clients": ("data_ready", "stack_ready"),
-             "create_job": ("stack_ready", "job_created"), "evaluate_last_rounds": ("followed", "evaluated"),
-             "stop_everything": ("evaluated", "stopped")}
+    spans = {
+        "prepare_data": ("start", "data_ready"),
+        "start_stack_and_clients": ("data_ready", "stack_ready"),
+        "create_job": ("stack_ready", "job_created"),
+        "evaluate_last_rounds": ("followed", "evaluated"),
+        "stop_everything": ("evaluated", "stopped"),
+    }
     out = {name: marks[b] - marks[a] for name, (a, b) in spans.items()}
     out["clients_until_first_round"] = final["started_at"] - marks["job_created"]
     out["training"] = final["finished_at"] - final["started_at"]
@@ -231,12 +273,16 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
     states, job_file = ROOT / ".fl" / "state" / run_id, ROOT / ".fl" / f"{run_id}.job"
     http_port = free_port()
     # an in-memory database and a local function have nothing to save: stopped at once at the end
-    with LocalStack(ROOT / "logs", env={"FL_ADMIN_TOKEN": token}, grace_s=0.5) as stack, \
-            ThreadPoolExecutor(1) as pool, contextlib.ExitStack() as clients:
+    with (
+        LocalStack(ROOT / "logs", env={"FL_ADMIN_TOKEN": token}, grace_s=0.5) as stack,
+        ThreadPoolExecutor(1) as pool,
+        contextlib.ExitStack() as clients,
+    ):
         # the function starts while the clients do (importing torch); no schedule: the clients' polls move the job
         starting = pool.submit(start_stack, stack, http_port, False)
-        pid_file = clients.enter_context(running_clients(f"http://127.0.0.1:{http_port}/dev", job_file, states,
-                                                         parse_config(overrides)))
+        pid_file = clients.enter_context(
+            running_clients(f"http://127.0.0.1:{http_port}/dev", job_file, states, parse_config(overrides))
+        )
         # memory of the whole local stack, sampled through the run: this process and its children (the
         # database, serverless-offline and its handler processes), and the client launcher with its clients
         mem = clients.enter_context(PeakMemory(lambda: [os.getpid(), *_pids(pid_file)]))
@@ -248,8 +294,9 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
         print(f"watch it live: {stack.base_url}/dashboard#token={token}&job={job_id}", flush=True)
         evaluator = RoundEvaluator(op, job_id, cfg)
         evaluator.start()
-        final = op.follow(job_id, timeout=env.get_float("FL_RUN_TIMEOUT", 3600), interval=0.5,
-                          on_round=evaluator.rounds.put)
+        final = op.follow(
+            job_id, timeout=env.get_float("FL_RUN_TIMEOUT", 3600), interval=0.5, on_round=evaluator.rounds.put
+        )
         mem.sample()
         marks["followed"] = time.time()
         per_round = evaluator.results()
@@ -258,12 +305,17 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
     job_file.unlink(missing_ok=True)
     summary = summarise(job_id, cfg, final, per_round, time.time() - t0, mem.as_dict())
     summary["phases"] = phases(marks, final)
-    summary["invocations"] = {**invocations.from_function_log(function_log, log_from),
-                              "per_client_round": invocations.per_client_round(states / "aws", len(per_round)),
-                              "client_latency_ms": invocations.client_latency_ms(states / "aws")}
-    print(f"\ntest accuracy {100 * summary['test_accuracy']:.2f}% after {len(per_round)} rounds; "
-          f"wall {summary['wall_seconds']:.0f}s (training {summary['training_seconds']:.0f}s); "
-          f"peak memory {mem.peak_pss_mb:.0f} MB (PSS of the whole local stack)", flush=True)
+    summary["invocations"] = {
+        **invocations.from_function_log(function_log, log_from),
+        "per_client_round": invocations.per_client_round(states / "aws", len(per_round)),
+        "client_latency_ms": invocations.client_latency_ms(states / "aws"),
+    }
+    print(
+        f"\ntest accuracy {100 * summary['test_accuracy']:.2f}% after {len(per_round)} rounds; "
+        f"wall {summary['wall_seconds']:.0f}s (training {summary['training_seconds']:.0f}s); "
+        f"peak memory {mem.peak_pss_mb:.0f} MB (PSS of the whole local stack)",
+        flush=True,
+    )
     if results_dir is not None:
         from flcli import report
 

@@ -13,8 +13,9 @@ def main() -> int:
     env.load()
     with LocalStack(ROOT / "logs") as stack:
         mongodb_url = env.get("MONGODB_URL") or stack.start_database(storage=str(ROOT / ".fl" / "db"))
-        base_url = stack.start_function(mongodb_url, http_port=env.get_int("FL_HTTP_PORT", 3000),
-                                        lambda_port=env.get_int("FL_LAMBDA_PORT", 3002))
+        base_url = stack.start_function(
+            mongodb_url, http_port=env.get_int("FL_HTTP_PORT", 3000), lambda_port=env.get_int("FL_LAMBDA_PORT", 3002)
+        )
         print(f"BASE_URL_AWS={base_url}")
         token = env.get("FL_ADMIN_TOKEN")
         print(f"dashboard: {base_url}/dashboard" + (f"#token={token}" if token else ""))

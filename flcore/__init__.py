@@ -1,9 +1,8 @@
-"""Platform-neutral core of the serverless federated-learning function.
+"""The serverless federated-learning function: everything it ships, and nothing that imports torch.
 
-Everything the function needs lives here once; ``server_aws`` and
-``server_ow`` only translate platform events into :func:`flcore.edge.api.handle`.
-Modules that import torch (``models``, ``data``) are used by clients and the
-operator CLI only, never by the function.
+Its sub-packages read as its architecture: ``edge`` (requests in, responses
+out), ``actions`` (one function per action), ``engine`` (a job's rounds),
+``domain`` (jobs, settings, devices), ``shared`` (what clients import too) and
+``storage`` (MongoDB and GridFS). ``server_aws`` and ``server_ow`` only
+translate platform events into :func:`flcore.edge.api.handle`.
 """
-
-__version__ = "0.1.0"

@@ -107,7 +107,7 @@ def _load_raw_cached(name: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(images), labels
 
 
-def to_tensors(name: str, images: np.ndarray, labels: np.ndarray) -> tuple["torch.Tensor", "torch.Tensor"]:
+def to_tensors(name: str, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised float images and int64 labels, ready to slice into batches."""
     import torch
 
@@ -117,8 +117,7 @@ def to_tensors(name: str, images: np.ndarray, labels: np.ndarray) -> tuple["torc
     return x.contiguous(), torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
 
-def load_split(name: str, indices: np.ndarray | None = None,
-               train: bool = True) -> tuple["torch.Tensor", "torch.Tensor"]:
+def load_split(name: str, indices: np.ndarray | None = None, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = load_raw(name, train)
     if indices is not None:
         images, labels = images[indices], labels[indices]

@@ -91,14 +91,18 @@ def build(model: object, dataset: str = "mnist", seed: int | None = None) -> Lay
 
 def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
     """The model's float tensors (weights and batchnorm statistics); integer buffers stay local."""
-    return {k: v.detach().cpu().numpy().astype(np.float32, copy=True)
-            for k, v in model.state_dict().items() if v.is_floating_point()}
+    return {
+        k: v.detach().cpu().numpy().astype(np.float32, copy=True)
+        for k, v in model.state_dict().items()
+        if v.is_floating_point()
+    }
 
 
 def set_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
     """Load float tensors; every one the model has must be given (integer buffers keep their values)."""
     missing, unexpected = model.load_state_dict(
-        {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in weights.items()}, strict=False)
+        {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in weights.items()}, strict=False
+    )
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise KeyError(f"weights do not fit the model: missing {missing}, unexpected {unexpected}")

@@ -17,8 +17,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from flcore.edge import static  # noqa: E402
-from flcore.edge import settings  # noqa: E402
+from flcore.edge import settings, static  # noqa: E402
 from flcore.edge.api import JSON_HEADERS, handle, scheduled_tick, to_json  # noqa: E402
 
 # read once per container, from the environment serverless.yml sets
@@ -36,7 +35,7 @@ def action_name(event: dict) -> str:
 
 
 def method(event: dict) -> str:
-    return (event.get("httpMethod") or (event.get("requestContext") or {}).get("http", {}).get("method") or "POST")
+    return event.get("httpMethod") or (event.get("requestContext") or {}).get("http", {}).get("method") or "POST"
 
 
 def handler(event: dict, context: object = None) -> dict:

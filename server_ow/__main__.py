@@ -28,8 +28,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if os.path.isdir(os.path.join(_HERE, "flcore")) and _HERE not in sys.path:
     sys.path.insert(0, _HERE)  # inside the action zip, flcore sits next to this file
 
-from flcore.edge import static  # noqa: E402
-from flcore.edge import settings  # noqa: E402
+from flcore.edge import settings, static  # noqa: E402
 from flcore.edge.api import JSON_HEADERS, handle, scheduled_tick, to_json  # noqa: E402
 
 SETTINGS = settings.NAMES
@@ -63,8 +62,9 @@ def main(params: dict) -> dict:
         # not a web request: the alarm trigger's rule (or `wsk action invoke`)
         if isinstance(params.get("action"), str):
             body = {k: v for k, v in params.items() if k not in SETTINGS and k != "action"}
-            status, payload = handle(params["action"], body,
-                                     {"authorization": str(params.get("authorization", ""))}, config)
+            status, payload = handle(
+                params["action"], body, {"authorization": str(params.get("authorization", ""))}, config
+            )
             return {"statusCode": status, **payload}
         return scheduled_tick(config)
     if str(params["__ow_method"]).lower() == "get":  # the dashboard's page and files

@@ -1,20 +1,35 @@
-"""Real parts for the tests: a SecantusDB server over TCP and the handler under serverless-offline."""
+"""Real parts for the tests: a SecantusDB server over TCP and the handler under serverless-offline.
+
+The tests come in tiers, one folder each, marked by the folder they are in: ``unit`` (no
+database, no other process), ``core`` (the core in this process against a real database),
+``stack`` (serverless-offline, client processes, the CLI) and ``browser`` (the dashboard in
+headless chromium). ``make test`` runs them all; ``pytest -m unit`` runs one tier.
+"""
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
-import numpy as np
 import pytest
 from pymongo import MongoClient
 
 from flcli.devstack import LocalStack, free_port_block
-from flcore.storage import store as store_mod
 from flcore.edge.settings import Settings
-from flcore.shared import modeldef
+from flcore.shared import clock as core_clock
+from flcore.storage import store as store_mod
+from helpers import ADMIN
 
-ADMIN = "test-admin-token"
+TIERS = ("unit", "core", "stack", "browser")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark each test with its tier: the name of the folder it is in."""
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +65,27 @@ def raw_db(mongodb_url, db_name):
         yield client[db_name]
 
 
+class FakeClock:
+    """The core's clock, moved by the test: ``advance(s)`` instead of ``time.sleep(s)``."""
+
+    def __init__(self, start: float):
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    """The core's clock for in-process calls, starting at the real time and moving only when told."""
+    fake = FakeClock(time.time())
+    monkeypatch.setattr(core_clock, "now", fake.now)
+    return fake
+
+
 @pytest.fixture(scope="session")
 def function_url(stack, mongodb_url) -> str:
     """The real handler behind serverless-offline, on its own database."""
@@ -62,31 +98,17 @@ def fleet_env(tmp_path, function_url):
 
     def make(n: int) -> tuple[dict, int]:
         base_port = free_port_block(n)
-        return {**os.environ, "BASE_URL_AWS": function_url, "FL_CLIENT_BASE_PORT": str(base_port),
-                "FL_STATE_DIR": str(tmp_path / "state"), "FL_PRELOAD": "mnist",
-                "FL_RUN_DIR": str(tmp_path / "run"), "FL_LOG_DIR": str(tmp_path / "logs")}, base_port
+        return {
+            **os.environ,
+            "BASE_URL_AWS": function_url,
+            "FL_CLIENT_BASE_PORT": str(base_port),
+            "FL_STATE_DIR": str(tmp_path / "state"),
+            "FL_PRELOAD": "mnist",
+            "FL_RUN_DIR": str(tmp_path / "run"),
+            "FL_LOG_DIR": str(tmp_path / "logs"),
+        }, base_port
 
     return make
-
-
-def mdef(model: str = "cnn_mnist", dataset: str | None = None) -> modeldef.ModelDef:
-    """A preset checked for its usual data set (cnn_cifar10: CIFAR-10, the rest: MNIST)."""
-    return modeldef.resolve(model, dataset or ("cifar10" if model == "cnn_cifar10" else "mnist"))
-
-
-def tensor_spec(model: str = "cnn_mnist", dataset: str | None = None) -> dict[str, tuple[int, ...]]:
-    return mdef(model, dataset).spec
-
-
-def random_weights(model: str = "cnn_mnist", seed: int = 0, scale: float = 0.1) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {k: (rng.standard_normal(shape) * scale).astype(np.float32) for k, shape in tensor_spec(model).items()}
-
-
-def snapshot(db) -> dict:
-    """Every document of every collection, to prove a request changed nothing."""
-    return {name: sorted((repr(sorted(d.items())) for d in db[name].find()), key=str)
-            for name in sorted(db.list_collection_names())}
 
 
 os.environ.setdefault("FL_DATA_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), "data"))

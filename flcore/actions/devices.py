@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import secrets
-import time
 
-from flcore.domain import tokens
-from flcore.domain import filters
-from flcore.engine.enrolment import enrol, reissue
+from flcore.domain import filters, tokens
 from flcore.domain.devices import holds_dataset, new_stats, parse_info, view
-from flcore.errors import Conflict, Forbidden
 from flcore.domain.job import Job
 from flcore.edge.request import Request
+from flcore.engine.enrolment import enrol, reissue
 from flcore.engine.rules import MAX_REASON, text
+from flcore.errors import Conflict, Forbidden
+from flcore.shared import clock
 from flcore.storage.store import Store
 
 MAX_OFFERS = 20
@@ -24,9 +23,19 @@ def register(req: Request) -> dict:
     info = parse_info(req.body.get("info", {}))
     device_id = "d-" + secrets.token_hex(6)
     token, token_hash = tokens.new_token(device_id)
-    now = time.time()
-    req.store.add_device({"_id": device_id, "token_hash": token_hash, "info": info, "stats": new_stats(),
-                          "registered_at": now, "last_seen": now, "jobs": [], "left_jobs": []})
+    now = clock.now()
+    req.store.add_device(
+        {
+            "_id": device_id,
+            "token_hash": token_hash,
+            "info": info,
+            "stats": new_stats(),
+            "registered_at": now,
+            "last_seen": now,
+            "jobs": [],
+            "left_jobs": [],
+        }
+    )
     return {"device_id": device_id, "token": token}
 
 
@@ -34,7 +43,7 @@ def update_device(req: Request) -> dict:
     """Replace what a device reports about itself."""
     device = req.device
     info = parse_info(req.body.get("info"))
-    req.store.update_device(device["_id"], {"info": info, "last_seen": time.time()})
+    req.store.update_device(device["_id"], {"info": info, "last_seen": clock.now()})
     return {"device_id": device["_id"], "info": info}
 
 
@@ -53,14 +62,22 @@ def refusal(device: dict, job: Job) -> str | None:
 def offers(req: Request) -> dict:
     """The jobs this device may join now, best first (priority, then age)."""
     device = req.device
-    req.store.update_device(device["_id"], {"last_seen": time.time()})
+    req.store.update_device(device["_id"], {"last_seen": clock.now()})
     out = []
     for doc in req.store.open_jobs(limit=200):
         job = Job.of(doc)
         if refusal(device, job) is None and _has_room(req.store, job) and job.id not in device.get("jobs", []):
-            out.append({"job_id": job.id, "name": doc.get("name"), "tags": doc.get("tags", []),
-                        "priority": doc.get("priority", 0), "state": job.state, "dataset": job.config.dataset,
-                        "created_at": doc["created_at"]})
+            out.append(
+                {
+                    "job_id": job.id,
+                    "name": doc.get("name"),
+                    "tags": doc.get("tags", []),
+                    "priority": doc.get("priority", 0),
+                    "state": job.state,
+                    "dataset": job.config.dataset,
+                    "created_at": doc["created_at"],
+                }
+            )
             if len(out) >= MAX_OFFERS:
                 break
     return {"jobs": out}
@@ -80,7 +97,7 @@ def join(req: Request) -> dict:
     if job.id in device.get("jobs", []):
         return _rejoin(req.store, job, device)
     reply = enrol(req.store, job, device_id=device["_id"])
-    req.store.update_device(device["_id"], {"last_seen": time.time()}, push={"jobs": job.id})
+    req.store.update_device(device["_id"], {"last_seen": clock.now()}, push={"jobs": job.id})
     req.store.count_device_stats({device["_id"]: {"jobs_joined": 1}})
     return reply
 
@@ -96,7 +113,7 @@ def _rejoin(store: Store, job: Job, device: dict) -> dict:
     client = store.device_client(job.id, device["_id"])
     if client is None:  # the join is being recorded right now by a concurrent request
         raise Conflict(f"this device is joining job {job.id}; try again")
-    return reissue(store, job, client, time.time())
+    return reissue(store, job, client, clock.now())
 
 
 def leave(req: Request) -> dict:
@@ -109,13 +126,14 @@ def leave(req: Request) -> dict:
     if req.job_id(required=False) not in (None, client["job_id"]):
         raise Forbidden("a client can only leave its own job")
     reason = text(req.body.get("reason", "left"), "reason", MAX_REASON)
-    now = time.time()
+    now = clock.now()
     if not req.store.mark_left(client["_id"], reason, now):
         return {"left": True, "already": True}
     if client.get("device_id"):
         failure = {"job_id": client["job_id"], "reason": reason, "at": now}
-        req.store.update_device(client["device_id"], {"last_seen": now, "last_failure": failure},
-                                push={"left_jobs": client["job_id"]})
+        req.store.update_device(
+            client["device_id"], {"last_seen": now, "last_failure": failure}, push={"left_jobs": client["job_id"]}
+        )
         req.store.count_device_stats({client["device_id"]: {"failures_reported": 1}})
     job = Job.load(req.store, client["job_id"])
     if job.state == "running" and client["_id"] in job.picked:
@@ -131,5 +149,6 @@ def devices(req: Request) -> dict:
         ids = set(req.store.job_device_ids(Job.load(req.store, job_id).id))
     docs = req.store.get_devices(ids, limit=MAX_DEVICES)
     seen = req.store.last_seen_as_clients(d["_id"] for d in docs)
-    return {"devices": [view({**d, "last_seen": max(d.get("last_seen") or 0.0, seen.get(d["_id"], 0.0))})
-                        for d in docs]}
+    return {
+        "devices": [view({**d, "last_seen": max(d.get("last_seen") or 0.0, seen.get(d["_id"], 0.0))}) for d in docs]
+    }

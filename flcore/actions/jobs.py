@@ -11,14 +11,15 @@ import secrets
 import time
 
 from flcore.domain import filters
-from flcore.engine import rules
-from flcore.shared import weights as wcodec
 from flcore.domain.config import SETTINGS, parse_changes, parse_config, strategy_settings
-from flcore.errors import Conflict, DomainError, Invalid, NotFound
-from flcore.domain.metrics import metrics_of
 from flcore.domain.job import Job
-from flcore.storage.jobs import STATES
+from flcore.domain.metrics import metrics_of
 from flcore.edge.request import MAX_ROUND, Request
+from flcore.engine import rules
+from flcore.errors import Conflict, DomainError, Invalid, NotFound
+from flcore.shared import clock
+from flcore.shared import weights as wcodec
+from flcore.storage.jobs import STATES
 
 # what create_job takes beside the job's settings
 JOB_FIELDS = ("weights", "name", "tags", "criteria", "rules", "priority", "start", "public_predict")
@@ -46,16 +47,27 @@ def create_job(req: Request) -> dict:
     }
     checked = wcodec.parse_update(body["weights"], cfg.model_def) if body.get("weights") is not None else None
     job_id = "job-" + secrets.token_hex(6)
-    now = time.time()
+    now = clock.now()
     if checked is not None:
         req.store.put_model(job_id, 0, "init", checked.blob)  # written first: a job never exists without its model
     state = "waiting" if start else "created"
-    req.store.create_job({
-        "_id": job_id, "created_at": now, "config": cfg.to_dict(), "state": state, "round": 0, "picked": [],
-        "model_round": 0 if checked is not None else None, "model_owner": "init" if checked is not None else None,
-        "history": [], "changes": [], "rules_fired": [], **meta,
-        **({"opened_at": now} if start else {}),
-    })
+    req.store.create_job(
+        {
+            "_id": job_id,
+            "created_at": now,
+            "config": cfg.to_dict(),
+            "state": state,
+            "round": 0,
+            "picked": [],
+            "model_round": 0 if checked is not None else None,
+            "model_owner": "init" if checked is not None else None,
+            "history": [],
+            "changes": [],
+            "rules_fired": [],
+            **meta,
+            **({"opened_at": now} if start else {}),
+        }
+    )
     return {"job_id": job_id, "state": state, "config": cfg.to_dict()}
 
 
@@ -77,7 +89,7 @@ def _tags(raw: object) -> list[str]:
 def start_job(req: Request) -> dict:
     """``created`` -> ``waiting``: the job now takes devices."""
     job = Job.load(req.store, req.job_id())
-    if req.store.open_job(job.id, time.time()) is None:
+    if req.store.open_job(job.id, clock.now()) is None:
         raise Conflict(f"job {job.id} is {job.state}; only a created job can be started")
     return {"job_id": job.id, "state": "waiting"}
 
@@ -86,7 +98,7 @@ def stop_job(req: Request) -> dict:
     """Any unfinished job -> ``stopped``, at once; an aggregation under way then cannot commit."""
     reason = rules.text(req.body.get("reason", "stopped by the operator"), "reason", rules.MAX_REASON)
     job = Job.load(req.store, req.job_id())
-    stopped = req.store.stop_job(job.id, reason, time.time())
+    stopped = req.store.stop_job(job.id, reason, clock.now())
     if stopped is None:
         raise Conflict(f"job {job.id} has already finished ({job.state})")
     return {"job_id": job.id, "state": "stopped", "round": stopped["round"], "stopped_because": reason}
@@ -101,14 +113,18 @@ def update_job(req: Request) -> dict:
             raise Conflict(f"job {job.id} has finished ({job.state}); nothing to change")
         changes = parse_changes(job.config, req.body.get("set"))
         from_round = job.round + 1 if job.state == "running" else 1
-        change = {"round": from_round, "set": changes, "at": time.time(), "by": "operator"}
+        change = {"round": from_round, "set": changes, "at": clock.now(), "by": "operator"}
         # The round and state as read, and no aggregation under way: the closing of a
         # round sets up the next one from the settings it read, so it must see this change.
-        now = time.time()
+        now = clock.now()
         moved = req.store.change_settings(job.id, job.state, job.round, change, now)
         if moved is not None:
-            return {"job_id": job.id, "from_round": from_round, "set": changes,
-                    "config": Job.of(moved).config.to_dict()}
+            return {
+                "job_id": job.id,
+                "from_round": from_round,
+                "set": changes,
+                "config": Job.of(moved).config.to_dict(),
+            }
         time.sleep(UPDATE_WAIT_S)
     raise Conflict(f"job {job_id} is closing a round; try again")
 
@@ -121,7 +137,7 @@ def report(req: Request) -> dict:
         raise NotFound(f"round {rnd} of job {job.id} has not closed")
     metrics = metrics_of(req.body.get("metrics"))
     if not metrics:
-        raise Invalid("metrics must name at least one measurement, e.g. {\"test_accuracy\": 0.98}")
+        raise Invalid('metrics must name at least one measurement, e.g. {"test_accuracy": 0.98}')
     req.store.record_report(job.id, rnd, metrics)
     return {"job_id": job.id, "round": rnd, "reported": metrics}
 
@@ -157,15 +173,30 @@ def _cursor(raw: object) -> tuple[float, str]:
 def _summary(req: Request, job: Job) -> dict:
     doc = job.doc
     latest = doc.get("latest") or {}
-    return {"job_id": job.id, "name": doc.get("name"), "tags": doc.get("tags", []), "state": job.state,
-            "round": job.round, "rounds": job.config.rounds, "clients": req.store.count_clients(job.id),
-            "num_clients": job.config.num_clients, "dataset": job.config.dataset, "strategy": job.config.strategy,
-            "mode": job.config.mode, "eval_accuracy": latest.get("eval_accuracy"), "best": doc.get("best"),
-            "priority": doc.get("priority", 0), "created_at": doc["created_at"],
-            "finished_at": doc.get("finished_at"), "stopped_because": doc.get("stopped_because")}
+    return {
+        "job_id": job.id,
+        "name": doc.get("name"),
+        "tags": doc.get("tags", []),
+        "state": job.state,
+        "round": job.round,
+        "rounds": job.config.rounds,
+        "clients": req.store.count_clients(job.id),
+        "num_clients": job.config.num_clients,
+        "dataset": job.config.dataset,
+        "strategy": job.config.strategy,
+        "mode": job.config.mode,
+        "eval_accuracy": latest.get("eval_accuracy"),
+        "best": doc.get("best"),
+        "priority": doc.get("priority", 0),
+        "created_at": doc["created_at"],
+        "finished_at": doc.get("finished_at"),
+        "stopped_because": doc.get("stopped_because"),
+    }
 
 
 def job_settings(req: Request) -> dict:
     """Every job setting with its type, default, range or choices, whether it can change, and its meaning."""
-    return {"settings": [s.describe() for s in SETTINGS],
-            "strategy_settings": [s.describe() for s in strategy_settings()]}
+    return {
+        "settings": [s.describe() for s in SETTINGS],
+        "strategy_settings": [s.describe() for s in strategy_settings()],
+    }

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from flcore.shared import inference
-from flcore.shared import png
-from flcore.shared import weights as wcodec
-from flcore.errors import Forbidden, Invalid, NotFound
 from flcore.domain.job import Job
 from flcore.edge.request import Request
+from flcore.errors import Forbidden, Invalid, NotFound
+from flcore.shared import inference, png
+from flcore.shared import weights as wcodec
 from flcore.shared.datasets import INPUT_SHAPES
 
 MAX_IMAGES = 64
@@ -46,9 +45,14 @@ def predict(req: Request) -> dict:
         models = _client_models(req, job, rnd)
         probs = sum(inference.probabilities(job.config.model_def, w, x) for w in models) / len(models)
         used = len(models)
-    return {"job_id": job.id, "model_round": rnd, "mode": mode, "models": used,
-            "classes": [int(c) for c in probs.argmax(axis=1)],
-            "probabilities": [[round(float(p), 6) for p in row] for row in probs]}
+    return {
+        "job_id": job.id,
+        "model_round": rnd,
+        "mode": mode,
+        "models": used,
+        "classes": [int(c) for c in probs.argmax(axis=1)],
+        "probabilities": [[round(float(p), 6) for p in row] for row in probs],
+    }
 
 
 def _round(req: Request, job: Job) -> int:
@@ -66,8 +70,11 @@ def _client_models(req: Request, job: Job, rnd: int) -> list[dict[str, np.ndarra
         raise NotFound(f"round {rnd} has no client models (round 0 is the initial model)")
     counted = set(entry["client_ids"])
     names = set(job.config.model_def.spec)  # not SCAFFOLD's control variates beside them
-    models = [{k: v for k, v in wcodec.decode(req.store.update_weights(d)).items() if k in names}
-              for d in req.store.load_updates(job.id, rnd) if d["client_id"] in counted]
+    models = [
+        {k: v for k, v in wcodec.decode(req.store.update_weights(d)).items() if k in names}
+        for d in req.store.load_updates(job.id, rnd)
+        if d["client_id"] in counted
+    ]
     if not models:
         raise NotFound(f"the client models of round {rnd} are no longer stored")
     return models

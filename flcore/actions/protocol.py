@@ -6,20 +6,19 @@ changed nothing.
 
 from __future__ import annotations
 
-import time
-
-from flcore.engine import enrolment, lifecycle
 from flcore.actions import transfer
-from flcore.shared import weights as wcodec
 from flcore.domain.devices import parse_info
-from flcore.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from flcore.domain.job import Job
-from flcore.shared.partition import train_examples
-from flcore.edge.request import MAX_ROUND, Request
-from flcore.shared.datasets import TRAIN_CLASS_COUNTS
-from flcore.storage.store import Store
 from flcore.domain.metrics import metrics_of
+from flcore.edge.request import MAX_ROUND, Request
+from flcore.engine import enrolment, lifecycle
+from flcore.errors import Conflict, Forbidden, Invalid, NotFound
+from flcore.shared import clock
 from flcore.shared.checks import is_int
+from flcore.shared.datasets import TRAIN_CLASS_COUNTS
+from flcore.shared.partition import train_examples
+from flcore.storage.store import Store
+
 
 def subscribe(req: Request) -> dict:
     """Join a job without a device identity (the named one, or the newest open job without criteria)."""
@@ -47,7 +46,7 @@ def poll(req: Request) -> dict:
     """What the client should do now; also moves the job forward if it is ready."""
     store = req.store
     client = req.client
-    now = time.time()
+    now = clock.now()
     store.touch_client(client["_id"], now)
     if "info" in req.body and client.get("device_id"):
         req.store.update_device(client["device_id"], {"info": parse_info(req.body["info"]), "last_seen": now})
@@ -61,8 +60,12 @@ def poll(req: Request) -> dict:
         return {**reply, "action": "wait", "retry_after": job.mode.wait_hint(job, now)}
     base = job.mode.assign(store, job, client["_id"], now)
     if base is None:
-        return {**reply, **job.mode.reply_fields(job, None), "action": "wait",
-                "retry_after": job.mode.wait_hint(job, now)}
+        return {
+            **reply,
+            **job.mode.reply_fields(job, None),
+            "action": "wait",
+            "retry_after": job.mode.wait_hint(job, now),
+        }
     latest = job.doc.get("model_round")
     model = model_reply(store, job, latest) if base == (latest or 0) else {}
     return {**model, **reply, **job.mode.reply_fields(job, base), "action": "train", "retry_after": 0}
@@ -81,8 +84,7 @@ def get_model(req: Request) -> dict:
     if wanted == 0 and model_round is None:  # the seeded initial model, which clients build themselves
         wanted = None
     if wanted is not None:
-        if not is_int(wanted) or model_round is None \
-                or not 0 <= wanted <= model_round:
+        if not is_int(wanted) or model_round is None or not 0 <= wanted <= model_round:
             raise NotFound(f"no model for round {wanted!r}; latest is {model_round}")
         model_round = wanted
     return model_reply(req.store, job, model_round)
@@ -93,9 +95,15 @@ def model_reply(store: Store, job: Job, model_round: int | None) -> dict:
     the job's settings and this round's hyperparameters. ``job`` must hold the history when
     ``model_round`` is older than the latest model."""
     round_cfg = job.config_at(job.round)
-    reply = {"job_id": job.id, "round": job.round, "model_round": model_round, "state": job.state,
-             "weights": None, "config": job.config.to_dict(),
-             "round_config": round_cfg.round_config(job.round, round_cfg.build_strategy())}
+    reply = {
+        "job_id": job.id,
+        "round": job.round,
+        "model_round": model_round,
+        "state": job.state,
+        "weights": None,
+        "config": job.config.to_dict(),
+        "round_config": round_cfg.round_config(job.round, round_cfg.build_strategy()),
+    }
     if model_round is not None:
         transfer.model_parts(store, store.model_doc(job.id, model_round, job.model_owner(model_round)), reply)
     return reply
@@ -119,25 +127,39 @@ def submit(req: Request) -> dict:
     limit = _claim_limit(job, client)
     n = req.body.get("num_examples")
     if not is_int(n) or not 0 < n <= limit:
-        raise Invalid(f"num_examples must be an integer between 1 and {limit}, "
-                            f"the training examples of this client's share")
+        raise Invalid(
+            f"num_examples must be an integer between 1 and {limit}, the training examples of this client's share"
+        )
     metrics = metrics_of(req.body.get("metrics"))
     if store.has_update(job.id, rnd, client["_id"]):
         return {"accepted": False, "duplicate": True, "round": rnd}
     may_submit(store, job, client, rnd)
     blob_id, size, digest = transfer.checked_update(store, job, client, rnd, req.body)
-    now = time.time()
-    outcome = store.add_update({"job_id": job.id, "round": rnd, "client_id": client["_id"], "blob": blob_id,
-                                "size": size, "sha256": digest, "num_examples": n, "metrics": metrics,
-                                "received_at": now})
+    now = clock.now()
+    outcome = store.add_update(
+        {
+            "job_id": job.id,
+            "round": rnd,
+            "client_id": client["_id"],
+            "blob": blob_id,
+            "size": size,
+            "sha256": digest,
+            "num_examples": n,
+            "metrics": metrics,
+            "received_at": now,
+        }
+    )
     if outcome == "copy":
         raise Conflict("this update is identical to one another client already submitted in this round")
     if outcome == "stored":
         job.mode.stored(store, job, client["_id"])
         store.touch_client(client["_id"], now)  # a client that just delivered is alive
         if client.get("device_id"):
-            timed = {"train_seconds_total": metrics["train_seconds"], "timed_updates": 1} \
-                if 0 <= metrics.get("train_seconds", -1) <= 86_400 else {}
+            timed = (
+                {"train_seconds_total": metrics["train_seconds"], "timed_updates": 1}
+                if 0 <= metrics.get("train_seconds", -1) <= 86_400
+                else {}
+            )
             store.count_device_stats({client["device_id"]: {"updates_accepted": 1, **timed}})
     retry = job.mode.poll_after_submit(job, now)
     return {"accepted": outcome == "stored", "duplicate": outcome == "duplicate", "round": rnd, "retry_after": retry}
@@ -170,7 +192,7 @@ def close_ready(store: Store) -> dict:
     """Move every running job forward, and finish rule-started jobs a crash left unopened;
     what the scheduled event runs."""
     for doc in store.jobs_with_pending_starts():
-        lifecycle.start_pending(store, doc["_id"], doc["starts_pending"], time.time())
+        lifecycle.start_pending(store, doc["_id"], doc["starts_pending"], clock.now())
     moved = []
     for jid in store.running_job_ids():
         doc = store.get_job(jid)
@@ -195,18 +217,33 @@ def status(req: Request) -> dict:
     job = req.visible_job(history=True)
     doc = job.doc
     return {
-        "job_id": job.id, "name": doc.get("name"), "tags": doc.get("tags", []), "priority": doc.get("priority", 0),
-        "state": job.state, "round": job.round, "rounds": job.config.rounds,
-        "subscribed": req.store.count_clients(job.id), "picked": job.picked,
-        "submitted": _submitted(req.store, job), "mode": job.config.mode, **job.mode.status(job),
+        "job_id": job.id,
+        "name": doc.get("name"),
+        "tags": doc.get("tags", []),
+        "priority": doc.get("priority", 0),
+        "state": job.state,
+        "round": job.round,
+        "rounds": job.config.rounds,
+        "subscribed": req.store.count_clients(job.id),
+        "picked": job.picked,
+        "submitted": _submitted(req.store, job),
+        "mode": job.config.mode,
+        **job.mode.status(job),
         "model": _model_summary(job),
-        "model_round": doc.get("model_round"), "created_at": doc["created_at"],
+        "model_round": doc.get("model_round"),
+        "created_at": doc["created_at"],
         "stopped_because": doc.get("stopped_because"),
-        "opened_at": doc.get("opened_at"), "started_at": doc.get("started_at"), "finished_at": doc.get("finished_at"),
-        "config": job.config.to_dict(), "changes": doc.get("changes", []),
-        "criteria": doc.get("criteria"), "rules": doc.get("rules", []), "rules_fired": doc.get("rules_fired", []),
+        "opened_at": doc.get("opened_at"),
+        "started_at": doc.get("started_at"),
+        "finished_at": doc.get("finished_at"),
+        "config": job.config.to_dict(),
+        "changes": doc.get("changes", []),
+        "criteria": doc.get("criteria"),
+        "rules": doc.get("rules", []),
+        "rules_fired": doc.get("rules_fired", []),
         "best": doc.get("best"),
-        "history": [{**h, "reported": doc["reported"][str(h["round"])]} if str(h["round"]) in doc.get("reported", {})
-                    else h for h in doc.get("history", [])],
+        "history": [
+            {**h, "reported": doc["reported"][str(h["round"])]} if str(h["round"]) in doc.get("reported", {}) else h
+            for h in doc.get("history", [])
+        ],
     }
-

@@ -20,17 +20,17 @@ data is about 0.7 MB as base64 in JSON) and API Gateway's 6 MB limits.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 
-from flcore.shared import weights as wcodec
-from flcore.storage.blobs import chunk_length, chunks_of
-from flcore.errors import DomainError, Invalid, NotFound, TooLarge
 from flcore.domain.job import Job
 from flcore.edge.request import MAX_ROUND, Request
-from flcore.shared.datasets import CHUNK_BYTES
-from flcore.storage.store import Store
+from flcore.errors import DomainError, Invalid, NotFound, TooLarge
+from flcore.shared import clock
+from flcore.shared import weights as wcodec
 from flcore.shared.checks import is_int
+from flcore.shared.datasets import CHUNK_BYTES
+from flcore.storage.blobs import chunk_length, chunks_of
+from flcore.storage.store import Store
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # get_model's reply key for each stored part of a model
@@ -49,7 +49,7 @@ def _declared(raw: object, job: Job) -> tuple[int, str]:
     limit = wcodec.limit_bytes(job.config.model_def, job.strategy.update_prefixes)
     if not is_int(size) or not 8 < size <= limit:
         kind = Invalid if not isinstance(size, int) or size <= 8 else TooLarge
-        raise kind(                       f"upload size must be an integer from 9 to {limit} bytes (model {job.config.model_def.name!r})")
+        raise kind(f"upload size must be an integer from 9 to {limit} bytes (model {job.config.model_def.name!r})")
     if not isinstance(sha, str) or not _SHA256.match(sha):
         raise Invalid("upload sha256 must be 64 lowercase hex digits")
     return size, sha
@@ -78,9 +78,15 @@ def upload_chunk(req: Request, may_submit: Callable[[Store, Job, dict, int], Non
         raise Invalid(f"chunk {index} of a {size}-byte upload must have {want} bytes, not {len(raw)}")
     if store.has_update(job.id, rnd, client["_id"]):
         return {"received": index, "chunks": total, "duplicate": True}
-    upload = {"_id": upload_id(client["_id"], rnd, size, sha), "job_id": job.id, "client_id": client["_id"],
-              "round": rnd, "size": size, "sha256": sha}
-    fresh = store.blobs.stage(upload, index, raw, time.time())
+    upload = {
+        "_id": upload_id(client["_id"], rnd, size, sha),
+        "job_id": job.id,
+        "client_id": client["_id"],
+        "round": rnd,
+        "size": size,
+        "sha256": sha,
+    }
+    fresh = store.blobs.stage(upload, index, raw, clock.now())
     return {"received": index, "chunks": total, "duplicate": not fresh}
 
 
@@ -100,12 +106,13 @@ def checked_update(store: Store, job: Job, client: dict, rnd: int, body: dict) -
     uid = upload_id(client["_id"], rnd, size, sha)
     missing = store.blobs.missing(uid, size)
     if missing:
-        raise Invalid(f"upload is missing chunks {missing[:20]}{' ...' if len(missing) > 20 else ''} "
-                            f"of {chunks_of(size)}; send them with upload_chunk, then submit again")
+        raise Invalid(
+            f"upload is missing chunks {missing[:20]}{' ...' if len(missing) > 20 else ''} "
+            f"of {chunks_of(size)}; send them with upload_chunk, then submit again"
+        )
     if store.blobs.sha256(uid) != sha:
         store.blobs.drop_upload(uid)
-        raise Invalid("the uploaded bytes do not match the sha256 declared; the upload was discarded, "
-                            "send it again")
+        raise Invalid("the uploaded bytes do not match the sha256 declared; the upload was discarded, send it again")
     try:
         digest = wcodec.validate(store.blobs.source(uid, size), mdef, prefixes)
     except DomainError:
@@ -125,8 +132,12 @@ def model_parts(store: Store, doc: dict | None, reply: dict) -> None:
             reply[key] = wcodec.b64(store.blobs.read(meta["id"], meta["size"]))
         else:
             reply[key] = None
-            reply.setdefault("chunked", {})[key] = {"size": meta["size"], "sha256": meta["sha256"],
-                                                   "chunks": chunks_of(meta["size"]), "chunk_bytes": CHUNK_BYTES}
+            reply.setdefault("chunked", {})[key] = {
+                "size": meta["size"],
+                "sha256": meta["sha256"],
+                "chunks": chunks_of(meta["size"]),
+                "chunk_bytes": CHUNK_BYTES,
+            }
 
 
 def get_chunk(req: Request) -> dict:

@@ -12,13 +12,12 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 
-from flcore.shared import partition as partitions
-from flcore.shared import strategies
 from flcore.errors import Invalid
-from flcore.shared import modeldef
-from flcore.shared.modeldef import ModelDef
-from flcore.shared.datasets import DATASET_MODELS
+from flcore.shared import modeldef, strategies
+from flcore.shared import partition as partitions
 from flcore.shared.checks import is_number
+from flcore.shared.datasets import DATASET_MODELS
+from flcore.shared.modeldef import ModelDef
 
 
 @dataclass(frozen=True)
@@ -41,17 +40,36 @@ class Setting:
 
     def describe(self) -> dict:
         """The setting as JSON: what the dashboard builds its forms from."""
-        return {"name": self.name, "type": "list or text" if self.name == "model" else self.kind.__name__,
-                "default": self.default, "lo": self.lo, "hi": self.hi, "choices": list(self.choices),
-                "updatable": self.updatable, "form": self.form, "modes": list(self.modes), "doc": self.doc}
+        return {
+            "name": self.name,
+            "type": "list or text" if self.name == "model" else self.kind.__name__,
+            "default": self.default,
+            "lo": self.lo,
+            "hi": self.hi,
+            "choices": list(self.choices),
+            "updatable": self.updatable,
+            "form": self.form,
+            "modes": list(self.modes),
+            "doc": self.doc,
+        }
 
 
-def setting(default: object, doc: str, *, lo: float | None = None, hi: float | None = None,
-            choices: tuple[str, ...] = (), updatable: bool = False, form: bool = False,
-            modes: tuple[str, ...] = ()):
+def setting(
+    default: object,
+    doc: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] = (),
+    updatable: bool = False,
+    form: bool = False,
+    modes: tuple[str, ...] = (),
+):
     """A :class:`JobConfig` field carrying its :class:`Setting` (its name and type come from the field)."""
-    return field(default=default, metadata={"setting": dict(doc=doc, lo=lo, hi=hi, choices=choices,
-                                                            updatable=updatable, form=form, modes=modes)})
+    return field(
+        default=default,
+        metadata={"setting": dict(doc=doc, lo=lo, hi=hi, choices=choices, updatable=updatable, form=form, modes=modes)},
+    )
 
 
 # the round modes (flcore/engine/modes.py runs them); those that fold updates trained on older
@@ -66,6 +84,8 @@ UNLIMITED = 10_000
 class JobConfig:
     """Everything a job is run with; sent to clients with each round. Each field is one setting."""
 
+    # a table: each setting on a line or two reads best
+    # fmt: off
     dataset: str = setting("mnist", "the built-in data set", choices=tuple(sorted(DATASET_MODELS)), form=True)
     num_clients: int = setting(20, "clients the job takes", lo=1, hi=UNLIMITED, form=True)
     clients_per_round: int = setting(10, "clients picked per round", lo=1, hi=UNLIMITED, updatable=True,
@@ -127,6 +147,7 @@ class JobConfig:
                                         updatable=True, modes=("async",))
     model: str | list = setting("", "a preset (cnn_mnist, cnn_cifar10, resnet18, ...) or a list of layers; "
                                     "empty: the data set's usual model", form=True)
+    # fmt: on
     strategy_params: Mapping[str, float] = field(default_factory=dict)
 
     @property
@@ -157,18 +178,31 @@ class JobConfig:
 
     def round_config(self, rnd: int, strategy: strategies.Strategy) -> dict:
         """What clients train with in round ``rnd``: hyperparameters come from the job, never the client."""
-        return {"lr": self.lr * self.lr_decay ** max(0, rnd - 1), "momentum": self.momentum,
-                "weight_decay": self.weight_decay,
-                "local_epochs": self.local_epochs, "batch_size": self.batch_size,
-                "augment_shift": self.augment_shift, "augment_flip": bool(self.augment_flip),
-                **strategies.CLIENT_DEFAULTS, **strategy.client_config()}
+        return {
+            "lr": self.lr * self.lr_decay ** max(0, rnd - 1),
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "local_epochs": self.local_epochs,
+            "batch_size": self.batch_size,
+            "augment_shift": self.augment_shift,
+            "augment_flip": bool(self.augment_flip),
+            **strategies.CLIENT_DEFAULTS,
+            **strategy.client_config(),
+        }
 
     def partition_spec(self, index: int) -> dict:
         """What a client needs to compute its own share (see :mod:`flcore.shared.partition`)."""
-        return {"dataset": self.dataset, "scheme": self.partition, "seed": self.seed, "index": index,
-                "num_partitions": self.num_clients, "train_fraction": self.train_fraction,
-                "alpha": self.partition_alpha, "shards": self.shards_per_client,
-                "max_train_examples": self.max_train_examples}
+        return {
+            "dataset": self.dataset,
+            "scheme": self.partition,
+            "seed": self.seed,
+            "index": index,
+            "num_partitions": self.num_clients,
+            "train_fraction": self.train_fraction,
+            "alpha": self.partition_alpha,
+            "shards": self.shards_per_client,
+            "max_train_examples": self.max_train_examples,
+        }
 
     def to_dict(self) -> dict:
         """The flat form stored in the job and shown to users: the strategy's settings beside the rest."""
@@ -179,12 +213,13 @@ class JobConfig:
         return d
 
     @classmethod
-    def from_doc(cls, doc: Mapping) -> "JobConfig":
+    def from_doc(cls, doc: Mapping) -> JobConfig:
         """Rebuild the config stored in a job document (trusted: we wrote it)."""
         own = {f.name for f in fields(cls)} - {"strategy_params"}
         params = strategies.REGISTRY[doc.get("strategy", cls.strategy)].params
-        return cls(**{k: v for k, v in doc.items() if k in own},
-                   strategy_params={k: doc[k] for k in params if k in doc})
+        return cls(
+            **{k: v for k, v in doc.items() if k in own}, strategy_params={k: doc[k] for k in params if k in doc}
+        )
 
 
 # Each data set's best measured training settings (make bench-accuracy), used where a
@@ -199,12 +234,15 @@ DATASET_DEFAULTS: dict[str, dict[str, float]] = {
 _TYPES = {"int": int, "float": float, "str": str, "str | list": str}
 SETTINGS: tuple[Setting, ...] = tuple(
     Setting(f.name, _TYPES[str(f.type)], f.default, **f.metadata["setting"])
-    for f in fields(JobConfig) if "setting" in f.metadata
+    for f in fields(JobConfig)
+    if "setting" in f.metadata
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 # derived views: the numeric settings with their ranges, the text ones, what a running job may change
 RANGES: dict[str, tuple[type, float, float]] = {
-    s.name: (s.kind, s.lo, s.hi) for s in SETTINGS if s.lo is not None  # type: ignore[misc]
+    s.name: (s.kind, s.lo, s.hi)
+    for s in SETTINGS
+    if s.lo is not None  # type: ignore[misc]
 }
 TEXT = tuple(s.name for s in SETTINGS if s.choices)
 FIELDS = frozenset(BY_NAME)
@@ -213,24 +251,35 @@ UPDATABLE = frozenset(s.name for s in SETTINGS if s.updatable)
 
 def strategy_settings() -> list[Setting]:
     """Every strategy's own settings, as settings (the same name means the same thing everywhere)."""
-    return [Setting(name, p.kind, p.default, f"{p.doc} ({', '.join(strategies.owners(name))})", lo=p.lo,
-                    hi=p.hi, updatable=True) for name, p in sorted(strategies.all_params().items())]
+    return [
+        Setting(
+            name, p.kind, p.default, f"{p.doc} ({', '.join(strategies.owners(name))})", lo=p.lo, hi=p.hi, updatable=True
+        )
+        for name, p in sorted(strategies.all_params().items())
+    ]
 
 
 def reference() -> str:
     """The settings reference in Markdown, generated from the definitions above."""
-    rows = ["# Job settings", "",
-            "Generated by `python -m flcore.domain.config` from `JobConfig` (`flcore/domain/config.py`).",
-            "A job definition (`create_job`, `flctl jobs create`, the dashboard) sets any of these; `make run`",
-            "takes each as `FL_<SETTING>`; \"changeable\" ones `update_job` and rules may change while it runs.",
-            "Naming only a data set also applies its best measured settings where the job sets none:",
-            *(f"`{name}`: {', '.join(f'{k} {v:g}' for k, v in best.items())}." for name, best in DATASET_DEFAULTS.items()),
-            "", "| setting | type | default | range or choices | changeable | meaning |", "|---|---|---|---|---|---|"]
+    rows = [
+        "# Job settings",
+        "",
+        "Generated by `python -m flcore.domain.config` from `JobConfig` (`flcore/domain/config.py`).",
+        "A job definition (`create_job`, `flctl jobs create`, the dashboard) sets any of these; `make run`",
+        'takes each as `FL_<SETTING>`; "changeable" ones `update_job` and rules may change while it runs.',
+        "Naming only a data set also applies its best measured settings where the job sets none:",
+        *(f"`{name}`: {', '.join(f'{k} {v:g}' for k, v in best.items())}." for name, best in DATASET_DEFAULTS.items()),
+        "",
+        "| setting | type | default | range or choices | changeable | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
     for s in (*SETTINGS, *strategy_settings()):
         shown = (lambda v: str(int(v))) if s.kind is int else (lambda v: f"{v:g}")
         allowed = ", ".join(s.choices) if s.choices else f"{shown(s.lo)} to {shown(s.hi)}" if s.lo is not None else ""
-        rows.append(f"| `{s.name}` | {s.kind.__name__} | `{s.default!r}` | {allowed} | "
-                    f"{'yes' if s.updatable else ''} | {s.doc} |")
+        rows.append(
+            f"| `{s.name}` | {s.kind.__name__} | `{s.default!r}` | {allowed} | "
+            f"{'yes' if s.updatable else ''} | {s.doc} |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -264,8 +313,7 @@ def check_known(body: Mapping, strategy: str, extra: Iterable[str] = ()) -> None
     described = []
     for key in unknown[:10]:
         others = strategies.owners(key)
-        described.append(f"{_short(key)} (a setting of {', '.join(others)}, not {strategy})" if others
-                         else _short(key))
+        described.append(f"{_short(key)} (a setting of {', '.join(others)}, not {strategy})" if others else _short(key))
     more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
     raise Invalid(f"unknown job settings: {', '.join(described)}{more}")
 
@@ -298,8 +346,10 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
     for name, (kind, low, high) in RANGES.items():
         if name in body:
             values[name] = number(name, body[name], kind, low, high)
-    params = {name: number(name, body[name], p.kind, p.lo, p.hi) if name in body else p.kind(p.default)
-              for name, p in strategies.REGISTRY[strategy].params.items()}
+    params = {
+        name: number(name, body[name], p.kind, p.lo, p.hi) if name in body else p.kind(p.default)
+        for name, p in strategies.REGISTRY[strategy].params.items()
+    }
     if body.get("model") not in (None, ""):
         values["model"] = body["model"]
     cfg = JobConfig(**values, strategy_params=params)
@@ -308,9 +358,11 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
             raise Invalid(f"{name} must be one of {list(BY_NAME[name].choices)}")
     cfg.model_def  # noqa: B018  (a 400 naming what is wrong with the model)
     if cfg.mode in FOLDS_STALE_UPDATES and not cfg.build_strategy().asynchronous:
-        raise Invalid(f"strategy {cfg.strategy} cannot run in async mode: "
-                            f"{strategies.REGISTRY[cfg.strategy].why_not_async}; async mode takes "
-                            f"{', '.join(strategies.asynchronous())}")
+        raise Invalid(
+            f"strategy {cfg.strategy} cannot run in async mode: "
+            f"{strategies.REGISTRY[cfg.strategy].why_not_async}; async mode takes "
+            f"{', '.join(strategies.asynchronous())}"
+        )
     if cfg.buffer_size > cfg.num_clients:
         raise Invalid("buffer_size cannot exceed num_clients (a client adds one update per model version)")
     if cfg.partition not in partitions.SCHEMES:
@@ -331,15 +383,14 @@ def parse_changes(cfg: JobConfig, raw: object) -> dict:
     breaks a rule between settings (clients_per_round above num_clients) is refused.
     """
     if not isinstance(raw, dict) or not raw:
-        raise Invalid("set must be an object of settings to change, e.g. {\"lr\": 0.005}")
+        raise Invalid('set must be an object of settings to change, e.g. {"lr": 0.005}')
     allowed = UPDATABLE | set(strategies.REGISTRY[cfg.strategy].params)
     fixed = [k for k in raw if k not in allowed]
     if fixed:
         known = FIELDS | set(strategies.REGISTRY[cfg.strategy].params)
         names = ", ".join(_short(k) for k in fixed[:10])
         if all(k in known for k in fixed):
-            raise Invalid(f"cannot change {names} once a job exists; "
-                                f"changeable: {', '.join(sorted(allowed))}")
+            raise Invalid(f"cannot change {names} once a job exists; changeable: {', '.join(sorted(allowed))}")
         raise Invalid(f"unknown job settings: {names}")
     merged = parse_config({**cfg.to_dict(), **raw})
     flat = merged.to_dict()

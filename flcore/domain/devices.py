@@ -19,8 +19,16 @@ MAX_ENTRIES = 16
 _NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")  # usable as a filter path part: no dots, no $
 
 # counters the function keeps per device (see ``view`` for the derived figures)
-STATS = ("jobs_joined", "rounds_trained", "updates_accepted", "deadlines_missed", "failures_reported",
-         "train_seconds_total", "timed_updates", "contribution")
+STATS = (
+    "jobs_joined",
+    "rounds_trained",
+    "updates_accepted",
+    "deadlines_missed",
+    "failures_reported",
+    "train_seconds_total",
+    "timed_updates",
+    "contribution",
+)
 
 
 def parse_info(raw: object) -> dict:
@@ -41,8 +49,9 @@ def parse_info(raw: object) -> dict:
         if name in raw:
             info[name] = _whole(raw[name], f"info.{name}", 1, high)
     if "datasets" in raw:
-        info["datasets"] = {k: _whole(v, f"info.datasets.{k}", 0, 10**12)
-                            for k, v in _entries(raw["datasets"], "info.datasets").items()}
+        info["datasets"] = {
+            k: _whole(v, f"info.datasets.{k}", 0, 10**12) for k, v in _entries(raw["datasets"], "info.datasets").items()
+        }
     if "labels" in raw:
         labels = _entries(raw["labels"], "info.labels")
         for key, value in labels.items():
@@ -81,11 +90,21 @@ def view(doc: dict) -> dict:
     raw = {**new_stats(), **doc.get("stats", {})}
     timed = raw.pop("timed_updates")
     total = raw.pop("train_seconds_total")
-    stats = {**raw, "mean_train_seconds": round(total / timed, 3) if timed else None,
-             "contribution": round(raw["contribution"], 4), "last_seen": doc.get("last_seen")}
-    return {"device_id": doc["_id"], "info": doc.get("info", {}), "stats": stats,
-            "registered_at": doc.get("registered_at"), "jobs": doc.get("jobs", []),
-            "left_jobs": doc.get("left_jobs", []), "last_failure": doc.get("last_failure")}
+    stats = {
+        **raw,
+        "mean_train_seconds": round(total / timed, 3) if timed else None,
+        "contribution": round(raw["contribution"], 4),
+        "last_seen": doc.get("last_seen"),
+    }
+    return {
+        "device_id": doc["_id"],
+        "info": doc.get("info", {}),
+        "stats": stats,
+        "registered_at": doc.get("registered_at"),
+        "jobs": doc.get("jobs", []),
+        "left_jobs": doc.get("left_jobs", []),
+        "last_failure": doc.get("last_failure"),
+    }
 
 
 def holds_dataset(info: dict, dataset: str) -> bool:

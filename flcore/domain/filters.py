@@ -105,7 +105,7 @@ def _check_condition(cond: dict, what: str, depth: int, budget: _Budget) -> None
                 raise Invalid(f"{what}: $exists takes true or false")
         elif op == "$not":
             if not isinstance(operand, dict):
-                raise Invalid(f"{what}: $not takes a condition such as {{\"$gt\": 3}}")
+                raise Invalid(f'{what}: $not takes a condition such as {{"$gt": 3}}')
             _check_condition(operand, what, depth + 1, budget)
         else:
             raise Invalid(f"{what}: unknown operator {str(op)[:40]!r}; allowed: {sorted(OPERATORS)}")

@@ -39,7 +39,7 @@ class Job:
     strategy: Strategy
 
     @classmethod
-    def of(cls, doc: dict) -> "Job":
+    def of(cls, doc: dict) -> Job:
         config = config_at(doc, None)
         return cls(doc, config, config.build_strategy())
 
@@ -48,7 +48,7 @@ class Job:
         return config_at(self.doc, rnd)
 
     @classmethod
-    def load(cls, store: Store, job_id: str, history: bool = False) -> "Job":
+    def load(cls, store: Store, job_id: str, history: bool = False) -> Job:
         """The job, or a 404 naming it."""
         doc = store.get_job(job_id, history=history)
         if doc is None:

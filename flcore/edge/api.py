@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping
 
 from pymongo.errors import PyMongoError
 
-from flcore.storage import store as store_mod
 from flcore.actions.protocol import close_ready
 from flcore.edge.callers import identify
-from flcore.edge.routes import BY_NAME
-from flcore.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, TooLarge, Unauthenticated
 from flcore.edge.request import Request
+from flcore.edge.routes import BY_NAME
 from flcore.edge.settings import Settings, SettingsError
+from flcore.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, TooLarge, Unauthenticated
+from flcore.storage import store as store_mod
 
 log = logging.getLogger("flcore")
 
@@ -34,7 +34,12 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 
 # The one place where a refusal becomes an HTTP status.
 STATUS: dict[type[DomainError], int] = {
-    Invalid: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, TooLarge: 413,
+    Invalid: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
 }
 
 
@@ -102,8 +107,9 @@ def _check_text(text: str, path: list, is_key: bool = False) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise Invalid(f"{_where(path)}: {'a key' if is_key else 'text'} is not valid Unicode "
-                            "(lone surrogate)") from None
+        raise Invalid(
+            f"{_where(path)}: {'a key' if is_key else 'text'} is not valid Unicode (lone surrogate)"
+        ) from None
     if is_key and "\0" in text:
         raise Invalid(f"{_where(path)}: a key contains a NUL character")
 
@@ -111,8 +117,12 @@ def _check_text(text: str, path: list, is_key: bool = False) -> None:
 SettingsSource = Callable[[], Settings]
 
 
-def handle(action: str, raw_body: object, headers: Mapping[str, str] | None = None,
-           settings: SettingsSource = Settings.from_env) -> tuple[int, dict]:
+def handle(
+    action: str,
+    raw_body: object,
+    headers: Mapping[str, str] | None = None,
+    settings: SettingsSource = Settings.from_env,
+) -> tuple[int, dict]:
     """Run one action and map every outcome to an HTTP status and a JSON object.
 
     ``settings`` gives the function's settings: adapters pass what they loaded

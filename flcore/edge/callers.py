@@ -44,7 +44,7 @@ class Caller:
     device: dict | None = None
     refusal: DomainError | None = None
 
-    def member(self) -> "Caller":
+    def member(self) -> Caller:
         """This caller, if it is the operator or a client; else the refusal the edge found."""
         if self.refusal is not None:
             raise self.refusal

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flcore.edge.callers import Caller
-from flcore.errors import Forbidden, Invalid, NotFound
 from flcore.domain.job import Job
-from flcore.storage.jobs import STATES
+from flcore.edge.callers import Caller
 from flcore.edge.settings import Settings
-from flcore.storage.store import Store
+from flcore.errors import Forbidden, Invalid, NotFound
 from flcore.shared.checks import is_int
+from flcore.storage.jobs import STATES
+from flcore.storage.store import Store
 
 MAX_ID_CHARS = 64
 MAX_ROUND = 2**31 - 1  # the largest round number a request may name

@@ -39,7 +39,7 @@ class Settings:
     enrol_token: str = ""
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, object]) -> "Settings":
+    def from_mapping(cls, values: Mapping[str, object]) -> Settings:
         """Settings from environment-style names; absent or empty values keep their defaults."""
         # an empty value means "not set": the default applies
         text = {name: _as_text(name, values[name]) for name in NAMES if values.get(name, "") != ""}
@@ -58,7 +58,7 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         return cls.from_mapping(os.environ if environ is None else environ)
 
 
@@ -71,8 +71,9 @@ def _as_text(name: str, value: object) -> str:
     if isinstance(value, int):
         return str(value)
     kind = "null" if value is None else type(value).__name__
-    raise SettingsError(f"setting {name} is bound to a {kind}; bind it as a string "
-                        f"(e.g. wsk action update ... -p {name} '\"...\"')")
+    raise SettingsError(
+        f"setting {name} is bound to a {kind}; bind it as a string (e.g. wsk action update ... -p {name} '\"...\"')"
+    )
 
 
 def _db_name(name: str) -> str:

@@ -19,6 +19,7 @@ from flcore.engine import lifecycle, rules
 from flcore.engine.history import history_entry
 from flcore.engine.lease import Lease
 from flcore.engine.pacing import RECENT_ROUNDS
+from flcore.shared import clock
 from flcore.shared import weights as wcodec
 from flcore.storage.jobs import ending
 from flcore.storage.store import Store
@@ -73,12 +74,19 @@ def _aggregate(store: Store, leased: Job, lease: Lease, now: float) -> dict | No
     if lease.lost:  # taken over while folding: the new holder writes this round
         return None
     shared = strategy.client_tensors(new_state) if strategy.shares_state else None
-    store.put_model(job_id, rnd, owner, wcodec.encode(new_weights), wcodec.encode(new_state) if new_state else None,
-                    wcodec.encode(shared) if shared else None)
+    store.put_model(
+        job_id,
+        rnd,
+        owner,
+        wcodec.encode(new_weights),
+        wcodec.encode(new_state) if new_state else None,
+        wcodec.encode(shared) if shared else None,
+    )
     entry = {**history_entry(docs, leased.doc, now, time.perf_counter() - started), **extra, "model_owner": owner}
     best = rules.best_after(leased.doc.get("best"), entry)
-    firing = rules.evaluate(leased.doc.get("rules", []), leased.doc.get("rules_fired", []),
-                            rules.round_context(entry, best), leased.config)
+    firing = rules.evaluate(
+        leased.doc.get("rules", []), leased.doc.get("rules_fired", []), rules.round_context(entry, best), leased.config
+    )
     if firing.records:
         entry["rules"] = firing.records
     committed = store.commit_round(job_id, rnd, owner, _commit_update(store, leased, entry, best, firing, now))
@@ -86,11 +94,12 @@ def _aggregate(store: Store, leased: Job, lease: Lease, now: float) -> dict | No
         mode.committed(store, Job.of(committed))
         _drop_dead_uploads(store, Job.of(committed), now)
         if firing.starts:
-            lifecycle.start_pending(store, job_id, firing.starts, time.time())
+            lifecycle.start_pending(store, job_id, firing.starts, clock.now())
         total = sum(int(d["num_examples"]) for d in docs) or 1
         credit = mode.missed(leased)
-        credit.update({d["client_id"]: {"rounds_trained": 1, "contribution": int(d["num_examples"]) / total}
-                       for d in docs})
+        credit.update(
+            {d["client_id"]: {"rounds_trained": 1, "contribution": int(d["num_examples"]) / total} for d in docs}
+        )
         lifecycle.credit_devices(store, credit)
     return committed
 
@@ -107,13 +116,17 @@ def _drop_dead_uploads(store: Store, job: Job, now: float) -> None:
         log.warning("unfinished uploads of job %s not deleted: %s", job.id, exc)
 
 
-def _commit_update(store: Store, leased: Job, entry: dict, best: dict | None, firing: rules.Firing,
-                   now: float) -> dict:
+def _commit_update(store: Store, leased: Job, entry: dict, best: dict | None, firing: rules.Firing, now: float) -> dict:
     """The one update that closes a round: what it produced and what comes next."""
     rnd = leased.round
     cfg = with_changes(leased.config, firing.changes) if firing.changes else leased.config
-    fields: dict = {"model_round": rnd, "model_owner": entry["model_owner"], "attempt": 0, "best": best,
-                    "latest": {"round": rnd, **entry["metrics"]}}
+    fields: dict = {
+        "model_round": rnd,
+        "model_owner": entry["model_owner"],
+        "attempt": 0,
+        "best": best,
+        "latest": {"round": rnd, **entry["metrics"]},
+    }
     push: dict = {"history": entry, "recent_round_s": {"$each": [entry["seconds"]], "$slice": -RECENT_ROUNDS}}
     if firing.changes:
         push["changes"] = {"round": rnd + 1, "set": firing.changes, "at": now, "by": "rule"}
@@ -123,9 +136,9 @@ def _commit_update(store: Store, leased: Job, entry: dict, best: dict | None, fi
         fields["starts_pending"] = firing.starts
     reached = cfg.target_accuracy > 0 and entry["metrics"].get("eval_accuracy", 0.0) >= cfg.target_accuracy
     if firing.stop:
-        fields.update(ending("stopped", f"rule: {firing.stop}", time.time()))
+        fields.update(ending("stopped", f"rule: {firing.stop}", clock.now()))
     elif rnd >= cfg.rounds or reached:
-        fields.update(ending("done", "target accuracy reached" if reached else "all rounds done", time.time()))
+        fields.update(ending("done", "target accuracy reached" if reached else "all rounds done", clock.now()))
     else:
         fields.update(leased.mode.next_round(store, leased, entry, cfg, now))
     return {"$set": fields, "$push": push}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import secrets
-import time
 
 from flcore.domain import tokens
 from flcore.domain.job import Job
 from flcore.engine import lifecycle
 from flcore.errors import Conflict
+from flcore.shared import clock
 from flcore.storage.store import Store
 
 
@@ -19,7 +19,7 @@ def enrol(store: Store, job: Job, device_id: str | None = None) -> dict:
         raise Conflict(f"job {job.id} is {job.state} and takes no new clients")
     client_id = "c-" + secrets.token_hex(6)
     token, token_hash = tokens.new_token(client_id)
-    now = time.time()
+    now = clock.now()
     doc = {"_id": client_id, "job_id": job.id, "token_hash": token_hash, "created_at": now, "last_seen": now}
     if device_id is not None:
         doc["device_id"] = device_id
@@ -42,5 +42,10 @@ def reissue(store: Store, job: Job, client: dict, now: float) -> dict:
 
 def identity(job: Job, client: dict, token: str) -> dict:
     """What subscribe and join answer: who the client is in the job, and the job's settings."""
-    return {"job_id": job.id, "client_id": client["_id"], "token": token, "index": client["index"],
-            "config": job.config.to_dict()}
+    return {
+        "job_id": job.id,
+        "client_id": client["_id"],
+        "token": token,
+        "index": client["index"],
+        "config": job.config.to_dict(),
+    }

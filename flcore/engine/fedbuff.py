@@ -30,14 +30,13 @@ is the model version being built and ``model_round`` the newest one finished:
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from flcore.domain.job import Job
 from flcore.engine import pacing
 from flcore.engine.closing import close_round
 from flcore.errors import Conflict
+from flcore.shared import clock
 from flcore.shared import weights as wcodec
 from flcore.shared.weights import Weights
 from flcore.storage.store import Store
@@ -107,14 +106,18 @@ class FedBuff:
             raise Conflict(f"job {job.id} is {job.state} and takes no updates")
         base = base_of(job, client["_id"])
         if base != rnd:
-            raise Conflict(f"client {client['_id']} holds no training slot on version {rnd} "
-                           f"(its slot expired after round_timeout_s, or it never took one); poll again")
+            raise Conflict(
+                f"client {client['_id']} holds no training slot on version {rnd} "
+                f"(its slot expired after round_timeout_s, or it never took one); poll again"
+            )
         staleness = newest(job) - rnd
         if staleness > job.config.max_staleness:
             store.release_slot(job.id, client["_id"])
-            raise Conflict(f"update is {staleness} versions old (trained on version {rnd}, newest is "
-                           f"{newest(job)}) and max_staleness is {job.config.max_staleness}; "
-                           f"poll again to train on the newest model")
+            raise Conflict(
+                f"update is {staleness} versions old (trained on version {rnd}, newest is "
+                f"{newest(job)}) and max_staleness is {job.config.max_staleness}; "
+                f"poll again to train on the newest model"
+            )
 
     def stored(self, store: Store, job: Job, client_id: str) -> None:
         """Its slot is free for the next client (or for itself, on a newer model)."""
@@ -131,8 +134,14 @@ class FedBuff:
 
     def status(self, job: Job) -> dict:
         """The effective buffer settings and who trains now (defaults resolved)."""
-        return {"buffer": {"size": job.config.buffer, "max_concurrency": job.config.concurrency,
-                           "training": len(job.picked), "in_flight": job.doc.get("in_flight", {})}}
+        return {
+            "buffer": {
+                "size": job.config.buffer,
+                "max_concurrency": job.config.concurrency,
+                "training": len(job.picked),
+                "in_flight": job.doc.get("in_flight", {}),
+            }
+        }
 
     def expire_slots(self, store: Store, job: Job, now: float) -> list[str]:
         """Give back the slots of clients that took one longer than ``round_timeout_s`` ago."""
@@ -147,8 +156,9 @@ class FedBuff:
         waiting = store.count_uncounted(job.id)
         return waiting >= job.config.buffer or (waiting > 0 and now >= job.doc["deadline"])
 
-    def collect(self, store: Store, leased: Job, current: Weights | None,
-                now: float) -> tuple[list[dict], StoredUpdates, dict]:
+    def collect(
+        self, store: Store, leased: Job, current: Weights | None, now: float
+    ) -> tuple[list[dict], StoredUpdates, dict]:
         """The lease holder's buffer: the oldest uncounted updates, as staleness-scaled pseudo-models.
 
         Returns the update documents, the stream of ``(pseudo-model, examples)``
@@ -179,10 +189,13 @@ class FedBuff:
             return _scaled(current, trained, bases[doc["round"]], staleness_weight(s, exponent))
 
         staleness = [top - int(d["round"]) for d in docs]
-        info = {"staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
-                "staleness_max": max(staleness, default=0),
-                "taken": [[d["client_id"], int(d["round"])] for d in docs],
-                "closed": "buffer full" if full else "deadline", "picked": len(leased.picked)}
+        info = {
+            "staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
+            "staleness_max": max(staleness, default=0),
+            "taken": [[d["client_id"], int(d["round"])] for d in docs],
+            "closed": "buffer full" if full else "deadline",
+            "picked": len(leased.picked),
+        }
         return docs, StoredUpdates(store, docs, pseudo_model), info
 
     def missed(self, leased: Job) -> dict[str, dict[str, float]]:
@@ -190,9 +203,13 @@ class FedBuff:
 
     def next_round(self, store: Store, leased: Job, entry: dict, cfg, now: float) -> dict:
         """Who trains now keeps training: only the version moves on, recording what it took."""
-        started = time.time()
-        return {"buffer_last": entry["taken"], "round": leased.round + 1, "round_started_at": started,
-                "deadline": started + cfg.round_timeout_s}
+        started = clock.now()
+        return {
+            "buffer_last": entry["taken"],
+            "round": leased.round + 1,
+            "round_started_at": started,
+            "deadline": started + cfg.round_timeout_s,
+        }
 
     def committed(self, store: Store, job: Job) -> None:
         """Mark the newest version's updates counted (again: idempotent), in case its aggregator died first."""
@@ -219,5 +236,6 @@ def _scaled(current: Weights, trained: Weights, base: Weights | None, weight: fl
     ``current + weight * (trained - current)``.
     """
     start = current if base is None else base
-    return {name: (current[name] + weight * (trained[name] - start[name])).astype(trained[name].dtype)
-            for name in trained}
+    return {
+        name: (current[name] + weight * (trained[name] - start[name])).astype(trained[name].dtype) for name in trained
+    }

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 
+from flcore.shared import clock
 from flcore.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class Lease:
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_S):
             try:
-                if not self.store.renew_lease(self.job_id, self.round, self.owner, time.time() + LEASE_S):
+                if not self.store.renew_lease(self.job_id, self.round, self.owner, clock.now() + LEASE_S):
                     self.lost = True  # taken over, or the round moved on: our commit will not match
                     return
             except Exception as exc:  # the database hiccuped: try again next beat

@@ -10,12 +10,12 @@ modes differ, the job's :class:`flcore.engine.modes.RoundMode` decides.
 from __future__ import annotations
 
 import logging
-import time
 
 from pymongo.errors import PyMongoError
 
 from flcore.domain.config import JobConfig
 from flcore.domain.job import Job
+from flcore.shared import clock
 from flcore.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,10 @@ def maybe_start(store: Store, job: Job, now: float) -> Job:
     cfg = job.config
     # every poll of a waiting job comes here: the job's own counter of places handed out (never
     # fewer than the clients there are) spares counting them, a scan, until there may be enough
-    if job.doc.get("places_taken", cfg.num_clients) < cfg.clients_to_start \
-            or store.count_clients(job.id, taking_part=True) < cfg.clients_to_start:
+    if (
+        job.doc.get("places_taken", cfg.num_clients) < cfg.clients_to_start
+        or store.count_clients(job.id, taking_part=True) < cfg.clients_to_start
+    ):
         return job
     picked = job.mode.first_picks(store, job)
     return reloaded(store, job, store.start_job(job.id, round_fields(picked, 1, cfg, now), now))
@@ -48,7 +50,7 @@ def maybe_start(store: Store, job: Job, now: float) -> Job:
 
 def advance(store: Store, job: Job, now: float | None = None) -> Job:
     """Move a job as far as it can go right now; cheap when there is nothing to do."""
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     job = maybe_start(store, job, now)
     if job.state != "running":
         return job

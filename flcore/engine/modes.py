@@ -60,8 +60,9 @@ class RoundMode(Protocol):
     def status(self, job: Job) -> dict:
         """Mode-specific fields of status, for people to read."""
 
-    def collect(self, store: Store, leased: Job, current: Weights | None,
-                now: float) -> tuple[list[dict], Updates, dict]:
+    def collect(
+        self, store: Store, leased: Job, current: Weights | None, now: float
+    ) -> tuple[list[dict], Updates, dict]:
         """The updates an aggregation folds: their documents, the stream the strategy folds, and
         extra history fields; no documents: nothing to fold after all."""
 

@@ -25,8 +25,15 @@ def pick_clients(candidates: list[str], cfg: JobConfig, rnd: int, attempt: int =
     return [candidates[i] for i in sorted(chosen)]
 
 
-def choose(store: Store, job: Job, candidates: list[str], cfg: JobConfig, rnd: int, attempt: int = 0,
-           closing: dict | None = None) -> list[str]:
+def choose(
+    store: Store,
+    job: Job,
+    candidates: list[str],
+    cfg: JobConfig,
+    rnd: int,
+    attempt: int = 0,
+    closing: dict | None = None,
+) -> list[str]:
     """A round's picks by the job's ``selection``: seeded random, or fast (:mod:`flcore.engine.selection`).
 
     ``closing`` is the history entry of the round being committed with these
@@ -58,5 +65,8 @@ def eligible(store: Store, job: Job, clients: list[dict]) -> list[str]:
     if not criteria:
         return [c["_id"] for c in clients]
     devices = {d["_id"]: view(d) for d in store.get_devices({c["device_id"] for c in clients if "device_id" in c})}
-    return [c["_id"] for c in clients
-            if c.get("device_id") in devices and filters.matches(criteria, devices[c["device_id"]])]
+    return [
+        c["_id"]
+        for c in clients
+        if c.get("device_id") in devices and filters.matches(criteria, devices[c["device_id"]])
+    ]

@@ -45,8 +45,9 @@ def _parse_rule(rule: object, cfg: JobConfig, where: str) -> dict:
         raise Invalid(f"{where}.repeat must be true or false")
     then = rule["then"]
     if not isinstance(then, dict) or len(then) != 1 or next(iter(then)) not in THEN:
-        raise Invalid(f"{where}.then must be one of {{\"set\": {{...}}}}, {{\"stop\": \"reason\"}}, "
-                            "{\"start_job\": \"job_id\"}")
+        raise Invalid(
+            f'{where}.then must be one of {{"set": {{...}}}}, {{"stop": "reason"}}, {{"start_job": "job_id"}}'
+        )
     kind, arg = next(iter(then.items()))
     if kind == "set":
         try:
@@ -68,8 +69,13 @@ def text(raw: object, where: str, limit: int) -> str:
 
 def round_context(entry: dict, best: dict | None) -> dict:
     """What ``when`` filters see for a closed round (``entry`` is its history entry)."""
-    ctx = {"round": entry["round"], "clients": entry["clients"], "seconds": entry["seconds"],
-           "metrics": entry["metrics"], "best": {}}
+    ctx = {
+        "round": entry["round"],
+        "clients": entry["clients"],
+        "seconds": entry["seconds"],
+        "metrics": entry["metrics"],
+        "best": {},
+    }
     if best:
         ctx["best"] = {"eval_accuracy": best["eval_accuracy"]}
         ctx["rounds_since_best"] = entry["round"] - best["round"]

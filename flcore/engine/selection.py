@@ -52,8 +52,9 @@ def score(stats: dict | None) -> float | None:
     return stats["mean_train_seconds"] * (1.0 + 2.0 * missed)
 
 
-def pick_fast(store: Store, job_id: str, candidates: list[str], cfg: JobConfig, rnd: int,
-              history: list[dict]) -> list[str]:
+def pick_fast(
+    store: Store, job_id: str, candidates: list[str], cfg: JobConfig, rnd: int, history: list[dict]
+) -> list[str]:
     """``clients_per_round`` of ``candidates`` by the rule above, in partition order."""
     k = min(cfg.clients_per_round, len(candidates))
     device_of = store.device_ids_of(candidates)
@@ -68,8 +69,12 @@ def pick_fast(store: Store, job_id: str, candidates: list[str], cfg: JobConfig, 
     def key(c: str) -> tuple:
         waited = rnd - last.get(c, 0)
         overdue = waited > limit
-        return (0 if overdue else 1, -waited if overdue else 0,
-                scores[c] if scores[c] is not None else fill, tiebreak[c])
+        return (
+            0 if overdue else 1,
+            -waited if overdue else 0,
+            scores[c] if scores[c] is not None else fill,
+            tiebreak[c],
+        )
 
     chosen = set(sorted(candidates, key=key)[:k])
     return [c for c in candidates if c in chosen]

@@ -9,7 +9,6 @@ replaced at once, so the round does not wait for its deadline.
 from __future__ import annotations
 
 import logging
-import time
 
 from flcore.domain.config import JobConfig
 from flcore.domain.job import Job
@@ -17,6 +16,7 @@ from flcore.engine import lifecycle, pacing
 from flcore.engine.closing import close_round
 from flcore.engine.picking import candidates, choose, eligible, live_clients, pick_clients
 from flcore.errors import Conflict
+from flcore.shared import clock
 from flcore.shared.weights import Weights
 from flcore.storage.store import Store
 from flcore.storage.stored_updates import StoredUpdates
@@ -76,8 +76,9 @@ class SyncRounds:
     def status(self, job: Job) -> dict:
         return {}
 
-    def collect(self, store: Store, leased: Job, current: Weights | None,
-                now: float) -> tuple[list[dict], StoredUpdates, dict]:
+    def collect(
+        self, store: Store, leased: Job, current: Weights | None, now: float
+    ) -> tuple[list[dict], StoredUpdates, dict]:
         """The picked clients' updates for the round, read one at a time as the strategy folds them."""
         picked = set(leased.picked)
         docs = [d for d in store.load_updates(leased.id, leased.round) if d["client_id"] in picked]
@@ -90,7 +91,7 @@ class SyncRounds:
     def next_round(self, store: Store, leased: Job, entry: dict, cfg: JobConfig, now: float) -> dict:
         """The next round's picks and deadline."""
         picked = choose(store, leased, candidates(store, leased, now), cfg, leased.round + 1, closing=entry)
-        return lifecycle.round_fields(picked, leased.round + 1, cfg, time.time())
+        return lifecycle.round_fields(picked, leased.round + 1, cfg, clock.now())
 
     def committed(self, store: Store, job: Job) -> None:
         pass

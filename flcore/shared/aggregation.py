@@ -112,11 +112,12 @@ def coordinate_median(updates: Updates | Sequence[Update]) -> Weights:
 
 def trimmed_mean(updates: Updates | Sequence[Update], fraction: float) -> Weights:
     """Drop ``floor(fraction * n)`` values at each end of every coordinate, average the rest."""
+
     def rule(stack: np.ndarray) -> np.ndarray:
         n = len(stack)
         cut = int(np.floor(fraction * n))
         if 2 * cut >= n:
             cut = (n - 1) // 2
-        return np.sort(stack, axis=0)[cut:n - cut].mean(axis=0)
+        return np.sort(stack, axis=0)[cut : n - cut].mean(axis=0)
 
     return _blockwise(updates, rule)

@@ -7,7 +7,10 @@ DATASET_MODELS = {"mnist": "cnn_mnist", "fashionmnist": "cnn_mnist", "cifar10": 
 
 # channels x height x width of one example
 INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
-    "mnist": (1, 28, 28), "fashionmnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+    "mnist": (1, 28, 28),
+    "fashionmnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+}
 
 # data set -> (per-channel mean, per-channel std) of pixels scaled to 0..1: the
 # preprocessing clients train with and the function predicts with

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from flcore.shared.modeldef import ModelDef
 from flcore.shared.datasets import NORMALISE
+from flcore.shared.modeldef import ModelDef
 
 Weights = dict[str, np.ndarray]
 
@@ -23,8 +23,7 @@ def preprocess(dataset: str, pixels: np.ndarray) -> np.ndarray:
     return (x - np.asarray(mean, np.float32).reshape(1, -1, 1, 1)) / np.asarray(std, np.float32).reshape(1, -1, 1, 1)
 
 
-def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1,
-          padding: int = 0) -> np.ndarray:
+def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1, padding: int = 0) -> np.ndarray:
     """Convolution (cross-correlation, as torch's Conv2d): N x C x H x W -> N x O x H' x W'."""
     if padding:
         x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))

@@ -30,8 +30,8 @@ import re
 from dataclasses import dataclass
 
 from flcore.errors import Invalid
-from flcore.shared.datasets import DTYPE, INPUT_SHAPES
 from flcore.shared.checks import is_int, is_number
+from flcore.shared.datasets import INPUT_SHAPES
 
 CLASSES = 10
 MAX_LAYERS = 64
@@ -57,24 +57,38 @@ _LAYERS: dict[str, tuple[str, ...]] = {
 
 def _cnn(hidden: int = 64) -> list[dict]:
     """The two-convolution CNN the project started with; same names, same initialisation order."""
-    return [{"type": "conv2d", "name": "conv1", "out": 16, "kernel": 5}, {"type": "relu"},
-            {"type": "maxpool2d", "kernel": 2},
-            {"type": "conv2d", "name": "conv2", "out": 32, "kernel": 5}, {"type": "relu"},
-            {"type": "maxpool2d", "kernel": 2}, {"type": "flatten"},
-            {"type": "linear", "name": "fc1", "out": hidden}, {"type": "relu"},
-            {"type": "linear", "name": "fc2", "out": CLASSES}]
+    return [
+        {"type": "conv2d", "name": "conv1", "out": 16, "kernel": 5},
+        {"type": "relu"},
+        {"type": "maxpool2d", "kernel": 2},
+        {"type": "conv2d", "name": "conv2", "out": 32, "kernel": 5},
+        {"type": "relu"},
+        {"type": "maxpool2d", "kernel": 2},
+        {"type": "flatten"},
+        {"type": "linear", "name": "fc1", "out": hidden},
+        {"type": "relu"},
+        {"type": "linear", "name": "fc2", "out": CLASSES},
+    ]
 
 
 def _resnet18() -> list[dict]:
     """CIFAR-style ResNet-18 (3x3 stem, no stem pooling): about 11.2 M parameters."""
-    stem = [{"type": "conv2d", "name": "conv1", "out": 64, "kernel": 3, "padding": 1, "bias": False},
-            {"type": "batchnorm2d", "name": "bn1"}, {"type": "relu"}]
+    stem = [
+        {"type": "conv2d", "name": "conv1", "out": 64, "kernel": 3, "padding": 1, "bias": False},
+        {"type": "batchnorm2d", "name": "bn1"},
+        {"type": "relu"},
+    ]
     blocks = []
     for stage, (width, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2)), start=1):
-        blocks += [{"type": "residual", "name": f"layer{stage}_0", "out": width, "stride": stride},
-                   {"type": "residual", "name": f"layer{stage}_1", "out": width}]
-    head = [{"type": "avgpool2d", "global": True}, {"type": "flatten"},
-            {"type": "linear", "name": "fc", "out": CLASSES}]
+        blocks += [
+            {"type": "residual", "name": f"layer{stage}_0", "out": width, "stride": stride},
+            {"type": "residual", "name": f"layer{stage}_1", "out": width},
+        ]
+    head = [
+        {"type": "avgpool2d", "global": True},
+        {"type": "flatten"},
+        {"type": "linear", "name": "fc", "out": CLASSES},
+    ]
     return stem + blocks + head
 
 
@@ -100,10 +114,6 @@ class ModelDef:
     @property
     def nbytes(self) -> int:
         return 4 * self.parameters
-
-    @property
-    def dtype(self) -> str:
-        return DTYPE
 
 
 def resolve(model: object, dataset: str) -> ModelDef:
@@ -193,8 +203,10 @@ def _size(shape: tuple[int, ...]) -> int:
 
 def _spatial(where: str, kind: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
     if len(shape) != 3:
-        raise Invalid(f"{where} ({kind}) needs channels x height x width, but gets {list(shape)} "
-                            "(after flatten only linear, relu and dropout fit)")
+        raise Invalid(
+            f"{where} ({kind}) needs channels x height x width, but gets {list(shape)} "
+            "(after flatten only linear, relu and dropout fit)"
+        )
     return shape  # type: ignore[return-value]
 
 
@@ -237,12 +249,18 @@ def _chain(i: int, layer: dict, shape: tuple[int, ...], spec: dict) -> tuple[int
     if kind.endswith("pool2d"):
         if layer["global"]:
             return (c, 1, 1)
-        return (c, _out_side(where, h, layer["kernel"], layer["stride"], 0),
-                _out_side(where, w, layer["kernel"], layer["stride"], 0))
+        return (
+            c,
+            _out_side(where, h, layer["kernel"], layer["stride"], 0),
+            _out_side(where, w, layer["kernel"], layer["stride"], 0),
+        )
     if kind == "conv2d":
         _conv(spec, name, c, layer["out"], layer["kernel"], layer["bias"])
-        out = (layer["out"], _out_side(where, h, layer["kernel"], layer["stride"], layer["padding"]),
-               _out_side(where, w, layer["kernel"], layer["stride"], layer["padding"]))
+        out = (
+            layer["out"],
+            _out_side(where, h, layer["kernel"], layer["stride"], layer["padding"]),
+            _out_side(where, w, layer["kernel"], layer["stride"], layer["padding"]),
+        )
     else:  # residual
         o, s = layer["out"], layer["stride"]
         _conv(spec, f"{name}.conv1", c, o, 3, False)
@@ -254,6 +272,7 @@ def _chain(i: int, layer: dict, shape: tuple[int, ...], spec: dict) -> tuple[int
             _batchnorm(spec, f"{name}.shortcut.1", o)
         out = (o, _out_side(where, h, 3, s, 1), _out_side(where, w, 3, s, 1))
     if _size(out) > MAX_ACTIVATION:
-        raise Invalid(f"{where} ({kind}) outputs {_size(out):,} values per example; at most "
-                            f"{MAX_ACTIVATION:,} are allowed")
+        raise Invalid(
+            f"{where} ({kind}) outputs {_size(out):,} values per example; at most {MAX_ACTIVATION:,} are allowed"
+        )
     return out

@@ -27,8 +27,9 @@ def iid(labels: np.ndarray, n: int, rng: np.random.Generator, spec: Mapping) -> 
     return np.array_split(rng.permutation(len(labels)), n)
 
 
-def _dirichlet_cuts(counts: list[int], n: int, rng: np.random.Generator,
-                    spec: Mapping) -> tuple[list[np.ndarray], list[int]]:
+def _dirichlet_cuts(
+    counts: list[int], n: int, rng: np.random.Generator, spec: Mapping
+) -> tuple[list[np.ndarray], list[int]]:
     """Per class, where its (shuffled) examples are cut among the n clients; and each client's total.
 
     Small alpha gives each client few classes. Draws are repeated (from the same
@@ -69,7 +70,7 @@ def shards(labels: np.ndarray, n: int, rng: np.random.Generator, spec: Mapping) 
     order = order[np.argsort(labels[order], kind="stable")]
     pieces = np.array_split(order, n * k)
     dealt = rng.permutation(n * k)
-    return [rng.permutation(np.concatenate([pieces[s] for s in dealt[i * k:(i + 1) * k]])) for i in range(n)]
+    return [rng.permutation(np.concatenate([pieces[s] for s in dealt[i * k : (i + 1) * k]])) for i in range(n)]
 
 
 def _shards_sizes(counts: list[int], n: int, rng: np.random.Generator, spec: Mapping) -> list[int]:
@@ -78,7 +79,7 @@ def _shards_sizes(counts: list[int], n: int, rng: np.random.Generator, spec: Map
     rng.permutation(total)  # the draw shards() sorts by label
     pieces = [len(p) for p in np.array_split(np.arange(total), n * k)]
     dealt = rng.permutation(n * k)
-    return [sum(pieces[s] for s in dealt[i * k:(i + 1) * k]) for i in range(n)]
+    return [sum(pieces[s] for s in dealt[i * k : (i + 1) * k]) for i in range(n)]
 
 
 def _iid_sizes(counts: list[int], n: int, rng: np.random.Generator, spec: Mapping) -> list[int]:
@@ -103,8 +104,14 @@ def all_partitions(labels: np.ndarray, spec: Mapping) -> list[np.ndarray]:
 
 def share_sizes(class_counts: list[int], spec: Mapping) -> list[int]:
     """How many examples each share holds, from the data set's class counts alone."""
-    key = (spec["scheme"], int(spec["seed"]), int(spec["num_partitions"]), float(spec.get("alpha", 0.5)),
-           int(spec.get("shards", 2)), int(spec.get("min_examples", 10)))
+    key = (
+        spec["scheme"],
+        int(spec["seed"]),
+        int(spec["num_partitions"]),
+        float(spec.get("alpha", 0.5)),
+        int(spec.get("shards", 2)),
+        int(spec.get("min_examples", 10)),
+    )
     return list(_share_sizes(tuple(class_counts), key))
 
 

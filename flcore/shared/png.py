@@ -31,9 +31,9 @@ def _chunks(data: bytes):
     while True:
         if pos + 12 > len(data):
             raise PngError("the PNG is truncated")
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        crc = data[pos + 8 + length:pos + 12 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        crc = data[pos + 8 + length : pos + 12 + length]
         if len(body) != length or len(crc) != 4:
             raise PngError("the PNG is truncated")
         if zlib.crc32(kind + body) != struct.unpack(">I", crc)[0]:
@@ -72,7 +72,7 @@ def decode(data: bytes) -> np.ndarray:
         if kind == b"IDAT":
             idat.append(body)
         elif kind == b"PLTE":
-            palette = np.frombuffer(body[:len(body) // 3 * 3], np.uint8).reshape(-1, 3)
+            palette = np.frombuffer(body[: len(body) // 3 * 3], np.uint8).reshape(-1, 3)
     channels = CHANNELS[color]
     row_bytes = (width * channels * depth + 7) // 8
     expected = height * (row_bytes + 1)
@@ -104,8 +104,8 @@ def _unfilter(rows: np.ndarray, bpp: int) -> np.ndarray:
             out[y] = cur
         elif kind == 1:  # each byte adds the one bpp to its left: a running sum per byte lane
             lanes = np.zeros(-(-len(cur) // bpp) * bpp, np.uint8)
-            lanes[:len(cur)] = cur
-            out[y] = np.cumsum(lanes.reshape(-1, bpp), axis=0, dtype=np.uint8).reshape(-1)[:len(cur)]
+            lanes[: len(cur)] = cur
+            out[y] = np.cumsum(lanes.reshape(-1, bpp), axis=0, dtype=np.uint8).reshape(-1)[: len(cur)]
         elif kind == 2:
             out[y] = cur + prev
         elif kind in (3, 4):

@@ -39,9 +39,9 @@ class Source:
         self.read = read  # (offset, length) -> exactly those bytes
 
     @classmethod
-    def of(cls, blob: bytes) -> "Source":
+    def of(cls, blob: bytes) -> Source:
         view = memoryview(blob)
-        return cls(len(blob), lambda offset, n: view[offset:offset + n])
+        return cls(len(blob), lambda offset, n: view[offset : offset + n])
 
 
 def encode(weights: Weights) -> bytes:
@@ -69,8 +69,10 @@ def layout(src: Source) -> dict[str, tuple[int, int, list]]:
     (n,) = struct.unpack("<Q", bytes(src.read(0, 8)))
     header = json.loads(bytes(src.read(8, n)))
     header.pop("__metadata__", None)
-    return {name: (8 + n + info["data_offsets"][0], 8 + n + info["data_offsets"][1], info["shape"])
-            for name, info in header.items()}
+    return {
+        name: (8 + n + info["data_offsets"][0], 8 + n + info["data_offsets"][1], info["shape"])
+        for name, info in header.items()
+    }
 
 
 def to_b64(weights: Weights) -> str:
@@ -176,19 +178,27 @@ def _header(src: Source, mdef: ModelDef, prefixes: tuple[str, ...]) -> dict[str,
     header.pop("__metadata__", None)
     missing, extra = sorted(set(spec) - set(header)), sorted(set(header) - set(spec))
     if missing or extra:
-        raise Invalid(f"weights do not match model {mdef.name!r}: missing {missing[:10]}, "
-                            f"unexpected {[k[:64] for k in extra[:10]]}")
+        raise Invalid(
+            f"weights do not match model {mdef.name!r}: missing {missing[:10]}, "
+            f"unexpected {[k[:64] for k in extra[:10]]}"
+        )
     out, spans = {}, []
     for name, shape in spec.items():
         info = header[name]
         if not isinstance(info, dict) or info.get("dtype") != "F32":
-            raise Invalid(f"tensor {name!r} has dtype {info.get('dtype') if isinstance(info, dict) else None},"
-                                f" expected float32")
+            raise Invalid(
+                f"tensor {name!r} has dtype {info.get('dtype') if isinstance(info, dict) else None}, expected float32"
+            )
         if info.get("shape") != list(shape):
             raise Invalid(f"tensor {name!r} has shape {info.get('shape')}, expected {list(shape)}")
         span = info.get("data_offsets")
-        if not (isinstance(span, list) and len(span) == 2 and all(type(v) is int for v in span)
-                and 0 <= span[0] and span[1] - span[0] == 4 * int(np.prod(shape, dtype=np.int64))):
+        if not (
+            isinstance(span, list)
+            and len(span) == 2
+            and all(type(v) is int for v in span)
+            and 0 <= span[0]
+            and span[1] - span[0] == 4 * int(np.prod(shape, dtype=np.int64))
+        ):
             raise _invalid(f"data_offsets of {name!r} do not hold its {list(shape)} float32 values")
         spans.append((span[0], span[1]))
         out[name] = (8 + n + span[0], 8 + n + span[1], shape)

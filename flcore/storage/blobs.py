@@ -57,9 +57,17 @@ class Blobs:
         total = chunks_of(len(data))
         try:
             for first in range(0, total, 16):  # at most 8 MB per insert, so a copy of at most that is held
-                self.chunks.insert_many([{"files_id": file_id, "n": n,
-                                          "data": Binary(bytes(view[n * CHUNK_BYTES:(n + 1) * CHUNK_BYTES]))}
-                                         for n in range(first, min(first + 16, total))], ordered=False)
+                self.chunks.insert_many(
+                    [
+                        {
+                            "files_id": file_id,
+                            "n": n,
+                            "data": Binary(bytes(view[n * CHUNK_BYTES : (n + 1) * CHUNK_BYTES])),
+                        }
+                        for n in range(first, min(first + 16, total))
+                    ],
+                    ordered=False,
+                )
             self._seal(file_id, len(data), kind)
         except PyMongoError:  # no half-written file stays behind (best effort), then the error as it was
             with contextlib.suppress(PyMongoError):
@@ -68,8 +76,15 @@ class Blobs:
         return file_id
 
     def _seal(self, file_id: object, size: int, kind: str) -> None:
-        self.files.insert_one({"_id": file_id, "length": size, "chunkSize": CHUNK_BYTES, "filename": kind,
-                               "uploadDate": datetime.datetime.now(datetime.timezone.utc)})
+        self.files.insert_one(
+            {
+                "_id": file_id,
+                "length": size,
+                "chunkSize": CHUNK_BYTES,
+                "filename": kind,
+                "uploadDate": datetime.datetime.now(datetime.UTC),
+            }
+        )
 
     def read(self, file_id: object, size: int) -> bytearray:
         """A whole file into one buffer, chunk by chunk (so it is held once, not twice)."""
@@ -79,7 +94,7 @@ class Blobs:
             data = chunk["data"]
             if chunk["n"] * CHUNK_BYTES != position or position + len(data) > size:
                 raise ValueError(f"blob {file_id} is damaged at chunk {chunk['n']}")
-            out[position:position + len(data)] = data
+            out[position : position + len(data)] = data
             position += len(data)
         if position != size:
             raise ValueError(f"blob {file_id} has {position} of its {size} bytes")
@@ -108,7 +123,7 @@ class Blobs:
             parts, end = [], offset + length
             while offset < end:
                 n, within = divmod(offset, CHUNK_BYTES)
-                piece = chunk(n)[within:within + end - offset]
+                piece = chunk(n)[within : within + end - offset]
                 parts.append(piece)
                 offset += len(piece)
             return b"".join(parts)
@@ -138,8 +153,9 @@ class Blobs:
         if self.uploads.count_documents({"_id": upload["_id"]}, limit=1) == 0:
             # a client has one upload in progress per round: a new one replaces any other it started,
             # so a client can hold at most one update's worth of staging
-            for other in self.uploads.find({"job_id": upload["job_id"], "client_id": upload["client_id"],
-                                            "round": upload["round"]}, {"_id": 1}):
+            for other in self.uploads.find(
+                {"job_id": upload["job_id"], "client_id": upload["client_id"], "round": upload["round"]}, {"_id": 1}
+            ):
                 self.drop_upload(other["_id"])
         self.uploads.update_one({"_id": upload["_id"]}, {"$set": {**upload, "touched_at": now}}, upsert=True)
         try:
@@ -149,8 +165,10 @@ class Blobs:
             held = self.chunks.find_one({"files_id": upload["_id"], "n": n}, {"data": True})
             if held is not None and bytes(held["data"]) == data:
                 return False
-            raise Conflict(f"chunk {n} was already received with different bytes; "
-                                f"an upload's chunks cannot change (start over with a new sha256)") from None
+            raise Conflict(
+                f"chunk {n} was already received with different bytes; "
+                f"an upload's chunks cannot change (start over with a new sha256)"
+            ) from None
 
     def missing(self, upload_id: str, size: int) -> list[int]:
         have = {d["n"] for d in self.chunks.find({"files_id": upload_id}, {"n": True})}

@@ -22,8 +22,12 @@ class ClientRepository:
     def _client_indexes(self) -> None:
         self.clients.create_index([("job_id", ASCENDING), ("index", ASCENDING)], unique=True)
         # one place per device in a job, however many joins race
-        self.clients.create_index([("job_id", ASCENDING), ("device_id", ASCENDING)], unique=True,
-                                  partialFilterExpression={"device_id": {"$exists": True}}, name="one_place_per_device")
+        self.clients.create_index(
+            [("job_id", ASCENDING), ("device_id", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"device_id": {"$exists": True}},
+            name="one_place_per_device",
+        )
         self.clients.create_index([("device_id", ASCENDING)], partialFilterExpression={"device_id": {"$exists": True}})
 
     def add_client(self, doc: dict, capacity: int) -> dict | None:
@@ -37,9 +41,12 @@ class ClientRepository:
         (job_id, index) index settles any race; a device that already has a
         place gets that one back.
         """
-        job = self.jobs.find_one_and_update({"_id": doc["job_id"], "places_taken": {"$lt": capacity}},
-                                            {"$inc": {"places_taken": 1}}, {"places_taken": True},
-                                            return_document=ReturnDocument.AFTER)
+        job = self.jobs.find_one_and_update(
+            {"_id": doc["job_id"], "places_taken": {"$lt": capacity}},
+            {"$inc": {"places_taken": 1}},
+            {"places_taken": True},
+            return_document=ReturnDocument.AFTER,
+        )
         if job is not None and (placed := self._try_slot(doc, job["places_taken"] - 1)) is not None:
             return placed
         # every slot handed out (or ours filled meanwhile): fill a gap a join left, if there is one
@@ -91,14 +98,16 @@ class ClientRepository:
 
     def mark_left(self, client_id: str, reason: str, now: float) -> bool:
         """Record that a client left its job; False if it had already left."""
-        res = self.clients.update_one({"_id": client_id, "left": {"$ne": True}},
-                                      {"$set": {"left": True, "left_reason": reason, "left_at": now}})
+        res = self.clients.update_one(
+            {"_id": client_id, "left": {"$ne": True}}, {"$set": {"left": True, "left_reason": reason, "left_at": now}}
+        )
         return res.modified_count == 1
 
     def device_ids_of(self, client_ids: Iterable[str]) -> dict[str, str]:
         """client id -> device id, for the clients among these that came as devices."""
-        docs = self.clients.find({"_id": {"$in": list(client_ids)}, "device_id": {"$exists": True}},
-                                 {"device_id": True})
+        docs = self.clients.find(
+            {"_id": {"$in": list(client_ids)}, "device_id": {"$exists": True}}, {"device_id": True}
+        )
         return {d["_id"]: d["device_id"] for d in docs}
 
     def last_seen_as_clients(self, device_ids: Iterable[str]) -> dict[str, float]:
@@ -109,5 +118,7 @@ class ClientRepository:
         return out
 
     def job_device_ids(self, job_id: str) -> list[str]:
-        return [d["device_id"] for d in self.clients.find({"job_id": job_id, "device_id": {"$exists": True}},
-                                                          {"device_id": True})]
+        return [
+            d["device_id"]
+            for d in self.clients.find({"job_id": job_id, "device_id": {"$exists": True}}, {"device_id": True})
+        ]

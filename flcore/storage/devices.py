@@ -31,7 +31,10 @@ class DeviceRepository:
 
     def count_device_stats(self, increments: dict[str, dict[str, float]]) -> None:
         """Add to devices' counters in one round trip: device id -> {stat: amount}."""
-        ops = [UpdateOne({"_id": d}, {"$inc": {f"stats.{k}": v for k, v in inc.items()}})
-               for d, inc in increments.items() if inc]
+        ops = [
+            UpdateOne({"_id": d}, {"$inc": {f"stats.{k}": v for k, v in inc.items()}})
+            for d, inc in increments.items()
+            if inc
+        ]
         if ops:
             self.devices.bulk_write(ops, ordered=False)

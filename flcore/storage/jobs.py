@@ -27,64 +27,53 @@ FINISHED = ("done", "stopped")
 
 @dataclass(frozen=True)
 class Field:
-    """One field of a job document: its type, the transitions that write it, and its meaning
-    (``meaning`` in both modes, or ``sync``/``async`` where the modes differ)."""
+    """One field of a job document: its type, the transitions that write it, and what it means
+    (in each round mode, where they differ)."""
 
     name: str
     type: str
     written_by: str
-    meaning: str = ""
-    sync: str = ""
-    fedbuff: str = ""
+    meaning: str
 
 
+# fmt: off
 SCHEMA: tuple[Field, ...] = (
     Field("_id", "str", "create", "the job's id, job-<12 hex>"),
     Field("created_at", "float", "create", "when the job was created (epoch seconds)"),
     Field("config", "dict", "create", "the settings it was created with (JobConfig.to_dict)"),
-    Field("changes", "list[{round, set, at, by}]", "change_settings, commit_round",
-          "settings changed since, each effective from its round on (by the operator or a rule)"),
+    Field("changes", "list[dict]", "change_settings, commit_round", "settings changes, each from its round on"),
     Field("name", "str | None", "create", "a name for people"),
     Field("tags", "list[str]", "create", "labels to filter lists by"),
     Field("priority", "int", "create", "higher: offered to devices first"),
-    Field("criteria", "dict | None", "create", "the filter devices must meet to join and to be picked"),
+    Field("criteria", "dict | None", "create", "the filter devices must meet to join and be picked"),
     Field("rules", "list[dict]", "create", "automation rules, evaluated as rounds close"),
-    Field("public_predict", "bool", "create", "whether anyone may call predict on the job's models"),
+    Field("public_predict", "bool", "create", "whether anyone may call predict"),
     Field("state", "str", "open, start, commit_round, stop", "one of STATES"),
     Field("opened_at", "float", "create, open", "when it began to take devices"),
-    Field("places_taken", "int", "create, ClientRepository.add_client", "places handed out to joiners"),
-    Field("started_at", "float", "start", "when round 1 (or version 1) began"),
-    Field("round", "int", "start, commit_round", "",
-          sync="the round under way", fedbuff="the model version being built"),
-    Field("picked", "list[str]", "start, repick, replace_pick, claim_slot, release_slot, commit_round, stop", "",
-          sync="the clients picked for the round", fedbuff="the clients training now (one slot each)"),
-    Field("in_flight", "dict[client, [base, since]]", "claim_slot, release_slot, commit_round, stop", "",
-          sync="unused", fedbuff="the version each training client started from, and since when"),
+    Field("places_taken", "int", "create, add_client", "places handed out to joiners"),
+    Field("started_at", "float", "start", "when round 1 (version 1) began"),
+    Field("round", "int", "start, commit_round", "sync: the round under way; FedBuff: the version being built"),
+    Field("picked", "list[str]", "start, repick, replace_pick, slots, stop", "sync: the picks; FedBuff: who trains"),
+    Field("in_flight", "dict", "claim_slot, release_slot, commit, stop", "FedBuff: each trainer's [base, since]"),
     Field("round_started_at", "float", "start, commit_round", "when the round (version) began"),
-    Field("deadline", "float", "start, repick, commit_round", "",
-          sync="when the round closes with what has arrived, or is re-picked",
-          fedbuff="when the version closes with what has arrived"),
+    Field("deadline", "float", "start, repick, commit_round", "when it closes with what arrived (sync: or re-picks)"),
     Field("attempt", "int", "repick, commit_round", "how often the round was re-picked (seeds the picks)"),
-    Field("lease_owner", "str", "acquire_lease, commit_round, release_lease",
-          "the aggregation that may commit the round now"),
-    Field("lease_until", "float", "acquire_lease, renew_lease, commit_round, release_lease",
-          "when that lease expires unless renewed"),
-    Field("model_round", "int | None", "create, commit_round", "",
-          sync="the newest round with a global model (0: the operator's initial model)",
-          fedbuff="the newest finished model version"),
+    Field("lease_owner", "str", "acquire_lease, commit_round, release", "the aggregation that may commit now"),
+    Field("lease_until", "float", "acquire, renew, commit_round, release", "when that lease expires unless renewed"),
+    Field("model_round", "int | None", "create, commit_round", "the newest model (0: the operator's initial one)"),
     Field("model_owner", "str | None", "create, commit_round", "which aggregation wrote that model"),
     Field("history", "list[dict]", "commit_round", "one entry per closed round (flcore.engine.history)"),
     Field("recent_round_s", "list[float]", "commit_round", "the last few rounds' durations (wait hints)"),
     Field("latest", "dict", "commit_round", "the newest round's metrics"),
     Field("best", "dict | None", "commit_round", "the best round so far by federated accuracy"),
     Field("rules_fired", "list[int]", "commit_round", "rules that fired and do not repeat"),
-    Field("starts_pending", "list[str]", "commit_round, clear_pending_starts", "jobs a rule starts, until opened"),
-    Field("buffer_last", "list[[client, base]]", "commit_round", "",
-          sync="unused", fedbuff="the updates the newest version took (marked counted after the commit)"),
-    Field("reported", "dict[round, metrics]", "record_report", "the operator's own measurements of a round"),
+    Field("starts_pending", "list[str]", "commit_round, clear_pending", "jobs a rule starts, until opened"),
+    Field("buffer_last", "list[list]", "commit_round", "FedBuff: the updates the newest version took"),
+    Field("reported", "dict", "record_report", "the operator's own measurements, by round"),
     Field("finished_at", "float", "commit_round, stop", "when it ended"),
     Field("stopped_because", "str", "commit_round, stop", "why it ended"),
 )
+# fmt: on
 
 
 def ending(state: str, reason: str, now: float) -> dict:
@@ -147,14 +136,19 @@ class JobRepository:
 
     def start_job(self, job_id: str, round_fields: dict, now: float) -> dict | None:
         """``waiting`` -> ``running``, with round 1's fields; None if another invocation started it."""
-        return self._move(job_id, {"state": "waiting"},
-                          {"$set": {"state": "running", "started_at": now, **round_fields}})
+        return self._move(
+            job_id, {"state": "waiting"}, {"$set": {"state": "running", "started_at": now, **round_fields}}
+        )
 
-    def repick(self, job_id: str, rnd: int, old_deadline: float, picked: list[str], deadline: float,
-                attempt: int) -> dict | None:
+    def repick(
+        self, job_id: str, rnd: int, old_deadline: float, picked: list[str], deadline: float, attempt: int
+    ) -> dict | None:
         """A round past its deadline gets fresh picks and time; None if it moved meanwhile."""
-        return self._move(job_id, {"state": "running", "round": rnd, "deadline": old_deadline},
-                          {"$set": {"picked": picked, "deadline": deadline, "attempt": attempt}})
+        return self._move(
+            job_id,
+            {"state": "running", "round": rnd, "deadline": old_deadline},
+            {"$set": {"picked": picked, "deadline": deadline, "attempt": attempt}},
+        )
 
     def replace_pick(self, job_id: str, rnd: int, old: list[str], picked: list[str]) -> dict | None:
         """The round's picks changed while it runs (one left); None if the round or its picks moved."""
@@ -174,13 +168,17 @@ class JobRepository:
 
     def acquire_lease(self, job_id: str, rnd: int, owner: str, now: float, until: float) -> dict | None:
         """The right to aggregate round ``rnd``, if it is free or expired; the job, or None."""
-        return self._move(job_id, {"state": "running", "round": rnd, **lease_free(now)},
-                          {"$set": {"lease_owner": owner, "lease_until": until}})
+        return self._move(
+            job_id,
+            {"state": "running", "round": rnd, **lease_free(now)},
+            {"$set": {"lease_owner": owner, "lease_until": until}},
+        )
 
     def renew_lease(self, job_id: str, rnd: int, owner: str, until: float) -> bool:
         """Extend a held aggregation lease; False once it is no longer this owner's."""
-        res = self.jobs.update_one({"_id": job_id, "round": rnd, "lease_owner": owner},
-                                   {"$set": {"lease_until": until}})
+        res = self.jobs.update_one(
+            {"_id": job_id, "round": rnd, "lease_owner": owner}, {"$set": {"lease_until": until}}
+        )
         return res.matched_count == 1
 
     def release_lease(self, job_id: str, rnd: int, owner: str) -> None:
@@ -197,10 +195,14 @@ class JobRepository:
 
     def claim_slot(self, job_id: str, client_id: str, base: int, limit: int, now: float) -> bool:
         """FedBuff: let a client train on version ``base`` if fewer than ``limit`` train now."""
-        return self._move(
-            job_id, {"state": "running", "picked": {"$ne": client_id}, f"picked.{limit - 1}": {"$exists": False}},
-            {"$push": {"picked": client_id}, "$set": {f"in_flight.{client_id}": [base, now]}},
-        ) is not None
+        return (
+            self._move(
+                job_id,
+                {"state": "running", "picked": {"$ne": client_id}, f"picked.{limit - 1}": {"$exists": False}},
+                {"$push": {"picked": client_id}, "$set": {f"in_flight.{client_id}": [base, now]}},
+            )
+            is not None
+        )
 
     def release_slot(self, job_id: str, client_id: str, slot: list | None = None) -> None:
         """FedBuff: give a client's training slot back (only if it is still ``slot``, when given)."""

@@ -25,8 +25,9 @@ class ModelRepository:
             self.models.drop_index("job_id_1_round_1")
         self.models.create_index([("job_id", ASCENDING), ("round", ASCENDING), ("owner", ASCENDING)], unique=True)
 
-    def put_model(self, job_id: str, rnd: int, owner: str, blob: bytes, state: bytes | None = None,
-                  shared: bytes | None = None) -> None:
+    def put_model(
+        self, job_id: str, rnd: int, owner: str, blob: bytes, state: bytes | None = None, shared: bytes | None = None
+    ) -> None:
         """A round's model as written by one aggregation (``owner``, its lease).
 
         Which one counts is decided by the job's commit, which names the owner; an
@@ -41,8 +42,11 @@ class ModelRepository:
         try:
             for part, data in (("weights", blob), ("state", state), ("shared", shared)):
                 if data is not None:
-                    doc[part] = {"id": self.blobs.put(data, part), "size": len(data),
-                                 "sha256": hashlib.sha256(data).hexdigest()}
+                    doc[part] = {
+                        "id": self.blobs.put(data, part),
+                        "size": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                    }
             old = self.models.find_one(key)  # the same aggregation writing again (a retried request)
             self.models.replace_one(key, doc, upsert=True)
         except PyMongoError:  # files nobody will list: best effort, then the error as it was

@@ -26,7 +26,7 @@ _clients: dict[str, MongoClient] = {}
 _lock = threading.Lock()
 
 
-def connect(settings: Settings) -> "Store":
+def connect(settings: Settings) -> Store:
     """A store on a pooled client, reused across warm invocations of the function."""
     key = f"{settings.mongodb_url}#{settings.db_timeout_ms}"
     with _lock:

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 
 from flcore.shared import weights as wcodec
 from flcore.shared.aggregation import Update
-from flcore.storage.store import Store
 from flcore.shared.weights import Weights
+from flcore.storage.store import Store
 
 Transform = Callable[[dict, Weights], Weights]  # (update document, its weights) -> what the strategy gets
 

@@ -20,13 +20,13 @@ class UpdateRepository:
     blobs: Blobs
 
     def _update_indexes(self) -> None:
-        self.updates.create_index(
-            [("job_id", ASCENDING), ("round", ASCENDING), ("client_id", ASCENDING)], unique=True
-        )
+        self.updates.create_index([("job_id", ASCENDING), ("round", ASCENDING), ("client_id", ASCENDING)], unique=True)
         # the same tensors twice in one round: a client copying another's update
         self.updates.create_index(
-            [("job_id", ASCENDING), ("round", ASCENDING), ("sha256", ASCENDING)], unique=True,
-            partialFilterExpression={"sha256": {"$exists": True}}, name="one_copy_per_round",
+            [("job_id", ASCENDING), ("round", ASCENDING), ("sha256", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"sha256": {"$exists": True}},
+            name="one_copy_per_round",
         )
         # FedBuff's buffer: a job's uncounted updates, oldest first
         self.updates.create_index([("job_id", ASCENDING), ("counted", ASCENDING), ("received_at", ASCENDING)])
@@ -39,8 +39,9 @@ class UpdateRepository:
             self.updates.insert_one(doc)
             return "stored"
         except DuplicateKeyError:
-            held = self.updates.find_one({"job_id": doc["job_id"], "round": doc["round"],
-                                          "client_id": doc["client_id"]}, {"blob": True})
+            held = self.updates.find_one(
+                {"job_id": doc["job_id"], "round": doc["round"], "client_id": doc["client_id"]}, {"blob": True}
+            )
             if held is None or held.get("blob") != doc["blob"]:  # not the same upload sealed twice
                 self.blobs.delete([doc["blob"]])
             return "duplicate" if held is not None else "copy"
@@ -70,7 +71,8 @@ class UpdateRepository:
 
     def mark_counted(self, job_id: str, taken: list[tuple[str, int]], version: int | None) -> None:
         """Async mode: record that ``version`` took these (client, base version) updates; idempotent."""
-        ops = [UpdateOne({"job_id": job_id, "round": b, "client_id": c}, {"$set": {"counted": version}})
-               for c, b in taken]
+        ops = [
+            UpdateOne({"job_id": job_id, "round": b, "client_id": c}, {"$set": {"counted": version}}) for c, b in taken
+        ]
         if ops:
             self.updates.bulk_write(ops, ordered=False)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from flcore.shared.aggregation import Update, Updates
+from flcore.shared.aggregation import Updates
 from flcore.shared.weights import Weights
 
 # What clients train with when the strategy says nothing: plain SGD. Every
@@ -33,11 +34,24 @@ class Param:
     doc: str = ""
 
 
+def setting(default: float, lo: float, hi: float, doc: str) -> Any:
+    """A strategy's setting, declared as a typed class field: ``server_lr: float = setting(1.0, 0, 100, "...")``.
+
+    The class's ``params`` are collected from these; an instance holds the values."""
+    return Param(float, default, lo, hi, doc)
+
+
 class Strategy:
-    """Base: subclasses set ``name`` and ``params`` and implement :meth:`aggregate`."""
+    """Base: subclasses set ``name``, declare their settings with :func:`setting` and implement
+    :meth:`aggregate`."""
 
     name = ""
-    params: dict[str, Param] = {}
+    params: dict[str, Param] = {}  # collected from the class fields declared with setting()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.params = {**cls.params, **{k: v for k, v in vars(cls).items() if isinstance(v, Param)}}
+
     # Name prefixes of extra tensors a client sends with its weights, one copy of
     # the model's tensors per prefix (SCAFFOLD's control-variate change).
     update_prefixes: tuple[str, ...] = ()
@@ -66,8 +80,9 @@ class Strategy:
         """Tensors from the server state that clients receive with the model (None: nothing)."""
         return None
 
-    def aggregate(self, current: Weights | None, updates: Updates, state: Weights,
-                  num_clients: int) -> tuple[Weights, Weights]:
+    def aggregate(
+        self, current: Weights | None, updates: Updates, state: Weights, num_clients: int
+    ) -> tuple[Weights, Weights]:
         """The new global weights and the server state to keep for the next round.
 
         ``updates`` is a stream (see :class:`flcore.shared.aggregation.Updates`): a list

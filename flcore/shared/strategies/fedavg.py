@@ -4,7 +4,7 @@ one server rule, weighted averaging; the latter two change how clients train."""
 from __future__ import annotations
 
 from flcore.shared.aggregation import weighted_mean
-from flcore.shared.strategies import Param, Strategy, register
+from flcore.shared.strategies import Strategy, register, setting
 
 
 @register
@@ -21,10 +21,9 @@ class FedAvg(Strategy):
 class FedProx(FedAvg):
     """FedAvg on the server; clients add (mu/2)·||w - w_global||² to their loss,
     which keeps local models near the global one when data differ between clients."""
-    proximal_mu: float
 
     name = "fedprox"
-    params = {"proximal_mu": Param(float, 0.01, 0.0, 100.0, "weight of the proximal term")}
+    proximal_mu: float = setting(0.01, 0.0, 100.0, "weight of the proximal term")
 
     def client_config(self) -> dict:
         return {"proximal_mu": self.proximal_mu}
@@ -36,10 +35,9 @@ class FedRS(FedAvg):
     data by ``fedrs_alpha`` while training ("restricted softmax"). Under label skew
     a client otherwise drives those classes' outputs down for every input, and the
     average inherits that bias; restricting them keeps the classifier balanced."""
-    fedrs_alpha: float
 
     name = "fedrs"
-    params = {"fedrs_alpha": Param(float, 0.5, 0.0, 1.0, "scale of the logits of classes a client lacks")}
+    fedrs_alpha: float = setting(0.5, 0.0, 1.0, "scale of the logits of classes a client lacks")
 
     def client_config(self) -> dict:
         return {"restricted_softmax": self.fedrs_alpha}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from flcore.shared.aggregation import weighted_mean
-from flcore.shared.strategies import Param, Strategy, register
+from flcore.shared.strategies import Strategy, register, setting
 
 
 def _delta(current, updates):
@@ -17,13 +17,11 @@ def _delta(current, updates):
 @register
 class FedAvgM(Strategy):
     """v <- beta·v + delta;  w <- w + server_lr·v."""
-    server_lr: float
-    server_momentum: float
 
     name = "fedavgm"
     needs_current = True
-    params = {"server_lr": Param(float, 1.0, 0.0, 100.0, "step size of the server update"),
-              "server_momentum": Param(float, 0.9, 0.0, 0.999, "momentum of the server update")}
+    server_lr: float = setting(1.0, 0.0, 100.0, "step size of the server update")
+    server_momentum: float = setting(0.9, 0.0, 0.999, "momentum of the server update")
 
     def aggregate(self, current, updates, state, num_clients):
         if current is None:  # nothing to step from yet: plain average
@@ -38,17 +36,13 @@ class FedAvgM(Strategy):
 @register
 class FedAdam(Strategy):
     """Adam on the pseudo-gradient: m, v moments; w <- w + server_lr·m / (sqrt(v) + tau)."""
-    server_lr: float
-    adam_beta1: float
-    adam_beta2: float
-    adam_tau: float
 
+    server_lr: float = setting(0.01, 0.0, 100.0, "step size of the server update")
+    adam_beta1: float = setting(0.9, 0.0, 0.999, "decay of the first moment")
+    adam_beta2: float = setting(0.99, 0.0, 0.99999, "decay of the second moment")
+    adam_tau: float = setting(1e-3, 1e-9, 1.0, "adaptivity: added to the root of the second moment")
     name = "fedadam"
     needs_current = True
-    params = {"server_lr": Param(float, 0.01, 0.0, 100.0, "step size of the server update"),
-              "adam_beta1": Param(float, 0.9, 0.0, 0.999, "decay of the first moment"),
-              "adam_beta2": Param(float, 0.99, 0.0, 0.99999, "decay of the second moment"),
-              "adam_tau": Param(float, 1e-3, 1e-9, 1.0, "adaptivity: added to the root of the second moment")}
 
     def aggregate(self, current, updates, state, num_clients):
         if current is None:

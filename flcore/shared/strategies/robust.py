@@ -5,7 +5,7 @@ cannot buy influence by claiming many examples."""
 from __future__ import annotations
 
 from flcore.shared.aggregation import coordinate_median, trimmed_mean
-from flcore.shared.strategies import Param, Strategy, register
+from flcore.shared.strategies import Strategy, register, setting
 
 
 @register
@@ -23,12 +23,11 @@ class Median(Strategy):
 @register
 class TrimmedMean(Strategy):
     """Coordinate-wise mean after dropping the ``trim_fraction`` largest and smallest values."""
-    trim_fraction: float
 
     name = "trimmed_mean"
     asynchronous = False
     why_not_async = "trimming needs the round's updates on one model, not a buffer of stale ones"
-    params = {"trim_fraction": Param(float, 0.1, 0.0, 0.49, "share of values dropped at each end")}
+    trim_fraction: float = setting(0.1, 0.0, 0.49, "share of values dropped at each end")
 
     def aggregate(self, current, updates, state, num_clients):
         return trimmed_mean(updates, self.trim_fraction), {}

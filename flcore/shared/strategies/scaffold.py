@@ -35,17 +35,18 @@ class Scaffold(Strategy):
 
     def client_tensors(self, state):
         """The server's control variate c, which every picked client trains with."""
-        return {k[len(_STATE):]: v for k, v in state.items() if k.startswith(_STATE)}
+        return {k[len(_STATE) :]: v for k, v in state.items() if k.startswith(_STATE)}
 
     def aggregate(self, current, updates, state, num_clients):
         models, changes = Accumulator(), Accumulator()  # one pass: each update is read once
         for weights, n in updates:
             models.add({k: v for k, v in weights.items() if not k.startswith(PREFIX)}, float(n))
-            changes.add({k[len(PREFIX):]: v for k, v in weights.items() if k.startswith(PREFIX)})
+            changes.add({k[len(PREFIX) :]: v for k, v in weights.items() if k.startswith(PREFIX)})
         if models.count == 0:
             raise ValueError("aggregation needs at least one update")
         new = models.result(models.weight)
         mean_change = changes.result(num_clients)
-        control = {_STATE + name: (state.get(_STATE + name, 0.0) + mean_change[name]).astype(np.float32)
-                   for name in new}
+        control = {
+            _STATE + name: (state.get(_STATE + name, 0.0) + mean_change[name]).astype(np.float32) for name in new
+        }
         return new, control

@@ -1,0 +1,190 @@
+"""The dashboard in a real browser (headless chromium) against the local stack with real client processes:
+create a job through the form, see it listed, watch its charts gain rounds, change its lr, draw a digit and
+read the answer, stop it with the button; no console errors. Screenshots of each view go to
+results/dashboard-screenshots/ (and the test's own folder) to be looked at."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from flcli.operator import Operator
+from helpers import ADMIN
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+SHOTS = ROOT / "results" / "dashboard-screenshots"
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not CHROMIUM or not DRIVER:
+        pytest.skip(
+            "chromium and chromedriver are not installed (apt-get install chromium chromium-driver; "
+            ".ci/run installs them)"
+        )
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1360,1900",
+        "--force-device-scale-factor=1",
+    ):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    except WebDriverException as exc:
+        pytest.skip(f"chromium could not start here: {exc.msg}")
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def wait(driver, what, check, timeout=90.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            found = check()
+        except Exception:  # the page is re-rendering: look again
+            found = None
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; page: {driver.find_element('id', 'view').text[:500]}")
+
+
+def shoot(driver, tmp_path, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver.execute_script("window.scrollTo(0, 0)")
+    driver.save_screenshot(str(tmp_path / f"{name}.png"))
+    shutil.copy(tmp_path / f"{name}.png", SHOTS / f"{name}.png")
+
+
+def test_an_operator_runs_a_job_from_the_dashboard(browser, function_url, fleet_env, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    d = browser
+    by_id = lambda i: d.find_element(By.ID, i)  # noqa: E731
+    d.get(f"{function_url}/dashboard#token={ADMIN}")
+    wait(d, "the jobs view", lambda: "Jobs" in by_id("view").text)
+    assert "token" not in d.current_url  # taken from the fragment, kept in sessionStorage, out of the URL
+    shoot(d, tmp_path, "1-jobs")
+
+    by_id("nav-create").click()
+    wait(d, "the form", lambda: by_id("create-form"))
+    Select(by_id("create-preset")).select_by_visible_text("MNIST, quick (3 rounds)")
+    for field, value in (
+        ("name", "browser test"),
+        ("rounds", "10000"),
+        ("num_clients", "3"),
+        ("clients_per_round", "3"),
+        ("tags", "browser, demo"),
+    ):
+        by_id(f"create-{field}").clear()
+        by_id(f"create-{field}").send_keys(value)
+    shoot(d, tmp_path, "2-create")
+    by_id("create-submit").click()
+    wait(d, "the job page", lambda: "#job=" in d.current_url)
+    job_id = d.current_url.split("#job=")[1]
+
+    by_id("nav-jobs").click()
+    wait(d, "the job in the list", lambda: "browser test" in by_id("view").text)
+
+    env, _ = fleet_env(3)
+    subprocess.run(
+        [str(ROOT / "scripts" / "start_clients_aws.sh"), "3"], env={**env, "FL_JOB_ID": job_id}, cwd=ROOT, check=True
+    )
+    try:
+        d.get(f"{function_url}/dashboard#job={job_id}")
+        points = lambda: int(d.find_element(By.CSS_SELECTOR, ".chart").get_attribute("data-points"))  # noqa: E731
+        wait(d, "a first round on the chart", lambda: points() >= 1, timeout=180)
+        first = points()
+        wait(d, "the chart to gain a round", lambda: points() > first, timeout=180)
+
+        by_id("set-lr").send_keys("0.02")
+        by_id("change-apply").click()
+        wait(d, "the change to be accepted", lambda: "applies from round" in by_id("change-result").text)
+        assert Operator(function_url, ADMIN).status(job_id)["changes"][0]["set"] == {"lr": 0.02}
+
+        canvas = by_id("draw")
+        ActionChains(d).move_to_element_with_offset(canvas, 0, -90).click_and_hold().move_by_offset(
+            0, 60
+        ).move_by_offset(0, 60).move_by_offset(0, 60).release().perform()
+        by_id("predict-global").click()
+        wait(d, "the model's answer", lambda: "global model of round" in by_id("answer").text)
+        answer = by_id("answer").text
+        assert answer.split(": ")[1][0].isdigit()
+        wait(d, "a round closing while the answer stays", lambda: points() >= 3, timeout=180)
+        assert by_id("answer").text == answer  # redraws keep what the user drew and was told
+        wait(d, "the settings change in the table", lambda: "0.02" in by_id("changes-table").text)
+        shoot(d, tmp_path, "3-job")
+
+        # the job page redraws its buttons every few seconds (rounds close about every second here):
+        # click the one on the page now, and accept the confirmation once it is open
+        wait(d, "clicking Stop job", lambda: by_id("stop-job").click() or True)
+        wait(d, "the confirmation", lambda: d.switch_to.alert.accept() or True)
+        wait(d, "the job stopped", lambda: "stopped from the dashboard" in by_id("job-summary").text)
+        shoot(d, tmp_path, "4-job-stopped")
+        assert Operator(function_url, ADMIN).status(job_id)["state"] == "stopped"
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "stop_clients_aws.sh")], env=env, cwd=ROOT, check=False)
+
+    by_id("nav-devices").click()
+    wait(d, "the devices", lambda: "linux/" in by_id("view").text)
+    shoot(d, tmp_path, "5-devices")
+
+    d.get(f"{function_url}/dashboard#job=job-doesnotexist")
+    wait(d, "a readable error", lambda: "no job 'job-doesnotexist'" in by_id("banner").text)
+    shoot(d, tmp_path, "6-error")
+    # the one expected failure: the status of the job that does not exist
+    severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE" and "/status" not in e["message"]]
+    assert not severe, severe
+
+
+def test_without_a_token_the_page_asks_for_one(browser, function_url, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{function_url}/dashboard")
+    banner = wait(browser, "the token prompt", lambda: browser.find_element(By.ID, "banner").text)
+    assert "operator token" in banner
+    browser.find_element(By.ID, "token-input").send_keys(ADMIN)
+    browser.find_element(By.ID, "token-save").click()
+    wait(
+        browser,
+        "the jobs",
+        lambda: (
+            "Jobs" in browser.find_element(By.ID, "view").text
+            and browser.find_element(By.ID, "banner").get_attribute("hidden") is not None
+        ),
+    )
+
+
+def test_an_async_job_page_shows_versions_staleness_and_throughput(browser, function_url, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from helpers import two_versions_over_http
+
+    job_id = two_versions_over_http(function_url, "async in the browser")
+    browser.get(f"{function_url}/dashboard#token={ADMIN}&job={job_id}")
+    view = lambda: browser.find_element(By.ID, "view")  # noqa: E731
+    wait(browser, "the async job", lambda: "version 3 of 5" in view().text)
+    assert "async: 2 updates per version" in browser.find_element(By.ID, "job-summary").text
+    titles = [c.get_attribute("aria-label") for c in browser.find_elements(By.CSS_SELECTOR, ".chart")]
+    assert titles == ["Accuracy", "Loss", "Version duration", "Staleness", "Throughput"]
+    assert all(c.get_attribute("data-points") == "2" for c in browser.find_elements(By.CSS_SELECTOR, ".chart"))
+    assert browser.find_element(By.ID, "set-buffer_size").get_attribute("placeholder") == "2"  # changeable here
+    shoot(browser, tmp_path, "7-async-job")

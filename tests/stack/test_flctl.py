@@ -1,0 +1,120 @@
+"""``flctl`` as an operator runs it: the installed console command, over HTTP, against the real function."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.numpy import load_file
+
+from flcli.operator import Operator
+from helpers import ADMIN, tensor_spec, two_versions_over_http
+
+ROOT = Path(__file__).resolve().parents[2]
+FLCTL = Path(sys.executable).parent / "flctl"
+
+
+def flctl(function_url, *args, token=ADMIN, expect=0, cwd=None):
+    env = {**os.environ, "BASE_URL_AWS": function_url, "FL_ADMIN_TOKEN": token}
+    out = subprocess.run([str(FLCTL), *args], env=env, capture_output=True, text=True, timeout=120, cwd=cwd)
+    assert out.returncode == expect, (args, out.returncode, out.stdout, out.stderr)
+    return out
+
+
+def test_the_setup_installs_the_command_with_help_a_new_user_can_follow(function_url):
+    assert FLCTL.exists(), "make setup installs flctl into the environment"
+    text = flctl(function_url, "--help").stdout
+    assert "jobs" in text and "devices" in text and "results" in text and "examples:" in text
+    assert "--set" in flctl(function_url, "jobs", "create", "--help").stdout
+
+
+def test_a_job_from_a_yaml_file_listed_shown_updated_and_stopped(function_url, tmp_path):
+    (tmp_path / "job.yaml").write_text(
+        "dataset: mnist\nnum_clients: 4\nclients_per_round: 2\n"
+        "tags: [cli, yaml]\nrules:\n  - when: {round: 3}\n    then: {stop: third}\n"
+    )
+    made = json.loads(
+        flctl(
+            function_url,
+            "jobs",
+            "create",
+            "-f",
+            str(tmp_path / "job.yaml"),
+            "--set",
+            "lr=0.02",
+            "--name",
+            "from yaml",
+            "--no-start",
+            "--json",
+        ).stdout
+    )
+    job_id = made["job_id"]
+    assert made["state"] == "created" and made["config"]["lr"] == 0.02
+    listed = json.loads(flctl(function_url, "jobs", "list", "--tag", "yaml", "--json").stdout)["jobs"]
+    assert [j["job_id"] for j in listed][:1] == [job_id]
+    table = flctl(function_url, "jobs", "list", "--state", "created").stdout
+    assert table.splitlines()[0].split()[:3] == ["JOB", "NAME", "STATE"] and job_id in table
+    assert "waiting" in flctl(function_url, "jobs", "start", job_id).stdout
+    updated = flctl(function_url, "jobs", "update", job_id, "--set", "lr=0.005", "--set", "rounds=7").stdout
+    assert "from round 1" in updated and "0.005" in updated
+    shown = flctl(function_url, "jobs", "show", job_id).stdout
+    assert "from yaml" in shown and "round 0/7" in shown and "ROUND" in shown
+    assert "stopped in round 0" in flctl(function_url, "jobs", "stop", job_id, "--reason", "cli test").stdout
+    watched = flctl(function_url, "jobs", "watch", job_id, expect=4).stdout
+    assert "stopped: cli test" in watched
+
+
+def test_results_download_the_model_summary_and_plot(function_url, tmp_path):
+    op = Operator(function_url, ADMIN)
+    job_id = op.start_job({"num_clients": 2, "clients_per_round": 1, "rounds": 1})["job_id"]
+    out = json.loads(flctl(function_url, "results", job_id, "--out", str(tmp_path / "r"), "--json").stdout)
+    assert out["model_round"] == 0
+    tensors = load_file(out["model"])
+    assert {k: v.shape for k, v in tensors.items()} == tensor_spec("cnn_mnist")
+    assert json.loads(Path(out["summary"]).read_text())["job_id"] == job_id
+    assert Path(out["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_devices_list_shows_registered_devices(function_url):
+    op = Operator(function_url, ADMIN)
+    dev = op.call("register", {"info": {"platform": "linux/riscv64", "cpus": 3, "datasets": {"mnist": 5}}})
+    listed = json.loads(flctl(function_url, "devices", "list", "--json").stdout)["devices"]
+    assert dev["device_id"] in [d["device_id"] for d in listed]
+    assert "linux/riscv64" in flctl(function_url, "devices", "list").stdout
+
+
+@pytest.mark.parametrize(
+    "args, token, code, message",
+    [
+        (["jobs", "list"], "wrong-token", 1, "answered 403"),
+        (["jobs", "create", "--set", "lr=-1"], ADMIN, 1, "lr must be between"),
+        (["jobs", "create", "--set", "lr"], ADMIN, 2, "KEY=VALUE"),
+        (["jobs", "create", "-f", "/nonexistent.json"], ADMIN, 2, "cannot read"),
+        (["jobs", "show", "job-nope"], ADMIN, 1, "no job"),
+        (["jobs", "frobnicate"], ADMIN, 2, "invalid choice"),
+    ],
+)
+def test_errors_have_meaningful_exit_codes(function_url, args, token, code, message):
+    out = flctl(function_url, *args, token=token, expect=code)
+    assert message in out.stderr
+
+
+def test_an_unreachable_function_exits_3():
+    out = flctl("http://127.0.0.1:9", "jobs", "list", expect=3)
+    assert "cannot reach" in out.stderr
+
+
+def test_an_async_job_shows_versions_staleness_and_throughput(function_url):
+    job_id = two_versions_over_http(function_url, "async cli")
+    shown = flctl(function_url, "jobs", "show", job_id).stdout
+    assert "version 3/5" in shown  # two versions made, the third under way and "2 updates per version" in shown
+    header = shown.split("\n\n")[1].splitlines()[0].split()
+    assert header[:4] == ["VERSION", "UPDATES", "SECONDS", "UPDATES/S"] and "STALENESS" in header
+    rows = [line.split() for line in shown.split("\n\n")[1].splitlines()[1:]]
+    assert [r[0] for r in rows] == ["1", "2"] and rows[1][4] == "0.5/1"  # version 2: one fresh, one stale update
+    listed = json.loads(flctl(function_url, "jobs", "list", "--json").stdout)["jobs"]
+    assert next(j for j in listed if j["job_id"] == job_id)["mode"] == "async"

@@ -1,0 +1,68 @@
+"""The client's trainer does the same maths as the plain loop, only faster (bench/trainer.py measures it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from clients import trainer
+from fllocal import data, models
+
+
+def plain_loop(model, x, y, epochs, lr, momentum, seed):
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), 50):
+            idx = order[start : start + 50]
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+
+
+def test_channels_last_training_gives_the_plain_loops_weights_in_the_usual_layout():
+    images, labels = data.load_raw("mnist")
+    x, y = data.to_tensors("mnist", images[:500], labels[:500])
+    ours, ref = models.build("cnn_mnist", seed=4), models.build("cnn_mnist", seed=4)
+    trainer.train(ours, x, y, epochs=2, batch_size=50, lr=0.05, momentum=0.5, seed=9)
+    plain_loop(ref, x, y, epochs=2, lr=0.05, momentum=0.5, seed=9)
+    got, want = models.get_weights(ours), models.get_weights(ref)
+    for name in want:
+        assert got[name].flags["C_CONTIGUOUS"], name
+        np.testing.assert_allclose(got[name], want[name], atol=1e-5, err_msg=name)
+    assert all(p.is_contiguous() for p in ours.parameters())
+
+
+def test_augmentation_moves_and_mirrors_whole_images_reproducibly():
+    xb = torch.arange(4 * 1 * 6 * 6, dtype=torch.float32).reshape(4, 1, 6, 6)
+    moved = trainer.augment(xb, 2, False, torch.Generator().manual_seed(3))
+    # one offset for the batch: every image is the same roll of itself, nothing lost or made up
+    offsets = {
+        (dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if torch.equal(torch.roll(xb, (dy, dx), (2, 3)), moved)
+    }
+    assert len(offsets) == 1
+    assert torch.equal(trainer.augment(xb, 2, False, torch.Generator().manual_seed(3)), moved)  # same seed, same
+    mirrored = trainer.augment(xb, 0, True, torch.Generator().manual_seed(5))
+    flipped = [torch.equal(m, x.flip(2)) for m, x in zip(mirrored, xb)]
+    kept = [torch.equal(m, x) for m, x in zip(mirrored, xb)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped)
+
+
+def test_a_job_asks_for_augmentation_and_clients_receive_it():
+    from flcore.domain.config import parse_config
+
+    cfg = parse_config({"dataset": "fashionmnist", "augment_shift": 2, "augment_flip": 1})
+    hp = cfg.round_config(1, cfg.build_strategy())
+    assert hp["augment_shift"] == 2 and hp["augment_flip"] is True
+
+
+def test_each_data_set_trains_with_its_measured_best_unless_the_job_says_otherwise():
+    from flcore.domain.config import DATASET_DEFAULTS, JobConfig, parse_config
+
+    mnist = parse_config({})
+    assert mnist.lr == DATASET_DEFAULTS["mnist"]["lr"] != JobConfig.lr and mnist.augment_shift == 2
+    assert parse_config({"lr": 0.01, "augment_shift": 0}).lr == 0.01  # what the job sets wins
+    assert parse_config({"dataset": "cifar10"}).lr == JobConfig.lr  # no preset: the general defaults
