@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import secrets
 
+from flcore.actions.request import Request
 from flcore.domain import filters, tokens
 from flcore.domain.devices import holds_dataset, new_stats, parse_info, view
 from flcore.domain.job import Job
-from flcore.edge.request import Request
 from flcore.engine.enrolment import enrol, reissue
 from flcore.engine.rules import MAX_REASON, text
 from flcore.errors import Conflict, Forbidden

@@ -10,11 +10,11 @@ from __future__ import annotations
 import secrets
 import time
 
+from flcore.actions.request import MAX_ROUND, Request
 from flcore.domain import filters
 from flcore.domain.config import SETTINGS, parse_changes, parse_config, strategy_settings
 from flcore.domain.job import Job
 from flcore.domain.metrics import metrics_of
-from flcore.edge.request import MAX_ROUND, Request
 from flcore.engine import rules
 from flcore.errors import Conflict, DomainError, Invalid, NotFound
 from flcore.shared import clock

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from flcore.actions.request import Request
 from flcore.domain.job import Job
-from flcore.edge.request import Request
 from flcore.errors import Forbidden, Invalid, NotFound
 from flcore.shared import inference, png
 from flcore.shared import weights as wcodec

@@ -1,16 +1,16 @@
 """The round protocol's actions: one function each, a :class:`Request` in, a response dict out.
 
-Checks come before writes, so an action that raises :class:`DomainError` has
-changed nothing.
+Checks come before writes, so an action that raises a :class:`flcore.errors.DomainError` has
+changed nothing, except where its docstring says what it wrote (``submit``).
 """
 
 from __future__ import annotations
 
 from flcore.actions import transfer
+from flcore.actions.request import MAX_ROUND, Request
 from flcore.domain.devices import parse_info
 from flcore.domain.job import Job
 from flcore.domain.metrics import metrics_of
-from flcore.edge.request import MAX_ROUND, Request
 from flcore.engine import enrolment, lifecycle
 from flcore.errors import Conflict, Forbidden, Invalid, NotFound
 from flcore.shared import clock
@@ -119,7 +119,11 @@ def _claim_limit(job: Job, client: dict) -> int:
 
 
 def submit(req: Request) -> dict:
-    """Accept a picked client's update for the open round, once."""
+    """Accept a picked client's update for the open round, once.
+
+    Writes before it may refuse: a FedBuff slot too stale to count is given back, and a chunked
+    upload that fails its checks is deleted (see ``check_submit`` and ``checked_update``).
+    """
     store = req.store
     client = req.client
     rnd = req.integer("round", 0, MAX_ROUND)
@@ -180,25 +184,8 @@ def aggregate(req: Request) -> dict:
     client = req.caller.client
     job_id = client["job_id"] if client is not None else req.job_id(required=False)
     if job_id is None:
-        return close_ready(req.store)
-    return {"jobs": [_moved(lifecycle.advance(req.store, Job.load(req.store, job_id)))]}  # 404 if unknown
-
-
-def _moved(job: Job) -> dict:
-    return {"job_id": job.id, "state": job.state, "round": job.round}
-
-
-def close_ready(store: Store) -> dict:
-    """Move every running job forward, and finish rule-started jobs a crash left unopened;
-    what the scheduled event runs."""
-    for doc in store.jobs_with_pending_starts():
-        lifecycle.start_pending(store, doc["_id"], doc["starts_pending"], clock.now())
-    moved = []
-    for jid in store.running_job_ids():
-        doc = store.get_job(jid)
-        if doc is not None:
-            moved.append(_moved(lifecycle.advance(store, Job.of(doc))))
-    return {"jobs": moved}
+        return lifecycle.close_ready(req.store)
+    return {"jobs": [lifecycle.moved(lifecycle.advance(req.store, Job.load(req.store, job_id)))]}  # 404 if unknown
 
 
 def _submitted(store: Store, job: Job) -> int:

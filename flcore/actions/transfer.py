@@ -22,8 +22,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from flcore.actions.request import MAX_ROUND, Request
 from flcore.domain.job import Job
-from flcore.edge.request import MAX_ROUND, Request
 from flcore.errors import DomainError, Invalid, NotFound, TooLarge
 from flcore.shared import clock
 from flcore.shared import weights as wcodec
@@ -95,6 +95,8 @@ def checked_update(store: Store, job: Job, client: dict, rnd: int, body: dict) -
 
     Inline ``weights`` are checked, then stored; an ``upload`` is checked where
     its chunks lie and then sealed into a GridFS file, without being copied.
+    Writes before it raises: an upload whose bytes fail their digest or their
+    checks is deleted (its chunks can never count), so the client sends it again.
     """
     mdef, prefixes = job.config.model_def, job.strategy.update_prefixes
     if "upload" not in body:

@@ -72,7 +72,7 @@ def setting(
     )
 
 
-# the round modes (flcore/engine/modes.py runs them); those that fold updates trained on older
+# the round modes (flcore/domain/modes.py; the engine runs them); those that fold updates trained on older
 # models need a strategy that can (Strategy.asynchronous)
 MODES = {"sync": "synchronous rounds with a barrier", "async": "buffered asynchronous versions (FedBuff)"}
 FOLDS_STALE_UPDATES = frozenset({"async"})

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from flcore.domain import modes
 from flcore.domain.config import JobConfig, with_changes
+from flcore.domain.modes import RoundMode
 from flcore.errors import NotFound
 from flcore.shared.strategies import Strategy
 from flcore.storage.jobs import FINISHED
 from flcore.storage.store import Store
-
-if TYPE_CHECKING:
-    from flcore.engine.modes import RoundMode
 
 
 def config_at(doc: dict, rnd: int | None) -> JobConfig:
@@ -57,9 +55,7 @@ class Job:
 
     @functools.cached_property
     def mode(self) -> RoundMode:
-        """How this job's rounds run, chosen once from its settings."""
-        from flcore.engine import modes  # the engine loads jobs: imported on first use, not at import
-
+        """How this job's rounds run, chosen once from its settings (the engine registers the modes)."""
         return modes.of(self.config)
 
     @property

@@ -14,10 +14,9 @@ from collections.abc import Callable, Mapping
 
 from pymongo.errors import PyMongoError
 
-from flcore.actions.protocol import close_ready
+from flcore.actions.request import Request
 from flcore.edge.callers import identify
-from flcore.edge.request import Request
-from flcore.edge.routes import BY_NAME
+from flcore.edge.routes import BY_NAME, SCHEDULED
 from flcore.edge.settings import Settings, SettingsError
 from flcore.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, TooLarge, Unauthenticated
 from flcore.storage import store as store_mod
@@ -137,7 +136,7 @@ def handle(
         body = parse_body(raw_body)
         store = store_mod.connect(config)
         caller = identify(route.who, headers, config, lambda: store)
-        return 200, route.action(Request(store, body, headers, config, caller))
+        return 200, route.action(Request(store, body, headers, caller))
     except DomainError as exc:
         return status_of(exc), {"error": exc.message}
     except SettingsError as exc:
@@ -154,7 +153,7 @@ def handle(
 def scheduled_tick(settings: SettingsSource = Settings.from_env) -> dict:
     """What a timer (EventBridge schedule, OpenWhisk alarm) runs: close rounds nobody pokes."""
     try:
-        return close_ready(store_mod.connect(settings()))
+        return SCHEDULED(store_mod.connect(settings()))
     except SettingsError as exc:
         log.error("the function is misconfigured: %s", exc)
         return {"error": f"the function is misconfigured: {exc}"}

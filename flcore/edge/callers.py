@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
+from flcore.actions.request import Caller
 from flcore.domain import tokens
 from flcore.edge import auth
 from flcore.edge.settings import Settings
@@ -28,27 +28,6 @@ class Who(enum.Enum):
     ENROLLING = "enrolment token"  # FL_ENROL_TOKEN or the operator token; anyone while none is set
     PUBLIC_OR_MEMBER = "anyone for a public job, else operator or client"  # the action reads the job
     ANYONE = "anyone"
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who made a request, as the edge proved it.
-
-    ``client`` and ``device`` are the stored documents behind their tokens;
-    ``refusal`` is kept for :attr:`Who.PUBLIC_OR_MEMBER`, where only the job
-    (read by the action) says whether an anonymous caller may go on.
-    """
-
-    operator: bool = False
-    client: dict | None = None
-    device: dict | None = None
-    refusal: DomainError | None = None
-
-    def member(self) -> Caller:
-        """This caller, if it is the operator or a client; else the refusal the edge found."""
-        if self.refusal is not None:
-            raise self.refusal
-        return self
 
 
 def identify(who: Who, headers: Mapping[str, str], settings: Settings, store: Callable[[], Store]) -> Caller:

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flcore.actions import devices, jobs, predict, protocol, transfer
+from flcore.actions.request import Request
 from flcore.edge.callers import Who
-from flcore.edge.request import Request
+from flcore.engine import lifecycle
+from flcore.storage.store import Store
 
 Action = Callable[[Request], dict]
 
@@ -62,6 +64,8 @@ ROUTES: tuple[Route, ...] = (
     Route("devices", devices.devices, Who.OPERATOR),
 )
 BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}
+# what a timer runs (an EventBridge schedule, an OpenWhisk alarm): close the rounds nobody pokes
+SCHEDULED: Callable[[Store], dict] = lifecycle.close_ready
 
 
 def reference() -> str:

@@ -1,1 +1,11 @@
-"""The round engine: the job's lifecycle, closing rounds, the round modes, picking, the lease, rules."""
+"""The round engine: the job's lifecycle, closing rounds, the round modes, picking, the lease, rules.
+
+Importing it registers the round modes (synchronous rounds, FedBuff) that jobs run in.
+"""
+
+from flcore.domain import modes
+from flcore.engine.fedbuff import FedBuff
+from flcore.engine.sync import SyncRounds
+
+modes.register("sync", SyncRounds())
+modes.register("async", FedBuff())

@@ -4,7 +4,7 @@ Any invocation may move a job forward (a subscribe, a poll, the ``aggregate``
 action, a scheduled event). Each move is one of the named transitions of
 :mod:`flcore.storage.jobs`, a conditional update that names the state it
 expects, so concurrent invocations cannot move a job twice. Where the round
-modes differ, the job's :class:`flcore.engine.modes.RoundMode` decides.
+modes differ, the job's :class:`flcore.domain.modes.RoundMode` decides.
 """
 
 from __future__ import annotations
@@ -55,6 +55,24 @@ def advance(store: Store, job: Job, now: float | None = None) -> Job:
     if job.state != "running":
         return job
     return job.mode.advance(store, job, now)
+
+
+def close_ready(store: Store) -> dict:
+    """Move every running job forward, and finish rule-started jobs a crash left unopened;
+    what the scheduled event runs (and ``aggregate`` without a job)."""
+    for doc in store.jobs_with_pending_starts():
+        start_pending(store, doc["_id"], doc["starts_pending"], clock.now())
+    jobs = []
+    for jid in store.running_job_ids():
+        doc = store.get_job(jid)
+        if doc is not None:
+            jobs.append(moved(advance(store, Job.of(doc))))
+    return {"jobs": jobs}
+
+
+def moved(job: Job) -> dict:
+    """Where a job stands after a move, as ``aggregate`` answers it."""
+    return {"job_id": job.id, "state": job.state, "round": job.round}
 
 
 def start_pending(store: Store, job_id: str, starts: list[str], now: float) -> None:

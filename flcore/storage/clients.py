@@ -6,9 +6,9 @@ it was last heard from, and whether it left.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
@@ -17,7 +17,7 @@ class ClientRepository:
     """Places in jobs; the store mixes this in."""
 
     clients: Collection
-    jobs: Collection
+    take_place: Callable[[str, int], int | None]  # JobRepository's
 
     def _client_indexes(self) -> None:
         self.clients.create_index([("job_id", ASCENDING), ("index", ASCENDING)], unique=True)
@@ -41,13 +41,8 @@ class ClientRepository:
         (job_id, index) index settles any race; a device that already has a
         place gets that one back.
         """
-        job = self.jobs.find_one_and_update(
-            {"_id": doc["job_id"], "places_taken": {"$lt": capacity}},
-            {"$inc": {"places_taken": 1}},
-            {"places_taken": True},
-            return_document=ReturnDocument.AFTER,
-        )
-        if job is not None and (placed := self._try_slot(doc, job["places_taken"] - 1)) is not None:
+        slot = self.take_place(doc["job_id"], capacity)  # the job's counter (storage/jobs.py)
+        if slot is not None and (placed := self._try_slot(doc, slot)) is not None:
             return placed
         # every slot handed out (or ours filled meanwhile): fill a gap a join left, if there is one
         taken = {d["index"] for d in self.clients.find({"job_id": doc["job_id"]}, {"index": True})}

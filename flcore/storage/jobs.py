@@ -50,7 +50,7 @@ SCHEMA: tuple[Field, ...] = (
     Field("public_predict", "bool", "create", "whether anyone may call predict"),
     Field("state", "str", "open, start, commit_round, stop", "one of STATES"),
     Field("opened_at", "float", "create, open", "when it began to take devices"),
-    Field("places_taken", "int", "create, add_client", "places handed out to joiners"),
+    Field("places_taken", "int", "create, take_place", "places handed out to joiners"),
     Field("started_at", "float", "start", "when round 1 (version 1) began"),
     Field("round", "int", "start, commit_round", "sync: the round under way; FedBuff: the version being built"),
     Field("picked", "list[str]", "start, repick, replace_pick, slots, stop", "sync: the picks; FedBuff: who trains"),
@@ -189,6 +189,17 @@ class JobRepository:
         job still running that round; clears the lease."""
         update = {**update, "$unset": {"lease_owner": "", "lease_until": ""}}
         return self._move(job_id, {"state": "running", "round": rnd, "lease_owner": owner}, update)
+
+    def take_place(self, job_id: str, capacity: int) -> int | None:
+        """The next place (partition slot) the job hands out, counting ``places_taken``; None once all
+        ``capacity`` are handed out (joins then look for a place a failed join left)."""
+        job = self.jobs.find_one_and_update(
+            {"_id": job_id, "places_taken": {"$lt": capacity}},
+            {"$inc": {"places_taken": 1}},
+            {"places_taken": True},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if job is None else job["places_taken"] - 1
 
     def clear_pending_starts(self, job_id: str) -> None:
         self.jobs.update_one({"_id": job_id}, {"$unset": {"starts_pending": ""}})

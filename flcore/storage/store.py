@@ -10,11 +10,11 @@ uniqueness comes from unique indexes, transitions from conditional
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from flcore.edge.settings import Settings
 from flcore.storage.blobs import Blobs
 from flcore.storage.clients import ClientRepository
 from flcore.storage.devices import DeviceRepository
@@ -26,7 +26,15 @@ _clients: dict[str, MongoClient] = {}
 _lock = threading.Lock()
 
 
-def connect(settings: Settings) -> Store:
+class DatabaseSettings(Protocol):
+    """What the store needs of the function's settings (:class:`flcore.edge.settings.Settings`)."""
+
+    mongodb_url: str
+    db_name: str
+    db_timeout_ms: int
+
+
+def connect(settings: DatabaseSettings) -> Store:
     """A store on a pooled client, reused across warm invocations of the function."""
     key = f"{settings.mongodb_url}#{settings.db_timeout_ms}"
     with _lock:

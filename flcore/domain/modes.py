@@ -5,15 +5,14 @@ loaded (:attr:`flcore.domain.job.Job.mode`); the lifecycle, the closing of a
 round and the protocol's actions call it where synchronous rounds
 (:class:`flcore.engine.sync.SyncRounds`) and buffered asynchronous versions
 (:class:`flcore.engine.fedbuff.FedBuff`) differ, and nothing else asks which
-mode a job runs in.
+mode a job runs in. The round engine registers its modes here when it is
+imported (``flcore/engine/__init__.py``), so the domain needs no import of it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from flcore.engine.fedbuff import FedBuff
-from flcore.engine.sync import SyncRounds
 from flcore.shared.aggregation import Updates
 from flcore.shared.weights import Weights
 from flcore.storage.store import Store
@@ -79,9 +78,16 @@ class RoundMode(Protocol):
         """Unfinished uploads of rounds before this one can no longer count (None: only by age)."""
 
 
-MODES: dict[str, RoundMode] = {"sync": SyncRounds(), "async": FedBuff()}
+MODES: dict[str, RoundMode] = {}
+
+
+def register(name: str, mode: RoundMode) -> None:
+    """Make ``mode`` what jobs with ``mode: name`` run (the engine's modes register on import)."""
+    MODES[name] = mode
 
 
 def of(config: JobConfig) -> RoundMode:
-    """The round mode a job's settings name (checked against :data:`MODES` when the job was created)."""
+    """The round mode a job's settings name (checked against the setting's choices when the job was created)."""
+    if config.mode not in MODES:
+        raise RuntimeError(f"no round mode {config.mode!r} is registered: import flcore.engine first")
     return MODES[config.mode]

@@ -1,5 +1,5 @@
-"""One request as actions see it: the body, who called (proven by the edge), and the checks of
-the fields every action shares (``job_id``, integers within range)."""
+"""One request as actions see it: the body, who called (proven by the edge, :mod:`flcore.edge.callers`),
+and the checks of the fields every action shares (``job_id``, integers within range)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flcore.domain.job import Job
-from flcore.edge.callers import Caller
-from flcore.edge.settings import Settings
-from flcore.errors import Forbidden, Invalid, NotFound
+from flcore.errors import DomainError, Forbidden, Invalid, NotFound
 from flcore.shared.checks import is_int
 from flcore.storage.jobs import STATES
 from flcore.storage.store import Store
@@ -19,11 +17,31 @@ MAX_ROUND = 2**31 - 1  # the largest round number a request may name
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who made a request, as the edge proved it.
+
+    ``client`` and ``device`` are the stored documents behind their tokens;
+    ``refusal`` is kept for :attr:`Who.PUBLIC_OR_MEMBER`, where only the job
+    (read by the action) says whether an anonymous caller may go on.
+    """
+
+    operator: bool = False
+    client: dict | None = None
+    device: dict | None = None
+    refusal: DomainError | None = None
+
+    def member(self) -> Caller:
+        """This caller, if it is the operator or a client; else the refusal the edge found."""
+        if self.refusal is not None:
+            raise self.refusal
+        return self
+
+
+@dataclass(frozen=True)
 class Request:
     store: Store
     body: dict
     headers: Mapping[str, str]
-    settings: Settings
     caller: Caller = Caller()
 
     def job_id(self, required: bool = True) -> str | None:
