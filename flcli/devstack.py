@@ -74,18 +74,33 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def handler_pids(root: int) -> set[int]:
-    """The Python handler processes serverless-offline started under ``root``."""
-    found = set()
+    """The Python handler processes serverless-offline started under ``root``.
+
+    A process counts when ``invoke.py`` is on its command line and not on its parent's: that is the
+    handler (or the ``sh -c`` that node starts it with), not a child it forks. invoke.py forks a
+    child to run ``tty`` at start; until that child execs it shows its parent's command line, and
+    under a burst of cold starts such children were taken for handlers that had died.
+    """
+    commands: dict[int, str] = {}
     for pid in tree([root]) - {root}:
         try:
-            if "invoke.py" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
-                found.add(pid)
+            commands[pid] = Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
         except OSError:
             pass
-    return found
+    return {
+        pid for pid, cmd in commands.items() if "invoke.py" in cmd and "invoke.py" not in commands.get(_ppid(pid), "")
+    }
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 IDLE_REAP_S = 2_000_000  # below 2**31 ms
+HOSTS = ("lean", "serverless-offline")  # what serves the handler locally (flcli/lambda_host.py, or the plugin)
 
 
 class FunctionWatchdog(threading.Thread):
@@ -191,13 +206,19 @@ class LocalStack:
         stage: str = "dev",
         extra_env: dict[str, str] | None = None,
         watch: bool = True,
+        host: str | None = None,
     ) -> str:
-        """The real handler behind serverless-offline's emulated API Gateway and Lambda API.
+        """The real handler behind an emulated API Gateway and Lambda API: ``host`` ``lean``
+        (:mod:`flcli.lambda_host`, the default, ``FL_LOCAL_HOST``) or ``serverless-offline``.
 
-        With ``watch``, a :class:`FunctionWatchdog` restarts it when it or a handler dies.
+        With ``watch``, a :class:`FunctionWatchdog` restarts serverless-offline when it or a
+        handler dies (the lean host replaces its own workers).
         """
+        host = host or self.env.get("FL_LOCAL_HOST") or "lean"
+        if host not in HOSTS:
+            raise ValueError(f"FL_LOCAL_HOST must be one of {list(HOSTS)}, not {host!r}")
         sls = ROOT / "node_modules" / ".bin" / "serverless"
-        if not sls.exists():
+        if host == "serverless-offline" and not sls.exists():
             raise RuntimeError("serverless is not installed: run `npm ci` (make does this for you)")
         http_port, lambda_port = http_port or free_port(), lambda_port or free_port()
         venv = Path(sys.prefix)
@@ -219,7 +240,18 @@ class LocalStack:
         # Idle handlers are not reaped (for 23 days), so a handler process that vanishes has crashed.
         # The time must fit node's 32-bit timers in milliseconds: a longer one is taken as 1 ms, and the
         # idle cleaner then runs a thousand times a second, logging a warning each time.
-        args = [
+        lean = [
+            sys.executable,
+            "-m",
+            "flcli.lambda_host",
+            "--http-port",
+            str(http_port),
+            "--lambda-port",
+            str(lambda_port),
+            "--stage",
+            stage,
+        ]
+        offline = [
             str(sls),
             "offline",
             "start",
@@ -234,6 +266,7 @@ class LocalStack:
             "--terminateIdleLambdaTime",
             str(IDLE_REAP_S),
         ]
+        args = lean if host == "lean" else offline
         base = f"http://127.0.0.1:{http_port}/{stage}"
 
         def start() -> None:
@@ -251,7 +284,7 @@ class LocalStack:
         start()
         self.base_url = base
         self.lambda_endpoint = f"http://127.0.0.1:{lambda_port}"
-        if watch:
+        if watch and host == "serverless-offline":
             self.watchdog = FunctionWatchdog(self, start)
             self.watchdog.start()
         return base

@@ -88,8 +88,10 @@ def clock(monkeypatch) -> FakeClock:
 
 @pytest.fixture(scope="session")
 def function_url(stack, mongodb_url) -> str:
-    """The real handler behind serverless-offline, on its own database."""
-    return stack.start_function(mongodb_url, extra_env={"FL_DB_NAME": "e2e", "FL_ADMIN_TOKEN": ADMIN})
+    """The real handler behind serverless-offline (the AWS path), on its own database."""
+    return stack.start_function(
+        mongodb_url, extra_env={"FL_DB_NAME": "e2e", "FL_ADMIN_TOKEN": ADMIN}, host="serverless-offline"
+    )
 
 
 @pytest.fixture

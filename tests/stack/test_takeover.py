@@ -15,6 +15,7 @@ import requests
 from pymongo import MongoClient
 
 from flcli.devstack import LocalStack, handler_pids
+from flcli.memory import tree
 from flcore.engine.lease import LEASE_S
 from flcore.shared import weights as wcodec
 from flcore.shared.aggregation import fedavg
@@ -25,7 +26,9 @@ from helpers import ADMIN, random_weights
 def own_stack(tmp_path, mongodb_url):
     """A function of its own: this test kills its processes."""
     stack = LocalStack(tmp_path)
-    url = stack.start_function(mongodb_url, extra_env={"FL_DB_NAME": "takeover", "FL_ADMIN_TOKEN": ADMIN})
+    url = stack.start_function(
+        mongodb_url, extra_env={"FL_DB_NAME": "takeover", "FL_ADMIN_TOKEN": ADMIN}, host="serverless-offline"
+    )
     yield stack, url
     stack.stop()
     with MongoClient(mongodb_url) as client:
@@ -98,7 +101,7 @@ def test_killed_aggregator_is_taken_over_and_its_late_commit_changes_nothing(own
         victims = handler_pids(stack.function_proc.pid)
         assert victims
         _wait(lambda: victims <= stack.watchdog.known, 5, "the watchdog seeing the handlers")
-        for pid in victims:
+        for pid in tree(list(victims)):  # a handler, or the sh that node started it with, and what it runs
             os.kill(pid, signal.SIGKILL)
         killed = time.time()
         # the stack notices and restarts the function; pokes then take the round over
