@@ -16,8 +16,10 @@ statistics. Settings (all optional):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
+import secrets
 import sys
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from clients import files
 from clients.settings import ClientSettings
 from clients.transport import Transport
 from fllocal import data
+
+log = logging.getLogger(__name__)
 
 
 def info(settings: ClientSettings) -> dict:
@@ -70,13 +74,27 @@ class Device:
     @property
     def token(self) -> str:
         if self.identity is None:
-            self.identity = self.transport.call(
-                "register", {"info": info(self.settings)}, token=self.settings.enrol_token or None
-            )
+            # the same key for every try until one answer arrives, kept across restarts: a retry
+            # whose first answer was lost gets this device back instead of registering a second one
+            body = {"info": info(self.settings), "idempotency_key": self._key()}
+            log.info("registering as a device (key %s...)", body["idempotency_key"][:6])
+            self.identity = self.transport.call("register", body, token=self.settings.enrol_token or None)
             files.write_atomic(self.path, json.dumps(self.identity).encode())
+            log.info("registered as device %s", self.identity["device_id"])
         return self.identity["token"]
 
+    def _key(self) -> str:
+        path = self.path.with_suffix(".key")
+        try:
+            return path.read_text().strip()
+        except OSError:
+            key = secrets.token_urlsafe(24)
+            files.write_atomic(path, key.encode())
+            return key
+
     def forget(self) -> None:
-        """Drop an identity the function no longer knows (a new database); register again next time."""
+        """Drop an identity the function no longer knows (a new database); register again next time,
+        with a new key."""
         self.identity = None
         self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".key").unlink(missing_ok=True)

@@ -129,16 +129,20 @@ class FederatedClient:
             reply = self._call("poll")
         except FunctionError as exc:
             if exc.status in (401, 403, 404):  # our job or identity is gone: start afresh
-                log.warning("%s: identity refused (%s); looking for a job again", self.name, exc)
+                log.warning("%s: identity refused (%s); joining again", self.name, exc)
                 self._save_identity(None)
                 return 0.0
             raise
         self.info.update(job_id=reply["job_id"], round=reply["round"])
         if reply["action"] == "train":
             self.calls.trained()
+            # the function replaces a picked client it has not heard from in client_timeout_s: say we
+            # are alive while training (or waiting for a trainer slot) takes longer than half of that
+            every = float((reply.get("config") or {}).get("client_timeout_s", 60.0)) / 2
             try:
-                # async mode: "round" is the model version to start from, which may no longer be the newest
-                return self._train_round(reply["round"], on_version=reply.get("mode") == "async", offered=reply)
+                with self._heartbeat(every):
+                    # async mode: "round" is the model version to start from, which may no longer be the newest
+                    return self._train_round(reply["round"], on_version=reply.get("mode") == "async", offered=reply)
             except TrainingFailed as exc:
                 self._leave(str(exc))
             return 0.0
@@ -150,6 +154,26 @@ class FederatedClient:
             return IDLE_RETRY_S
         self.info["phase"] = "waiting"
         return float(reply.get("retry_after") or 1.0)
+
+    @contextlib.contextmanager
+    def _heartbeat(self, every: float) -> Iterator[None]:
+        """Tell the function every ``every`` seconds that this client is alive, until the block ends."""
+        stop = threading.Event()
+        token = self.identity["token"]
+
+        def beat() -> None:
+            while not stop.wait(every):
+                try:
+                    self.transport.call("heartbeat", {}, token=token)
+                except Exception as exc:  # the next beat, or the submit, tries again
+                    log.info("%s: heartbeat failed: %s", self.name, exc)
+
+        thread = threading.Thread(target=beat, name=f"{self.name}-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
 
     def _find_job(self) -> float:
         """Register once, then join the best offer (or ``FL_JOB_ID``, or the job named in the file
@@ -163,6 +187,7 @@ class FederatedClient:
             offers = [{"job_id": pinned}] if pinned else self.transport.call("offers", {}, token=token)["jobs"]
         except FunctionError as exc:
             if exc.status == 401:  # the function no longer knows this device (a new database)
+                log.warning("%s: the function does not know this device (%s); registering again", self.name, exc)
                 self.device.forget()
             self.info["phase"] = "looking for a job"
             if exc.status in (401, 404, 409):
@@ -173,6 +198,7 @@ class FederatedClient:
                 reply = self.transport.call("join", {"job_id": offer["job_id"]}, token=token)
             except FunctionError as exc:
                 if exc.status in (403, 404, 409):  # taken, full or not for us after all: the next offer
+                    log.info("%s: could not join %s (%s)", self.name, offer["job_id"], exc)
                     continue
                 raise
             self._save_identity(

@@ -22,7 +22,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-# Actions that are not idempotent get no retry once the request may have arrived.
+# Actions that are not idempotent get no retry once the request may have arrived, unless the call
+# carries an idempotency key (subscribe, register), which makes a retry answer the same identity.
 _ONCE = ("subscribe", "start_training", "create_job", "register")  # join is idempotent per device and job
 
 
@@ -65,9 +66,9 @@ class _Posting:
         self._idempotent = _session(read_retries=3)
         self._once = _session(read_retries=0)
 
-    def _post(self, action: str, url: str, **kwargs) -> requests.Response:
-        session = self._once if action in _ONCE else self._idempotent
-        return session.post(url, timeout=self.timeout, **kwargs)
+    def _post(self, action: str, url: str, body: dict | None, **kwargs) -> requests.Response:
+        once = action in _ONCE and "idempotency_key" not in (body or {})
+        return (self._once if once else self._idempotent).post(url, timeout=self.timeout, **kwargs)
 
 
 def _result(status: int, payload: object) -> dict:
@@ -87,7 +88,7 @@ class HttpTransport(_Posting):
 
     def call(self, action: str, body: dict | None = None, token: str | None = None) -> dict:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        resp = self._post(action, f"{self.base_url}/{action}", json=body or {}, headers=headers)
+        resp = self._post(action, f"{self.base_url}/{action}", body, json=body or {}, headers=headers)
         try:
             payload = resp.json()
         except ValueError:
@@ -133,7 +134,7 @@ class InvokeUrlTransport(_Posting):
         self.url = url
 
     def call(self, action: str, body: dict | None = None, token: str | None = None) -> dict:
-        resp = self._post(action, self.url, data=json.dumps(proxy_event(action, body, token)))
+        resp = self._post(action, self.url, body, data=json.dumps(proxy_event(action, body, token)))
         if resp.status_code >= 400:
             raise FunctionError(
                 502 if resp.status_code < 500 else resp.status_code, f"invoke failed: {resp.text[:200]}"

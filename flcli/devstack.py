@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 from pymongo import MongoClient
 
-from flcli.memory import tree
+from flcli.memory import children_map
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,24 +79,30 @@ def handler_pids(root: int) -> set[int]:
     A process counts when ``invoke.py`` is on its command line and not on its parent's: that is the
     handler (or the ``sh -c`` that node starts it with), not a child it forks. invoke.py forks a
     child to run ``tty`` at start; until that child execs it shows its parent's command line, and
-    under a burst of cold starts such children were taken for handlers that had died.
+    under a burst of cold starts such children were taken for handlers that had died. Parents come
+    from the same reading of /proc as the tree, and a process whose command line cannot be read
+    (it has just exited) is not counted.
     """
-    commands: dict[int, str] = {}
-    for pid in tree([root]) - {root}:
+    kids = children_map()
+    parent: dict[int, int] = {}
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        for kid in kids.get(pid, []):
+            if kid not in parent:
+                parent[kid] = pid
+                stack.append(kid)
+    commands: dict[int, str] = {root: ""}
+    for pid in parent:
         try:
             commands[pid] = Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
         except OSError:
             pass
     return {
-        pid for pid, cmd in commands.items() if "invoke.py" in cmd and "invoke.py" not in commands.get(_ppid(pid), "")
+        pid
+        for pid, ppid in parent.items()
+        if "invoke.py" in commands.get(pid, "") and ppid in commands and "invoke.py" not in commands[ppid]
     }
-
-
-def _ppid(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 IDLE_REAP_S = 2_000_000  # below 2**31 ms
@@ -123,18 +129,19 @@ class FunctionWatchdog(threading.Thread):
         self.halt = threading.Event()
         self.restarts: list[float] = []
         self.failure: str | None = None
-        self.known: set[int] = set()  # the handler processes seen alive
+        self.known: set[int] = set()  # the handler processes seen alive at the last reading
+        self.steady: set[int] = set()  # ... and at the one before: a vanished one of these has died
 
     def run(self) -> None:
         while not self.halt.is_set():
             proc = self.stack.function_proc
             if proc is not None and proc.poll() is not None:
                 self._restart(f"serverless-offline exited with {proc.returncode}")
-                self.known = set()
+                self.known, self.steady = set(), set()
             elif proc is not None:
                 alive = handler_pids(proc.pid)
-                dead = self.known - alive
-                self.known = alive if not dead else set()
+                dead = self.steady - alive  # only a process seen in two readings counts as a handler
+                self.steady, self.known = (self.known & alive, alive) if not dead else (set(), set())
                 if dead:
                     self._restart(f"handler process {sorted(dead)} died")
             self.halt.wait(self.INTERVAL_S)

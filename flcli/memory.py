@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _children_map() -> dict[int, list[int]]:
+def children_map() -> dict[int, list[int]]:
+    """Every process's children, from one reading of /proc."""
     kids: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -27,7 +28,7 @@ def _children_map() -> dict[int, list[int]]:
 
 
 def tree(roots: list[int]) -> set[int]:
-    kids = _children_map()
+    kids = children_map()
     seen: set[int] = set()
     stack = list(roots)
     while stack:

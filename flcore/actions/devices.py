@@ -19,12 +19,17 @@ MAX_DEVICES = 1000
 
 
 def register(req: Request) -> dict:
-    """A new device identity: ``{"device_id", "token"}`` (the edge checks ``FL_ENROL_TOKEN`` when one is set)."""
+    """A new device identity: ``{"device_id", "token"}`` (the edge checks ``FL_ENROL_TOKEN`` when one is set);
+    a retry with the same ``idempotency_key`` gets the same device and a fresh token."""
+    key = tokens.idempotency_key(req.body.get("idempotency_key"))
     info = parse_info(req.body.get("info", {}))
+    now = clock.now()
+    held = req.store.device_by_key(key) if key else None
+    if held is not None:
+        return _reissue_device(req.store, held["_id"], now)
     device_id = "d-" + secrets.token_hex(6)
     token, token_hash = tokens.new_token(device_id)
-    now = clock.now()
-    req.store.add_device(
+    stored = req.store.add_device(
         {
             "_id": device_id,
             "token_hash": token_hash,
@@ -34,8 +39,18 @@ def register(req: Request) -> dict:
             "last_seen": now,
             "jobs": [],
             "left_jobs": [],
+            **({"idempotency_key": key} if key else {}),
         }
     )
+    if stored["_id"] != device_id:  # a concurrent retry with the same key made it first
+        return _reissue_device(req.store, stored["_id"], now)
+    return {"device_id": device_id, "token": token}
+
+
+def _reissue_device(store: Store, device_id: str, now: float) -> dict:
+    """A fresh token for a device a retried register made before (the old one stops working)."""
+    token, token_hash = tokens.new_token(device_id)
+    store.set_device_token(device_id, token_hash, now)
     return {"device_id": device_id, "token": token}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flcore.actions import transfer
 from flcore.actions.request import MAX_ROUND, Request
+from flcore.domain import tokens
 from flcore.domain.devices import parse_info
 from flcore.domain.job import Job
 from flcore.domain.metrics import metrics_of
@@ -21,8 +22,10 @@ from flcore.storage.store import Store
 
 
 def subscribe(req: Request) -> dict:
-    """Join a job without a device identity (the named one, or the newest open job without criteria)."""
+    """Join a job without a device identity (the named one, or the newest open job without criteria);
+    a retry with the same ``idempotency_key`` gets the same place and a fresh token."""
     store = req.store
+    key = tokens.idempotency_key(req.body.get("idempotency_key"))
     job_id = req.job_id(required=False)
     if job_id:
         job = Job.load(store, job_id)
@@ -33,7 +36,7 @@ def subscribe(req: Request) -> dict:
         job = Job.of(doc)
     if job.doc.get("criteria"):
         raise Forbidden(f"job {job.id} takes only registered devices that meet its criteria (register, then join)")
-    return enrolment.enrol(store, job)
+    return enrolment.enrol(store, job, key=key)
 
 
 def partition(req: Request) -> dict:
@@ -69,6 +72,13 @@ def poll(req: Request) -> dict:
     latest = job.doc.get("model_round")
     model = model_reply(store, job, latest) if base == (latest or 0) else {}
     return {**model, **reply, **job.mode.reply_fields(job, base), "action": "train", "retry_after": 0}
+
+
+def heartbeat(req: Request) -> dict:
+    """A picked client is alive while it trains (or waits for a trainer slot): it is not replaced as silent."""
+    client = req.client
+    req.store.touch_client(client["_id"], clock.now())
+    return {"alive": True, "job_id": client["job_id"]}
 
 
 def get_model(req: Request) -> dict:

@@ -39,6 +39,7 @@ ROUTES: tuple[Route, ...] = (
     Route("subscribe", protocol.subscribe, Who.ANYONE),
     Route("partition", protocol.partition, Who.CLIENT),
     Route("poll", protocol.poll, Who.CLIENT),
+    Route("heartbeat", protocol.heartbeat, Who.CLIENT),
     Route("get_model", protocol.get_model, Who.MEMBER),
     Route("submit", protocol.submit, Who.CLIENT),
     Route("upload_chunk", protocol.upload_chunk, Who.CLIENT),

@@ -12,9 +12,16 @@ from flcore.shared import clock
 from flcore.storage.store import Store
 
 
-def enrol(store: Store, job: Job, device_id: str | None = None) -> dict:
-    """Give a participant a client identity in ``job``: what ``subscribe`` and ``join`` answer."""
+def enrol(store: Store, job: Job, device_id: str | None = None, key: str | None = None) -> dict:
+    """Give a participant a client identity in ``job``: what ``subscribe`` and ``join`` answer.
+
+    ``key`` (a hashed idempotency key) makes a retry of the same subscribe get the place the first
+    try took, with a fresh token, whatever the job's state now.
+    """
     cfg = job.config
+    held = store.client_by_key(job.id, key) if key else None
+    if held is not None:
+        return reissue(store, job, held, clock.now())
     if not job.takes_clients:
         raise Conflict(f"job {job.id} is {job.state} and takes no new clients")
     client_id = "c-" + secrets.token_hex(6)
@@ -23,6 +30,8 @@ def enrol(store: Store, job: Job, device_id: str | None = None) -> dict:
     doc = {"_id": client_id, "job_id": job.id, "token_hash": token_hash, "created_at": now, "last_seen": now}
     if device_id is not None:
         doc["device_id"] = device_id
+    if key is not None:
+        doc["idempotency_key"] = key
     client = store.add_client(doc, capacity=cfg.num_clients)
     if client is None:
         raise Conflict(f"job {job.id} already has its {cfg.num_clients} clients")

@@ -33,10 +33,11 @@ class SyncRounds:
         return choose(store, job, eligible(store, job, store.client_docs(job.id)), job.config, 1)
 
     def advance(self, store: Store, job: Job, now: float) -> Job:
-        """Close the round if it is ready, or re-pick it past its deadline."""
+        """Close the round if it is ready, replace picked clients gone silent, or re-pick it past its deadline."""
         ready, arrived = ready_to_close(store, job, now)
         if ready:
             return lifecycle.reloaded(store, job, close_round(store, job, now))
+        job = replace_silent(store, job, arrived, now)
         if now >= job.doc["deadline"]:
             moved = repick(store, job, arrived, now)
             return Job.of(moved) if moved else job
@@ -121,6 +122,28 @@ def repick(store: Store, job: Job, arrived: list[str], now: float) -> dict | Non
     if moved is not None:
         lifecycle.credit_devices(store, {c: {"deadlines_missed": 1} for c in job.picked if c not in arrived})
     return moved
+
+
+def replace_silent(store: Store, job: Job, arrived: list[str], now: float) -> Job:
+    """Replace each picked client not heard from within ``client_timeout_s`` that has sent nothing,
+    as one that left is, so the round does not wait for its deadline.
+
+    A picked client polls when told to train and sends heartbeats while it trains or waits for a
+    trainer slot, so only a client that crashed or lost the function goes this long unheard.
+    """
+    waiting_on = [c for c in job.picked if c not in arrived]
+    if not waiting_on or now < job.doc["round_started_at"]:
+        return job
+    cutoff = now - job.config.client_timeout_s
+    silent = [c for c, seen in store.last_seen_of(waiting_on).items() if seen < cutoff]
+    for gone in silent:
+        moved = replace_picked(store, job, gone, now)
+        if moved is None:  # the round moved on, or another invocation replaced it first
+            return lifecycle.reloaded(store, job, None)
+        log.info("job %s round %s: picked client %s went silent; replaced", job.id, job.round, gone)
+        lifecycle.credit_devices(store, {gone: {"deadlines_missed": 1}})
+        job = Job.of(moved)
+    return job
 
 
 def replace_picked(store: Store, job: Job, gone: str, now: float) -> dict | None:

@@ -29,6 +29,13 @@ class ClientRepository:
             name="one_place_per_device",
         )
         self.clients.create_index([("device_id", ASCENDING)], partialFilterExpression={"device_id": {"$exists": True}})
+        # a retried subscribe (same idempotency key) finds the place its first try took
+        self.clients.create_index(
+            [("job_id", ASCENDING), ("idempotency_key", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"idempotency_key": {"$exists": True}},
+            name="one_place_per_key",
+        )
 
     def add_client(self, doc: dict, capacity: int) -> dict | None:
         """Insert a client in the first free partition slot; None when the job is full.
@@ -65,7 +72,14 @@ class ClientRepository:
                 held = self.device_client(doc["job_id"], doc["device_id"])
                 if held is not None:
                     return held
+            if "idempotency_key" in doc:
+                held = self.client_by_key(doc["job_id"], doc["idempotency_key"])
+                if held is not None:
+                    return held
             return None
+
+    def client_by_key(self, job_id: str, key: str) -> dict | None:
+        return self.clients.find_one({"job_id": job_id, "idempotency_key": key})
 
     def get_client(self, client_id: str) -> dict | None:
         return self.clients.find_one({"_id": client_id})
@@ -84,6 +98,11 @@ class ClientRepository:
             query["last_seen"] = {"$gte": seen_since}
         cursor = self.clients.find(query, {"_id": True, "device_id": True}).sort("index", ASCENDING)
         return list(cursor)
+
+    def last_seen_of(self, client_ids: Iterable[str]) -> dict[str, float]:
+        """client id -> when it was last heard from (a poll, a heartbeat, a submit)."""
+        docs = self.clients.find({"_id": {"$in": list(client_ids)}}, {"last_seen": True})
+        return {d["_id"]: float(d.get("last_seen") or 0.0) for d in docs}
 
     def device_client(self, job_id: str, device_id: str) -> dict | None:
         return self.clients.find_one({"job_id": job_id, "device_id": device_id})

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from pymongo import ASCENDING, UpdateOne
 from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
 
 
 class DeviceRepository:
@@ -13,15 +14,44 @@ class DeviceRepository:
 
     devices: Collection
 
-    def add_device(self, doc: dict) -> None:
-        self.devices.insert_one(doc)
+    def _device_indexes(self) -> None:
+        # a retried register (same idempotency key) finds the device its first try made
+        self.devices.create_index(
+            [("idempotency_key", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"idempotency_key": {"$exists": True}},
+            name="one_device_per_key",
+        )
+
+    def add_device(self, doc: dict) -> dict:
+        """Store a new device; the one already made with the same ``idempotency_key``, if there is one."""
+        try:
+            self.devices.insert_one(doc)
+            return doc
+        except DuplicateKeyError:
+            held = (
+                self.devices.find_one({"idempotency_key": doc["idempotency_key"]}) if "idempotency_key" in doc else None
+            )
+            if held is None:
+                raise
+            return held
+
+    def device_by_key(self, key: str) -> dict | None:
+        return self.devices.find_one({"idempotency_key": key})
+
+    def set_device_token(self, device_id: str, token_hash: str, now: float) -> None:
+        self.devices.update_one({"_id": device_id}, {"$set": {"token_hash": token_hash, "last_seen": now}})
 
     def get_device(self, device_id: str) -> dict | None:
         return self.devices.find_one({"_id": device_id})
 
     def get_devices(self, device_ids: Iterable[str] | None = None, limit: int = 0) -> list[dict]:
         query = {} if device_ids is None else {"_id": {"$in": list(device_ids)}}
-        return list(self.devices.find(query, {"token_hash": False}).sort("registered_at", ASCENDING).limit(limit))
+        return list(
+            self.devices.find(query, {"token_hash": False, "idempotency_key": False})
+            .sort("registered_at", ASCENDING)
+            .limit(limit)
+        )
 
     def update_device(self, device_id: str, fields: dict, push: dict | None = None) -> None:
         update: dict = {"$set": fields}

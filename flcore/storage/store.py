@@ -74,6 +74,7 @@ class Store(JobRepository, ClientRepository, DeviceRepository, UpdateRepository,
             return
         self._job_indexes()
         self._client_indexes()
+        self._device_indexes()
         self._update_indexes()
         self._model_indexes()
         self.blobs.ensure_indexes()

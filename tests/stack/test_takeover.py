@@ -100,7 +100,7 @@ def test_killed_aggregator_is_taken_over_and_its_late_commit_changes_nothing(own
         zombie = db.jobs.find_one({"_id": job_id})["lease_owner"]
         victims = handler_pids(stack.function_proc.pid)
         assert victims
-        _wait(lambda: victims <= stack.watchdog.known, 5, "the watchdog seeing the handlers")
+        _wait(lambda: victims <= stack.watchdog.steady, 5, "the watchdog seeing the handlers")
         for pid in tree(list(victims)):  # a handler, or the sh that node started it with, and what it runs
             os.kill(pid, signal.SIGKILL)
         killed = time.time()
