@@ -28,6 +28,7 @@ from clients.device import Device, fails_in
 from clients.settings import ClientSettings
 from clients.slots import TrainerSlots
 from clients.transport import FunctionError, Transport
+from flcore.shared import encodings
 from flcore.shared import weights as wcodec
 from flcore.shared.partition import partition_indices, train_eval_split
 from fllocal import data, models
@@ -85,6 +86,7 @@ class FederatedClient:
         self.slots = slots  # shared with the machine's other clients: who may compute now
         self.serves_predictions = serves_predictions  # keep the latest global model for /predict
         self.identity: dict | None = self._load_identity()
+        self._residual: dict = {}  # what int8 rounding left over, carried into the next update (error feedback)
         self.device = Device(transport, state_path.with_suffix(".device.json"), self.settings)
         self.control = control.ControlVariate(state_path.with_suffix(".control"))
         self.info: dict = {"name": name, "round": None, "phase": "starting", "last": {}, "errors": 0}
@@ -106,6 +108,7 @@ class FederatedClient:
     def _save_identity(self, identity: dict | None) -> None:
         self.identity = identity
         self.control.clear()  # a control variate belongs to one job
+        self._residual = {}  # and so does what int8 rounding left over
         if identity is None:
             self.state_path.unlink(missing_ok=True)
             return
@@ -274,6 +277,9 @@ class FederatedClient:
         )
         cfg = reply["config"]
         model = self._global_model(reply)
+        encoding = cfg.get("update_encoding", "float32")
+        # int8 updates are changes from the model received, when the function holds it (not a seeded one)
+        base = models.get_weights(model) if encoding == "int8" and reply.get("model_round") is not None else None
         if self.serves_predictions:
             with self._model_lock:  # /predict serves the latest global model, not the one in training
                 self._model = copy.deepcopy(model)
@@ -320,8 +326,10 @@ class FederatedClient:
             "eval_examples": float(len(xe)),
             "train_seconds": time.perf_counter() - started - (fit_started - asked),
         }
+        residual = self._residual if cfg.get("error_feedback") else None
+        tensors = encodings.encode(update, encoding, base, residual)
         result = transfer.submit(
-            self._call, {"round": rnd, "num_examples": len(xt), "metrics": metrics}, wcodec.encode(update)
+            self._call, {"round": rnd, "num_examples": len(xt), "metrics": metrics}, wcodec.encode(tensors)
         )
         if scaffold:
             scaffold.commit()

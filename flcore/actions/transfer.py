@@ -25,7 +25,7 @@ from collections.abc import Callable
 from flcore.actions.request import MAX_ROUND, Request
 from flcore.domain.job import Job
 from flcore.errors import DomainError, Invalid, NotFound, TooLarge
-from flcore.shared import clock
+from flcore.shared import clock, encodings
 from flcore.shared import weights as wcodec
 from flcore.shared.checks import is_int
 from flcore.shared.datasets import CHUNK_BYTES
@@ -90,6 +90,13 @@ def upload_chunk(req: Request, may_submit: Callable[[Store, Job, dict, int], Non
     return {"received": index, "chunks": total, "duplicate": not fresh}
 
 
+def _forms(job: Job) -> tuple[str, ...]:
+    """The forms an update of this job may take now: its encoding's, less int8 changes in a round
+    whose model the function does not hold (a seeded initial model), which nothing could restore."""
+    forms = encodings.allowed_forms(job.config.update_encoding)
+    return tuple(f for f in forms if f != "int8" or job.doc.get("model_round") is not None)
+
+
 def checked_update(store: Store, job: Job, client: dict, rnd: int, body: dict) -> tuple[object, int, str]:
     """The submitted update, stored and checked: (blob id, size, content digest), or a 400.
 
@@ -98,9 +105,9 @@ def checked_update(store: Store, job: Job, client: dict, rnd: int, body: dict) -
     Writes before it raises: an upload whose bytes fail their digest or their
     checks is deleted (its chunks can never count), so the client sends it again.
     """
-    mdef, prefixes = job.config.model_def, job.strategy.update_prefixes
+    mdef, prefixes, forms = job.config.model_def, job.strategy.update_prefixes, _forms(job)
     if "upload" not in body:
-        checked = wcodec.parse_update(body.get("weights"), mdef, prefixes)
+        checked = wcodec.parse_update(body.get("weights"), mdef, prefixes, forms)
         return store.blobs.put(checked.blob, "update"), len(checked.blob), checked.sha256
     if body.get("weights") is not None:
         raise Invalid("send weights or upload, not both")
@@ -116,7 +123,7 @@ def checked_update(store: Store, job: Job, client: dict, rnd: int, body: dict) -
         store.blobs.drop_upload(uid)
         raise Invalid("the uploaded bytes do not match the sha256 declared; the upload was discarded, send it again")
     try:
-        digest = wcodec.validate(store.blobs.source(uid, size), mdef, prefixes)
+        digest = wcodec.validate(store.blobs.source(uid, size), mdef, prefixes, forms)
     except DomainError:
         store.blobs.drop_upload(uid)
         raise

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 
 from flcore.errors import Invalid
-from flcore.shared import modeldef, strategies
+from flcore.shared import encodings, modeldef, strategies
 from flcore.shared import partition as partitions
 from flcore.shared.checks import is_number
 from flcore.shared.datasets import DATASET_MODELS
@@ -147,6 +147,11 @@ class JobConfig:
                                         updatable=True, modes=("async",))
     model: str | list = setting("", "a preset (cnn_mnist, cnn_cifar10, resnet18, ...) or a list of layers; "
                                     "empty: the data set's usual model", form=True)
+    update_encoding: str = setting("float32", "how updates travel and are stored: float32, float16, or int8 "
+                                              "(the change from the model received, a scale per tensor)",
+                                   choices=encodings.ENCODINGS, form=True)
+    error_feedback: int = setting(0, "int8: 1 makes each client carry what rounding lost into its next update",
+                                  lo=0, hi=1)
     # fmt: on
     strategy_params: Mapping[str, float] = field(default_factory=dict)
 
@@ -318,6 +323,26 @@ def check_known(body: Mapping, strategy: str, extra: Iterable[str] = ()) -> None
     raise Invalid(f"unknown job settings: {', '.join(described)}{more}")
 
 
+def _check_encoding(cfg: JobConfig) -> None:
+    """Refuse an update encoding the job's strategy or mode cannot work with, saying why."""
+    strategy = cfg.build_strategy()
+    if encodings.lossy(cfg.update_encoding) and strategy.update_prefixes:
+        raise Invalid(
+            f"strategy {cfg.strategy} cannot take {cfg.update_encoding} updates: its control variates "
+            f"must travel exactly (update_encoding float32)"
+        )
+    if cfg.update_encoding == "int8" and strategy.blockwise:
+        raise Invalid(
+            f"strategy {cfg.strategy} reads updates block by block as stored, and int8 updates are changes "
+            f"that need the model they change; use float16 or float32"
+        )
+    if cfg.update_encoding == "int8" and cfg.mode in FOLDS_STALE_UPDATES:
+        raise Invalid(
+            "int8 updates are changes from the model a client received, and async mode folds updates "
+            "trained on older models; use float16 or float32"
+        )
+
+
 def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
     """Build a :class:`JobConfig` from a request body, refusing anything odd with a 400.
 
@@ -365,6 +390,7 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
         )
     if cfg.buffer_size > cfg.num_clients:
         raise Invalid("buffer_size cannot exceed num_clients (a client adds one update per model version)")
+    _check_encoding(cfg)
     if cfg.partition not in partitions.SCHEMES:
         raise Invalid(f"partition must be one of {sorted(partitions.SCHEMES)}")
     if cfg.min_clients > cfg.num_clients:

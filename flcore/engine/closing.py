@@ -19,7 +19,7 @@ from flcore.engine import lifecycle, rules
 from flcore.engine.history import history_entry
 from flcore.engine.lease import Lease
 from flcore.engine.pacing import RECENT_ROUNDS
-from flcore.shared import clock
+from flcore.shared import clock, encodings
 from flcore.shared import weights as wcodec
 from flcore.storage.jobs import ending
 from flcore.storage.store import Store
@@ -63,7 +63,8 @@ def _aggregate(store: Store, leased: Job, lease: Lease, now: float) -> dict | No
     base_round = leased.doc.get("model_round")
     base = store.model_doc(job_id, base_round, leased.model_owner(base_round))
     # the global model is read only by the rules that use it; an O(model) state is read when kept
-    current_blob = store.model_part(base, "weights") if strategy.needs_current or mode.needs_current_model else None
+    needed = strategy.needs_current or mode.needs_current_model or encodings.needs_base(leased.config.update_encoding)
+    current_blob = store.model_part(base, "weights") if needed else None
     current = wcodec.decode(current_blob) if current_blob is not None else None
     state_blob = store.model_part(base, "state")
     state = wcodec.decode(state_blob) if state_blob is not None else {}

@@ -36,7 +36,7 @@ from flcore.domain.job import Job
 from flcore.engine import pacing
 from flcore.engine.closing import close_round
 from flcore.errors import Conflict
-from flcore.shared import clock
+from flcore.shared import clock, encodings
 from flcore.shared import weights as wcodec
 from flcore.shared.weights import Weights
 from flcore.storage.store import Store
@@ -179,6 +179,7 @@ class FedBuff:
         with_history: list[Job] = []  # read once, when a stale update needs its base's owner
 
         def pseudo_model(doc: dict, trained: Weights) -> Weights:
+            trained = encodings.restore(trained, None)  # float16 updates widened (int8 is refused here)
             s = top - int(doc["round"])
             if s == 0 or current is None:  # trained on the newest model: it enters as it is
                 return trained

@@ -16,7 +16,7 @@ from flcore.engine import lifecycle, pacing
 from flcore.engine.closing import close_round
 from flcore.engine.picking import candidates, choose, eligible, live_clients, pick_clients
 from flcore.errors import Conflict
-from flcore.shared import clock
+from flcore.shared import clock, encodings
 from flcore.shared.weights import Weights
 from flcore.storage.store import Store
 from flcore.storage.stored_updates import StoredUpdates
@@ -80,10 +80,14 @@ class SyncRounds:
     def collect(
         self, store: Store, leased: Job, current: Weights | None, now: float
     ) -> tuple[list[dict], StoredUpdates, dict]:
-        """The picked clients' updates for the round, read one at a time as the strategy folds them."""
+        """The picked clients' updates for the round, read one at a time as the strategy folds them (as
+        float32 weights: an encoded update is restored as it is read; the robust rules widen float16
+        themselves, block by block)."""
         picked = set(leased.picked)
         docs = [d for d in store.load_updates(leased.id, leased.round) if d["client_id"] in picked]
-        return docs, StoredUpdates(store, docs), {}
+        lossy = encodings.lossy(leased.config.update_encoding) and not leased.strategy.blockwise
+        restore = (lambda doc, tensors: encodings.restore(tensors, current)) if lossy else None
+        return docs, StoredUpdates(store, docs, restore), {}
 
     def missed(self, leased: Job) -> dict[str, dict[str, float]]:
         """A picked client that sent nothing missed the deadline (those that did are credited after)."""

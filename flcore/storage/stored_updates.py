@@ -46,7 +46,7 @@ class StoredUpdates:
         layouts = [wcodec.layout(src) for src in sources]
         group: list[str] = []
         size = 0
-        for name, (begin, end, _) in layouts[0].items():
+        for name, (begin, end, _, _) in layouts[0].items():
             cost = (end - begin) * len(sources)
             if group and size + cost > budget:
                 yield self._read(sources, layouts, group)
@@ -60,5 +60,6 @@ class StoredUpdates:
     def _read(sources, layouts, names: list[str]) -> list[Weights]:
         out = []
         for src, lay in zip(sources, layouts):
-            out.append({name: wcodec.read_tensor(src, *lay[name]) for name in names})
+            # float16 updates (update_encoding) are widened here; int8 ones never come this way
+            out.append({name: wcodec.read_tensor(src, *lay[name]).astype("<f4", copy=False) for name in names})
         return out

@@ -163,3 +163,31 @@ def test_a_resnet18_job_whose_updates_travel_in_chunks(function_url, mongodb_url
     weights = op.weights(job_id)  # downloaded in chunks, checked by its sha256
     assert weights["layer4_1.conv2.weight"].shape == (512, 512, 3, 3)
     assert "layer1_0.bn1.num_batches_tracked" not in weights
+
+
+def test_int8_updates_with_error_feedback_from_real_clients(function_url, mongodb_url, fleet_env):
+    """Round 1 starts from the seeded model the function does not hold, so clients send float16
+    weights; from round 2 they send int8 changes, a quarter of float32's bytes, and the job learns."""
+    env, _ = fleet_env(N)
+    op = Operator(function_url, ADMIN)
+    cfg = {
+        "num_clients": N,
+        "clients_per_round": N,
+        "rounds": 3,
+        "local_epochs": 2,
+        "lr": 0.05,
+        "max_train_examples": 1500,
+        "update_encoding": "int8",
+        "error_feedback": 1,
+    }
+    job_id = op.start_job(cfg, initial_weights=False)["job_id"]  # the clients' seeded model: the function has none
+    with clients_running(env, N, job_id):
+        final = op.follow(job_id, timeout=240, interval=0.5)
+    assert final["state"] == "done" and [h["clients"] for h in final["history"]] == [N, N, N]
+    with MongoClient(mongodb_url) as mc:
+        sizes = {r: [d["size"] for d in mc["e2e"].updates.find({"job_id": job_id, "round": r})] for r in (1, 2, 3)}
+    full = 4 * 46_730  # cnn_mnist's float32 values
+    assert all(0.45 * full < s < 0.55 * full for s in sizes[1]), sizes  # float16 weights
+    assert all(s < 0.3 * full for s in sizes[2] + sizes[3])  # int8 changes and their scales
+    acc = evaluate_on_test_set("mnist", op.weights(job_id))["accuracy"]
+    assert acc > 0.85, f"int8 job did not learn: test accuracy {acc:.3f}"

@@ -63,6 +63,8 @@ class Strategy:
     why_not_async = ""
     # Whether aggregate() reads ``current``; the function loads the global model only then.
     needs_current = False
+    # Whether aggregate() reads the updates block by block as stored (the robust rules), not one by one.
+    blockwise = False
 
     def __init__(self, **values: float) -> None:
         unknown = set(values) - set(self.params)

@@ -13,6 +13,7 @@ class Median(Strategy):
     """Coordinate-wise median of the client weights."""
 
     name = "median"
+    blockwise = True
     asynchronous = False
     why_not_async = "the median's robustness needs the round's updates on one model, not a buffer of stale ones"
 
@@ -25,6 +26,7 @@ class TrimmedMean(Strategy):
     """Coordinate-wise mean after dropping the ``trim_fraction`` largest and smallest values."""
 
     name = "trimmed_mean"
+    blockwise = True
     asynchronous = False
     why_not_async = "trimming needs the round's updates on one model, not a buffer of stale ones"
     trim_fraction: float = setting(0.1, 0.0, 0.49, "share of values dropped at each end")
