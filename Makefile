@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)
 # one tier only: make test TIER=unit (or core, stack, browser)
 TIER ?=
 
-.PHONY: setup lint run test serve demo-jobs package deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate bench-cost bench-scale clean
+.PHONY: setup lint run test serve demo-jobs package deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate bench-cost bench-scale bench-encoding clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,13 +75,14 @@ deploy-image: node_modules/.installed deploy-check
 #   bench-cost       the AWS cost of the last make run's job and of 1,000- and 10,000-client jobs
 #   bench-scale      1,000 clients (simulation mode), 100 per round, 5 rounds through the local function
 #   bench-package    deployable size and cold import time of the function
+#   bench-encoding   the default job with each update encoding: bytes, billed time, round time, accuracy
 bench-default: setup
 	$(BIN)/python bench/default_run.py
 
 bench-async: setup
 	$(BIN)/python bench/async_run.py
 
-bench-accuracy bench-predict bench-aggregate bench-cost bench-scale bench-package: bench-%: setup
+bench-accuracy bench-predict bench-aggregate bench-cost bench-scale bench-package bench-encoding: bench-%: setup
 	$(BIN)/python bench/$*.py
 
 clean:
