@@ -169,7 +169,8 @@ async function jobSettings() {
   return settingsTable;
 }
 const isNumber = (s) => s.type === "int" || s.type === "float";
-const hint = (s) => (s.choices.length ? s.choices.join(", ") : `default ${JSON.stringify(s.default)}`);
+// a placeholder: the choices, the default where it speaks for itself, else what the setting means
+const hint = (s) => (s.choices.length ? s.choices.join(", ") : s.default ? `default ${s.default}` : s.doc);
 
 function changeForm(job, settings) {
   // what a running job may change and the dashboard shows, for this job's round mode
