@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flcore.domain.config import JobConfig
 from flcore.domain.job import Job
 from flcore.engine import pacing
 from flcore.engine.closing import close_round
@@ -202,7 +203,7 @@ class FedBuff:
     def missed(self, leased: Job) -> dict[str, dict[str, float]]:
         return {}  # no deadline to miss
 
-    def next_round(self, store: Store, leased: Job, entry: dict, cfg, now: float) -> dict:
+    def next_round(self, store: Store, leased: Job, entry: dict, cfg: JobConfig, now: float) -> dict:
         """Who trains now keeps training: only the version moves on, recording what it took."""
         started = clock.now()
         return {
