@@ -177,6 +177,7 @@ class LocalStack:
         self.base_url: str | None = None
         self.lambda_endpoint: str | None = None
         self.function_proc: subprocess.Popen | None = None
+        self.database_proc: subprocess.Popen | None = None
         self.watchdog: FunctionWatchdog | None = None
 
     def _spawn(self, args: list[str], log_name: str, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
@@ -195,6 +196,7 @@ class LocalStack:
         if test_commands:
             args.append("--enable-test-commands")
         proc, log = self._spawn(args, "database.log", self.env)
+        self.database_proc = proc
         url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
 
         def ready() -> bool:

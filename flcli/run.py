@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from clients import files
-from flcli import invocations
+from flcli import cputime, invocations
+from flcli.cputime import CpuAccount, tree_seconds
 from flcli.devstack import ROOT, LocalStack, free_port
 from flcli.memory import PeakMemory
 from flcli.operator import Operator
@@ -91,9 +92,7 @@ def start_stack(stack: LocalStack, http_port: int | None = None, schedule: bool 
     """The database (unless MONGODB_URL names one) and the function, started at the same time; the
     function's URL. The function is ready once it answers, which needs the database.
 
-    Without ``schedule`` the function runs no scheduled event: serverless-offline runs it at each
-    minute in the same pool of handler processes as the requests, and under a burst of requests
-    one of those processes has been seen to die then (in 2 of 6 default runs), which costs a restart.
+    Without ``schedule`` the function runs no scheduled event: the clients' polls move the job.
     """
     mongodb_url = env.get("MONGODB_URL")
     database: threading.Thread | None = None
@@ -291,6 +290,15 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
         job_id, cfg = create_job(op, overrides)
         files.write_atomic(job_file, job_id.encode())  # the clients, started meanwhile, join it now
         marks["job_created"] = time.time()
+        cpu = CpuAccount(
+            {
+                "clients": lambda: tree_seconds(_pids(pid_file)),
+                "function": lambda: tree_seconds([stack.function_proc.pid] if stack.function_proc else []),
+                "database": lambda: tree_seconds([stack.database_proc.pid] if stack.database_proc else []),
+                "operator": lambda: cputime.seconds(os.getpid(), children=False),  # follow and evaluate
+            }
+        )
+        cpu.start()
         print(f"watch it live: {stack.base_url}/dashboard#token={token}&job={job_id}", flush=True)
         evaluator = RoundEvaluator(op, job_id, cfg)
         evaluator.start()
@@ -298,6 +306,7 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
             job_id, timeout=env.get_float("FL_RUN_TIMEOUT", 3600), interval=0.5, on_round=evaluator.rounds.put
         )
         mem.sample()
+        cpu.stop()
         marks["followed"] = time.time()
         per_round = evaluator.results()
         marks["evaluated"] = time.time()
@@ -305,6 +314,8 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
     job_file.unlink(missing_ok=True)
     summary = summarise(job_id, cfg, final, per_round, time.time() - t0, mem.as_dict())
     summary["phases"] = phases(marks, final)
+    # from the job's creation until the operator saw its end: where the processors' time went
+    summary["cpu"] = cpu.as_dict(marks["followed"] - marks["job_created"], len(per_round))
     summary["invocations"] = {
         **invocations.from_function_log(function_log, log_from),
         "per_client_round": invocations.per_client_round(states / "aws", len(per_round)),
