@@ -135,7 +135,7 @@ def handle(
             raise NotFound(f"unknown action {action!r}; one of {sorted(BY_NAME)}")
         body = parse_body(raw_body)
         store = store_mod.connect(config)
-        caller = identify(route.who, headers, config, lambda: store)
+        caller = identify(route.who, headers, config, store)
         return 200, route.action(Request(store, body, headers, caller))
     except DomainError as exc:
         return status_of(exc), {"error": exc.message}

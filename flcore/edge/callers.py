@@ -30,20 +30,17 @@ class Who(enum.Enum):
     ANYONE = "anyone"
 
 
-def identify(who: Who, headers: Mapping[str, str], settings: Settings, store: Callable[[], Store]) -> Caller:
-    """The caller a route admits, or the refusal (401 without a token, 403 with a wrong one).
-
-    ``store`` is called only when a stored token must be checked.
-    """
+def identify(who: Who, headers: Mapping[str, str], settings: Settings, store: Store) -> Caller:
+    """The caller a route admits, or the refusal (401 without a token, 403 with a wrong one)."""
     if who is Who.ANYONE:
         return Caller()
     if who is Who.OPERATOR:
         auth.require_admin(headers, settings.admin_token)
         return Caller(operator=True)
     if who is Who.CLIENT:
-        return Caller(client=_holder("client", "subscribe", headers, store().get_client))
+        return Caller(client=_holder("client", "subscribe", headers, store.get_client))
     if who is Who.DEVICE:
-        return Caller(device=_holder("device", "register", headers, lambda i: _device(store(), i)))
+        return Caller(device=_holder("device", "register", headers, lambda i: _device(store, i)))
     if who is Who.ENROLLING:
         return _enrolling(headers, settings)
     if who is Who.MEMBER:
@@ -54,14 +51,14 @@ def identify(who: Who, headers: Mapping[str, str], settings: Settings, store: Ca
         return Caller(refusal=exc)
 
 
-def _member(headers: Mapping[str, str], settings: Settings, store: Callable[[], Store]) -> Caller:
+def _member(headers: Mapping[str, str], settings: Settings, store: Store) -> Caller:
     """The operator, or a client; anyone else is refused."""
     token = auth.bearer(headers)
     admin = settings.admin_token
     if token is not None and admin and auth.is_admin(headers, admin):
         return Caller(operator=True)
     if token is not None and "." in token:
-        return Caller(client=_holder("client", "subscribe", headers, store().get_client))
+        return Caller(client=_holder("client", "subscribe", headers, store.get_client))
     auth.require_admin(headers, admin)
     return Caller(operator=True)
 
