@@ -52,13 +52,10 @@ class ClientSettings:
             return environ.get(name, "").strip() or default
 
         def number(name: str, kind: type, default):
-            raw = text(name)
             try:
-                return kind(raw) if raw else default
-            except ValueError:
-                raise ClientSettingsError(
-                    f"{name}={raw!r} is not {'a whole number' if kind is int else 'a number'}"
-                ) from None
+                return env.number(name, text(name), kind, default)
+            except ValueError as exc:
+                raise ClientSettingsError(str(exc)) from None
 
         trainers = text("FL_TRAINERS")
         if trainers and not trainers.isdigit():

@@ -24,18 +24,19 @@ def get(name: str, default: str = "") -> str:
 
 def get_int(name: str, default: int) -> int:
     """``name`` as an integer, ``default`` when unset; a ValueError naming the setting otherwise."""
-    return _number(name, default, int, "a whole number")
+    return number(name, get(name), int, default)
 
 
 def get_float(name: str, default: float) -> float:
-    return _number(name, default, float, "a number")
+    return number(name, get(name), float, default)
 
 
-def _number(name: str, default, kind: type, what: str):
-    value = get(name).strip()
+def number(name: str, raw: str, kind: type, default):
+    """The setting ``name``'s text ``raw`` as a ``kind``, ``default`` when empty; a ValueError naming it."""
+    value = raw.strip()
     if not value:
         return default
     try:
         return kind(value)
     except ValueError:
-        raise ValueError(f"{name}={value!r} is not {what}") from None
+        raise ValueError(f"{name}={value!r} is not {'a whole number' if kind is int else 'a number'}") from None
