@@ -5,7 +5,9 @@ the job identity, so a restarted client is the same device with the same
 statistics. Settings (all optional):
 
 - ``FL_DEVICE_LABELS``: ``key=value,key=value`` labels that job criteria can select on;
-- ``FL_DEVICE_DATASETS``: comma-separated data sets to offer (default: every one found locally);
+- ``FL_DEVICE_DATASETS``: comma-separated built-in data sets to offer (default: every one found locally);
+- ``FL_DATA_CONFIG``: a file declaring the device's own data sets (:mod:`fllocal.tables`), reported
+  as rows, columns and their kinds, never a value;
 - ``FL_ENROL_TOKEN``: the token the function asks for when it restricts registering;
 - ``FL_JOB_ID``: join this job only, instead of the best offer; ``FL_JOB_ID_FILE``: the same, with the
   id read from a file once it is written (clients started before their job is created);
@@ -26,16 +28,17 @@ from pathlib import Path
 from clients import files
 from clients.settings import ClientSettings
 from clients.transport import Transport
-from fllocal import data
+from fllocal import data, tables
 
 log = logging.getLogger(__name__)
 
 
 def info(settings: ClientSettings) -> dict:
     """What this machine says about itself when it registers."""
-    datasets = data.available()
+    datasets: dict = data.available()
     if settings.device_datasets:
         datasets = {k: v for k, v in datasets.items() if k in settings.device_datasets}
+    datasets.update({name: tables.describe(source) for name, source in settings.declared().items()})
     labels = dict(settings.device_labels)
     return {
         "platform": f"{sys.platform}/{platform.machine() or 'unknown'}",

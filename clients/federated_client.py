@@ -27,8 +27,9 @@ from clients.calls import CallLog
 from clients.device import Device, fails_in
 from clients.settings import ClientSettings
 from clients.slots import TrainerSlots
+from clients.tabular import TabularTask
 from clients.transport import FunctionError, Transport
-from flcore.shared import encodings
+from flcore.shared import encodings, modeldef
 from flcore.shared import weights as wcodec
 from flcore.shared.partition import partition_indices, train_eval_split
 from fllocal import data, models
@@ -91,6 +92,7 @@ class FederatedClient:
         self.control = control.ControlVariate(state_path.with_suffix(".control"))
         self.info: dict = {"name": name, "round": None, "phase": "starting", "last": {}, "errors": 0}
         self._data: tuple | None = None  # (job_id, train x, train y, eval x, eval y)
+        self._task: tuple | None = None  # a tabular job's (job_id, TabularTask, local-only model)
         self._model: torch.nn.Module | None = None
         self._model_lock = threading.Lock()
         self._failures = 0
@@ -146,6 +148,12 @@ class FederatedClient:
                 with self._heartbeat(every):
                     # async mode: "round" is the model version to start from, which may no longer be the newest
                     return self._train_round(reply["round"], on_version=reply.get("mode") == "async", offered=reply)
+            except TrainingFailed as exc:
+                self._leave(str(exc))
+            return 0.0
+        if reply["action"] == "statistics":
+            try:
+                return self._send_statistics(reply)
             except TrainingFailed as exc:
                 self._leave(str(exc))
             return 0.0
@@ -248,9 +256,42 @@ class FederatedClient:
         xe, ye = data.to_tensors(spec["dataset"], images[eval_idx], labels[eval_idx])
         return xt, yt, xe, ye
 
+    def _tabular(self, reply: dict) -> TabularTask:
+        """This job's work on the data set the device declared (read once per job)."""
+        if self._task is None or self._task[0] != reply["job_id"]:
+            name = reply["data"]["name"]
+            with _failures_as(TrainingFailed):
+                source = self.settings.declared().get(name)
+                if source is None:
+                    raise LookupError(f"this device declares no data set {name!r} (FL_DATA_CONFIG)")
+                self._task = (reply["job_id"], TabularTask(source, reply), None)
+        return self._task[1]
+
+    def _send_statistics(self, reply: dict) -> float:
+        """The statistics step of a tabular job: this device's sums and counts, never a row."""
+        self.info["phase"] = "statistics"
+        with _failures_as(TrainingFailed):
+            stats = self._tabular(reply).stats()
+        self._call("statistics", {"stats": stats})
+        log.info("%s: sent the statistics of %d training rows for job %s", self.name, stats["rows"], reply["job_id"])
+        self.info["phase"] = "waiting"
+        return 0.5
+
+    def _local_model(self, cfg: dict) -> torch.nn.Module:
+        """The model this device trains on its own rows alone, from the job's initial weights (kept per job)."""
+        job_id, task, local = self._task
+        if local is None:
+            local = models.build(self._model_def(cfg), seed=cfg["seed"])
+            self._task = (job_id, task, local)
+        return local
+
+    @staticmethod
+    def _model_def(cfg: dict) -> modeldef.ModelDef:
+        return modeldef.for_job(cfg["model"], cfg["dataset"], cfg.get("data"))
+
     def _global_model(self, reply: dict) -> torch.nn.Module:
         cfg = reply["config"]
-        model = models.build(cfg["model"], cfg["dataset"], seed=cfg["seed"])  # the job's shared initialisation
+        model = models.build(self._model_def(cfg), seed=cfg["seed"])  # the job's shared initialisation
         blob = transfer.model_part(self._call, reply)
         if blob is not None:
             models.set_weights(model, wcodec.decode(blob))
@@ -284,7 +325,11 @@ class FederatedClient:
             with self._model_lock:  # /predict serves the latest global model, not the one in training
                 self._model = copy.deepcopy(model)
         self.info.update(model_round=reply["model_round"], dataset=cfg["dataset"])
-        _, xt, yt, xe, ye = self._shard(reply["job_id"])
+        task = self._tabular(reply) if cfg.get("data") else None
+        if task is not None:
+            xt, yt, xe, ye = task.tensors(reply["encoding"])
+        else:
+            _, xt, yt, xe, ye = self._shard(reply["job_id"])
         hp = reply["round_config"]  # this round's hyperparameters, as the job sets them
         server_c = transfer.model_part(self._call, reply, "tensors") if hp.get("control_variates") else None
         asked = time.perf_counter()
@@ -292,12 +337,16 @@ class FederatedClient:
             fit_started = time.perf_counter()  # the device's own time starts: not the wait for a slot
             if fails_in(self.name, self.identity, self.settings):
                 raise RuntimeError("simulated failure (FL_FAIL_JOBS)")
-            before = trainer.evaluate(model, xe, ye)  # federated evaluation of the received model
+            # federated evaluation of the received model
+            before = (
+                task.evaluate(model, reply["encoding"], xe, ye, "eval_") if task else trainer.evaluate(model, xe, ye)
+            )
             scaffold = (
                 control.ScaffoldRound(self.control, server_c, models.get_weights(model))
                 if hp.get("control_variates")
                 else None
             )
+            seed = int(cfg["seed"]) * 1_000_003 + rnd * 1009 + self.identity["index"]
             fit = trainer.train(
                 model,
                 xt,
@@ -312,17 +361,20 @@ class FederatedClient:
                 shift=int(hp.get("augment_shift", 0)),
                 flip=bool(hp.get("augment_flip", False)),
                 weight_decay=float(hp.get("weight_decay", 0.0)),
-                seed=int(cfg["seed"]) * 1_000_003 + rnd * 1009 + self.identity["index"],
+                loss=task.loss if task else "cross_entropy",
+                seed=seed,
             )
             update = models.get_weights(model)
+            if task is not None and cfg["data"].get("compare_local", True):
+                before.update(self._train_local(task, cfg, hp, reply["encoding"], (xt, yt, xe, ye), seed))
             if scaffold:
                 update = scaffold.update(update, len(xt), hp)
         if self.slowdown > 1:  # a slower device would have taken this much longer
             time.sleep((self.slowdown - 1) * (time.perf_counter() - fit_started))
+        received = before if task else {"eval_loss": before["loss"], "eval_accuracy": before["accuracy"]}
         metrics = {
             **fit,
-            "eval_loss": before["loss"],
-            "eval_accuracy": before["accuracy"],
+            **received,
             "eval_examples": float(len(xe)),
             "train_seconds": time.perf_counter() - started - (fit_started - asked),
         }
@@ -335,15 +387,35 @@ class FederatedClient:
             scaffold.commit()
         self.info["last"] = {"round": rnd, **metrics, "accepted": result.get("accepted")}
         log.info(
-            "%s: round %d trained in %.1fs, loss %.4f, eval acc of received model %.4f",
+            "%s: round %d trained in %.1fs, loss %.4f, eval %s of received model %.4f",
             self.name,
             rnd,
             metrics["train_seconds"],
             fit["train_loss"],
-            before["accuracy"],
+            *(("accuracy", metrics["eval_accuracy"]) if "eval_accuracy" in metrics else ("loss", metrics["eval_loss"])),
         )
         memory.release()  # the round's peak need not stay with this client while it waits
         return float(result.get("retry_after") or 0.0)
+
+    def _train_local(self, task: TabularTask, cfg: dict, hp: dict, encoding: dict, rows: tuple, seed: int) -> dict:
+        """Evaluate, then train one round further, the model this device learns from its own rows alone:
+        evaluated before training, it has had as many epochs as the received global model."""
+        xt, yt, xe, ye = rows
+        local = self._local_model(cfg)
+        got = task.evaluate(local, encoding, xe, ye, "local_")
+        trainer.train(
+            local,
+            xt,
+            yt,
+            epochs=hp["local_epochs"],
+            batch_size=hp["batch_size"],
+            lr=hp["lr"],
+            momentum=hp["momentum"],
+            weight_decay=float(hp.get("weight_decay", 0.0)),
+            loss=task.loss,
+            seed=seed + 7,
+        )
+        return got
 
     # serving ------------------------------------------------------------
     @torch.inference_mode()

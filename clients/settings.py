@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from fllocal import env
+from fllocal import env, tables
 
 
 class ClientSettingsError(ValueError):
@@ -40,6 +40,7 @@ class ClientSettings:
     job_id: str = ""  # FL_JOB_ID: the one job to take part in
     job_id_file: str = ""  # FL_JOB_ID_FILE: a file that names it, once it exists
     lambda_endpoint: str = ""  # FL_LAMBDA_ENDPOINT: a local Lambda API for lambda:// URLs
+    data_config: str = ""  # FL_DATA_CONFIG: the file declaring this device's own data sets (fllocal/tables.py)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ClientSettings:
@@ -84,6 +85,7 @@ class ClientSettings:
             job_id=text("FL_JOB_ID"),
             job_id_file=text("FL_JOB_ID_FILE"),
             lambda_endpoint=text("FL_LAMBDA_ENDPOINT"),
+            data_config=text("FL_DATA_CONFIG"),
         )
         settings.check()
         return settings
@@ -100,6 +102,17 @@ class ClientSettings:
             raise ClientSettingsError(f"FL_SLOW_FRACTION must be between 0 and 1, not {self.slow_fraction}")
         if not self.slowdown >= 1.0:
             raise ClientSettingsError(f"FL_SLOWDOWN must be at least 1 (how many times slower), not {self.slowdown}")
+        if self.data_config:
+            self.declared()  # a data-set file that cannot be used stops the client now, saying why
+
+    def declared(self) -> dict[str, tables.Source]:
+        """The data sets ``FL_DATA_CONFIG`` declares (none when unset)."""
+        if not self.data_config:
+            return {}
+        try:
+            return tables.load_config(self.data_config)
+        except tables.DataConfigError as exc:
+            raise ClientSettingsError(str(exc)) from None
 
     def base_url(self, transport: str) -> str:
         """The function's URL for a transport (``aws``, ``ow``); empty when unset."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 from flcore.actions.request import Request
-from flcore.domain import filters, tokens
+from flcore.domain import data, filters, tokens
 from flcore.domain.devices import holds_dataset, new_stats, parse_info, view
 from flcore.domain.job import Job
 from flcore.engine.enrolment import enrol, reissue
@@ -66,7 +66,12 @@ def refusal(device: dict, job: Job) -> str | None:
     """Why this device may not join this job, or None if it may."""
     if job.id in device.get("left_jobs", []):
         return f"this device left job {job.id}"
-    if not holds_dataset(device.get("info", {}), job.config.dataset):
+    task = job.config.task
+    if task is not None:
+        why = data.schema_refusal(task, job.doc.get("schema"), device.get("info", {}))
+        if why is not None:
+            return why
+    elif not holds_dataset(device.get("info", {}), job.config.dataset):
         return f"this device does not report the data set {job.config.dataset!r} in info.datasets"
     criteria = job.doc.get("criteria")
     if criteria and not filters.matches(criteria, view(device)):
@@ -105,7 +110,7 @@ def _has_room(store: Store, job: Job) -> bool:
 def join(req: Request) -> dict:
     """Take part in a job as this device: a client identity, as ``subscribe`` gives; 403 if it does not fit."""
     device = req.device
-    job = Job.load(req.store, req.job_id())
+    job = _with_schema(req.store, Job.load(req.store, req.job_id()), device)
     why = refusal(device, job)
     if why is not None:
         raise Forbidden(why)
@@ -115,6 +120,17 @@ def join(req: Request) -> dict:
     req.store.update_device(device["_id"], {"last_seen": clock.now()}, push={"jobs": job.id})
     req.store.count_device_stats({device["_id"]: {"jobs_joined": 1}})
     return reply
+
+
+def _with_schema(store: Store, job: Job, device: dict) -> Job:
+    """A tabular job whose first device this is: the schema its declared columns give, fixed once
+    (a concurrent first join may win; then the job as it set it)."""
+    task = job.config.task
+    if task is None or "schema" in job.doc or refusal(device, job) is not None:
+        return job
+    described = data.declared(device.get("info", {}), task.name)
+    doc = store.fix_schema(job.id, data.schema_for(task, described)) or store.get_job(job.id)
+    return Job.of(doc)
 
 
 def _rejoin(store: Store, job: Job, device: dict) -> dict:

@@ -12,18 +12,20 @@ import numpy as np
 from flcore.actions.request import Request
 from flcore.domain.job import Job
 from flcore.errors import Forbidden, Invalid, NotFound
-from flcore.shared import inference, png
+from flcore.shared import inference, png, tabular
 from flcore.shared import weights as wcodec
 from flcore.shared.datasets import INPUT_SHAPES
 
 MAX_IMAGES = 64
+MAX_ROWS = 1000
 MAX_IMAGE_BYTES = 2 * 1024 * 1024
 MAX_IMAGE_SIDE = 1024  # decoding is numpy and a byte loop for two of PNG's filters: keep it well under a second
 MODES = ("global", "ensemble")
 
 
 def predict(req: Request) -> dict:
-    """Classes and probabilities for ``inputs`` (raw pixel lists) or one base64 ``image``."""
+    """Classes and probabilities for ``inputs`` (raw pixel lists) or one base64 ``image``; for a job over
+    a declared data set, predictions for ``rows`` (objects of column values)."""
     job = Job.load(req.store, req.job_id(), history=True)
     if not job.doc.get("public_predict"):
         client = req.caller.member().client  # the operator or a client; anyone else is refused
@@ -32,6 +34,8 @@ def predict(req: Request) -> dict:
     mode = req.body.get("mode", "global")
     if mode not in MODES:
         raise Invalid(f"mode must be one of {list(MODES)}")
+    if job.config.task is not None:
+        return _predict_rows(req, job, mode)
     pixels = _pixels(req.body, job.config.dataset)
     rnd = _round(req, job)
     x = inference.preprocess(job.config.dataset, pixels)
@@ -53,6 +57,87 @@ def predict(req: Request) -> dict:
         "classes": [int(c) for c in probs.argmax(axis=1)],
         "probabilities": [[round(float(p), 6) for p in row] for row in probs],
     }
+
+
+def _outputs(req: Request, job: Job, mode: str, rnd: int, x: np.ndarray) -> tuple[np.ndarray, int]:
+    """The network's raw outputs for ``x``: the global model's, or the mean over the clients' models
+    (of the probabilities for a classifier, of the values for a regression)."""
+    mdef = job.config.model_def
+    if mode == "global":
+        blob = req.store.get_model(job.id, rnd, job.model_owner(rnd))
+        if blob is None:
+            raise NotFound(f"no model for round {rnd}")
+        return inference.logits(mdef, wcodec.decode(blob), x), 1
+    models = _client_models(req, job, rnd)
+    if job.config.task.task == "regression":
+        return sum(inference.logits(mdef, w, x) for w in models) / len(models), len(models)
+    probs = sum(inference.probabilities(mdef, w, x) for w in models) / len(models)
+    return np.log(np.maximum(probs, 1e-300)), len(models)  # as logits whose softmax is the mean
+
+
+def _predict_rows(req: Request, job: Job, mode: str) -> dict:
+    """Predictions for raw ``rows`` of a tabular job, encoded with the job's stored encoding."""
+    encoding = job.doc.get("encoding")
+    if encoding is None:
+        raise NotFound(f"job {job.id} has no encoding yet: its devices have not sent their statistics")
+    rows = req.body.get("rows")
+    if "inputs" in req.body or "image" in req.body:
+        raise Invalid(f"job {job.id} learns from rows: send rows, a list of objects of column values")
+    x = rows_input(encoding, rows)
+    rnd = _round(req, job)
+    out, used = _outputs(req, job, mode, rnd, x)
+    answer = tabular.predictions(encoding, out)
+    reply = {"job_id": job.id, "model_round": rnd, "mode": mode, "models": used}
+    if "values" in answer:
+        return {
+            **reply,
+            "target": encoding["target"]["name"],
+            "predictions": [float(v) for v in answer["values"]],
+            "learnt": [float(v) for v in answer["learnt"]],
+            "transform": encoding["target"]["transform"],
+        }
+    classes = encoding["target"]["classes"]
+    probs = answer["probabilities"]
+    return {
+        **reply,
+        "target": encoding["target"]["name"],
+        "classes": list(classes),
+        "predictions": [classes[int(i)] for i in probs.argmax(axis=1)],
+        "probabilities": [[round(float(p), 6) for p in row] for row in probs],
+    }
+
+
+def rows_input(encoding: dict, rows: object) -> np.ndarray:
+    """Raw rows as the network's input, or a 400 naming the row and the column that is wrong.
+
+    A row may leave a feature out (it is then missing, filled as in training) and may carry the
+    target (ignored); any other column is refused, so a typo is not silently treated as missing.
+    """
+    if not isinstance(rows, list) or not 0 < len(rows) <= MAX_ROWS:
+        raise Invalid(f"rows must be a list of 1 to {MAX_ROWS} objects of column values")
+    known = {f["name"] for f in encoding["features"]}
+    allowed = known | {encoding["target"]["name"]}
+    table: dict[str, list] = {name: [] for name in known}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise Invalid(f"row {i} must be an object of column values")
+        unknown = [c for c in row if c not in allowed]
+        if unknown:
+            raise Invalid(f"row {i}: unknown column {str(unknown[0])[:40]!r}; the features are {sorted(known)[:20]}")
+        for name in known:
+            value = row.get(name)
+            if value is not None and not isinstance(value, (str, int, float)):
+                raise Invalid(f"row {i}, column {name!r}: a value must be a number, a text or null")
+            if isinstance(value, float) and not np.isfinite(value):
+                raise Invalid(f"row {i}, column {name!r}: NaN and infinities are not values (send null)")
+            table[name].append(value)
+        for f in encoding["features"]:
+            if f["kind"] == "numeric":
+                try:
+                    tabular.number(table[f["name"]][-1], f["name"])
+                except tabular.CellError as exc:
+                    raise Invalid(f"row {i}: {exc}") from None
+    return tabular.encode_features(encoding, table, len(rows))
 
 
 def _round(req: Request, job: Job) -> int:

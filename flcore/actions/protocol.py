@@ -9,10 +9,11 @@ from __future__ import annotations
 from flcore.actions import transfer
 from flcore.actions.request import MAX_ROUND, Request
 from flcore.domain import tokens
+from flcore.domain.data import checked_stats
 from flcore.domain.devices import parse_info
 from flcore.domain.job import Job
 from flcore.domain.metrics import metrics_of
-from flcore.engine import enrolment, lifecycle
+from flcore.engine import enrolment, lifecycle, statistics
 from flcore.errors import Conflict, Forbidden, Invalid, NotFound
 from flcore.shared import clock
 from flcore.shared.checks import is_int
@@ -36,6 +37,11 @@ def subscribe(req: Request) -> dict:
         job = Job.of(doc)
     if job.doc.get("criteria"):
         raise Forbidden(f"job {job.id} takes only registered devices that meet its criteria (register, then join)")
+    if job.config.task is not None:
+        raise Forbidden(
+            f"job {job.id} learns from the data set {job.config.dataset!r} that devices declare: "
+            "register with FL_DATA_CONFIG set, then join"
+        )
     return enrolment.enrol(store, job, key=key)
 
 
@@ -60,6 +66,8 @@ def poll(req: Request) -> dict:
     # "train" comes with what get_model would answer, so training costs the client no second call
     # (unless it is to start from an older version, which get_model serves)
     if job.state != "running":
+        if statistics.needs_stats(job) and "data_stats" not in client and "schema" in job.doc:
+            return {**reply, "action": "statistics", "retry_after": 0, **tabular_fields(job)}
         return {**reply, "action": "wait", "retry_after": job.mode.wait_hint(job, now)}
     base = job.mode.assign(store, job, client["_id"], now)
     if base is None:
@@ -72,6 +80,41 @@ def poll(req: Request) -> dict:
     latest = job.doc.get("model_round")
     model = model_reply(store, job, latest) if base == (latest or 0) else {}
     return {**model, **reply, **job.mode.reply_fields(job, base), "action": "train", "retry_after": 0}
+
+
+def tabular_fields(job: Job) -> dict:
+    """What a device needs to read its rows for a tabular job: the task, the schema, and (once made)
+    the encoding."""
+    task = job.config.task
+    out = {"data": task.to_dict(), "schema": job.doc["schema"], "seed": job.config.seed}
+    if "encoding" in job.doc:
+        out["encoding"] = job.doc["encoding"]
+    return out
+
+
+def data_statistics(req: Request) -> dict:
+    """A tabular client's statistics over its training rows, before round 1 (see
+    :mod:`flcore.engine.statistics`); sent again, they replace the first ones until the encoding is made."""
+    client = req.client
+    job = Job.load(req.store, client["job_id"])
+    if job.config.task is None or "schema" not in job.doc:
+        raise Conflict(f"job {job.id} has no statistics step (it is not over a declared data set)")
+    if not statistics.needs_stats(job):
+        raise Conflict(f"job {job.id} has made its encoding already")
+    declared = _declared_rows(req.store, job, client)
+    stats = checked_stats(req.body.get("stats"), job.doc["schema"], declared)
+    req.store.set_client_stats(client["_id"], stats)
+    now = clock.now()
+    req.store.touch_client(client["_id"], now)
+    job = lifecycle.advance(req.store, Job.load(req.store, job.id), now)
+    return {"accepted": True, "job_id": job.id, "state": job.state, "retry_after": 0.5}
+
+
+def _declared_rows(store: Store, job: Job, client: dict) -> int:
+    """The rows the client's device declares for the job's data set (0 if it came without a device)."""
+    device = store.get_device(client["device_id"]) if client.get("device_id") else None
+    held = (device or {}).get("info", {}).get("datasets", {}).get(job.config.dataset)
+    return int(held.get("rows", 0)) if isinstance(held, dict) else 0
 
 
 def heartbeat(req: Request) -> dict:
@@ -114,17 +157,23 @@ def model_reply(store: Store, job: Job, model_round: int | None) -> dict:
         "config": job.config.to_dict(),
         "round_config": round_cfg.round_config(job.round, round_cfg.build_strategy()),
     }
+    if job.config.task is not None:
+        reply.update(tabular_fields(job))
     if model_round is not None:
         transfer.model_parts(store, store.model_doc(job.id, model_round, job.model_owner(model_round)), reply)
     return reply
 
 
-def _claim_limit(job: Job, client: dict) -> int:
+def _claim_limit(store: Store, job: Job, client: dict) -> int:
     """The most examples this client can have trained on: the size of its assigned share.
 
     Computed from the data set's public class counts, so a client cannot buy
-    weight in the average by claiming more data than it was given.
+    weight in the average by claiming more data than it was given. On a declared data set, the
+    rows its statistics counted (what its device declared, if it joined after the encoding was made).
     """
+    if job.config.task is not None:
+        stats = client.get("data_stats")
+        return stats["rows"] if stats else _declared_rows(store, job, client)
     return train_examples(TRAIN_CLASS_COUNTS[job.config.dataset], job.config.partition_spec(client["index"]))
 
 
@@ -138,7 +187,7 @@ def submit(req: Request) -> dict:
     client = req.client
     rnd = req.integer("round", 0, MAX_ROUND)
     job = Job.load(store, client["job_id"])
-    limit = _claim_limit(job, client)
+    limit = _claim_limit(store, job, client)
     n = req.body.get("num_examples")
     if not is_int(n) or not 0 < n <= limit:
         raise Invalid(
@@ -234,6 +283,7 @@ def status(req: Request) -> dict:
         "started_at": doc.get("started_at"),
         "finished_at": doc.get("finished_at"),
         "config": job.config.to_dict(),
+        **({k: doc[k] for k in ("schema", "encoding") if k in doc} if job.config.task is not None else {}),
         "changes": doc.get("changes", []),
         "criteria": doc.get("criteria"),
         "rules": doc.get("rules", []),

@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 
+from flcore.domain import data as tabular_task
 from flcore.errors import Invalid
 from flcore.shared import encodings, modeldef, strategies
 from flcore.shared import partition as partitions
@@ -154,11 +155,19 @@ class JobConfig:
                                   lo=0, hi=1)
     # fmt: on
     strategy_params: Mapping[str, float] = field(default_factory=dict)
+    # a task over a data set the devices declare (flcore.domain.data), as a dict; None: a built-in data set.
+    # Once the statistics step has run it also holds the encoded row's input_width and the outputs.
+    data: Mapping | None = None
 
     @property
     def model_def(self) -> ModelDef:
         """The checked model (cached: every update is validated against it)."""
-        return modeldef.resolve(self.model or DATASET_MODELS[self.dataset], self.dataset)
+        return modeldef.for_job(self.model, self.dataset, dict(self.data) if self.data else None)
+
+    @property
+    def task(self) -> tabular_task.DataTask | None:
+        """The tabular task, for a job over a declared data set."""
+        return tabular_task.DataTask.of(self.data) if self.data else None
 
     @property
     def clients_to_start(self) -> int:
@@ -213,6 +222,8 @@ class JobConfig:
         """The flat form stored in the job and shown to users: the strategy's settings beside the rest."""
         d = asdict(self)
         d.update(d.pop("strategy_params"))
+        if d["data"] is None:
+            del d["data"]
         m = self.model_def
         d["model"] = m.name if m.name != "custom" else [dict(layer) for layer in m.layers]
         return d
@@ -311,7 +322,7 @@ def _short(name: str) -> str:
 
 def check_known(body: Mapping, strategy: str, extra: Iterable[str] = ()) -> None:
     """Refuse fields that are not settings of a job with this strategy, naming each."""
-    allowed = FIELDS | set(strategies.REGISTRY[strategy].params) | set(extra)
+    allowed = FIELDS | set(strategies.REGISTRY[strategy].params) | set(extra) | {"data"}
     unknown = [k for k in body if k not in allowed]
     if not unknown:
         return
@@ -343,10 +354,26 @@ def _check_encoding(cfg: JobConfig) -> None:
         )
 
 
-def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
+def _data(body: Mapping, derived: bool) -> dict | None:
+    """The checked ``data`` block; ``derived``: keep what the statistics step wrote into a stored one."""
+    raw = body.get("data")
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise Invalid("data must be an object: name, task, target, ...")
+    kept = {k: raw[k] for k in DERIVED if k in raw} if derived else {}
+    task = tabular_task.parse({k: v for k, v in raw.items() if not (derived and k in DERIVED)})
+    return {**task.to_dict(), **kept}
+
+
+DERIVED = ("input_width", "outputs")  # what the statistics step adds to a job's data block
+
+
+def parse_config(body: Mapping, extra: Iterable[str] = (), derived: bool = False) -> JobConfig:
     """Build a :class:`JobConfig` from a request body, refusing anything odd with a 400.
 
     ``extra`` names fields the action itself takes beside the settings (``weights``).
+    A ``data`` block makes it a task over a data set the devices declare, named ``dataset``.
     """
     strategy = body.get("strategy", JobConfig.strategy)
     if not isinstance(strategy, str) or strategy.lower() not in strategies.REGISTRY:
@@ -367,6 +394,12 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
             raise Invalid(str(exc)) from None
         body = {**body, **parsed}
         values["partition"] = parsed["partition"]
+    data = _data(body, derived)
+    if data is not None:
+        if "dataset" in body and str(body["dataset"]).lower() != data["name"].lower():
+            raise Invalid("a job with a data block learns from data.name; leave dataset out")
+        values["data"] = data
+        values["dataset"] = data["name"]
     body = {**DATASET_DEFAULTS.get(values.get("dataset", JobConfig.dataset), {}), **body}
     for name, (kind, low, high) in RANGES.items():
         if name in body:
@@ -379,6 +412,8 @@ def parse_config(body: Mapping, extra: Iterable[str] = ()) -> JobConfig:
         values["model"] = body["model"]
     cfg = JobConfig(**values, strategy_params=params)
     for name in TEXT:  # partition is checked as a scheme below
+        if name == "dataset" and cfg.data is not None:
+            continue
         if name != "partition" and getattr(cfg, name) not in BY_NAME[name].choices:
             raise Invalid(f"{name} must be one of {list(BY_NAME[name].choices)}")
     cfg.model_def  # noqa: B018  (a 400 naming what is wrong with the model)
@@ -418,7 +453,7 @@ def parse_changes(cfg: JobConfig, raw: object) -> dict:
         if all(k in known for k in fixed):
             raise Invalid(f"cannot change {names} once a job exists; changeable: {', '.join(sorted(allowed))}")
         raise Invalid(f"unknown job settings: {names}")
-    merged = parse_config({**cfg.to_dict(), **raw})
+    merged = parse_config({**cfg.to_dict(), **raw}, derived=True)
     flat = merged.to_dict()
     return {k: flat[k] for k in raw}
 

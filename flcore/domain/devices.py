@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import re
 
+from flcore.domain.data import COLUMN
 from flcore.errors import Invalid
+from flcore.shared import tabular
 from flcore.shared.checks import is_int
 
-MAX_INFO_BYTES = 4096
+MAX_INFO_BYTES = 64 * 1024  # a declared data set lists its columns
 MAX_ENTRIES = 16
+MAX_COLUMNS = 512
 _NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")  # usable as a filter path part: no dots, no $
 
 # counters the function keeps per device (see ``view`` for the derived figures)
@@ -50,7 +53,8 @@ def parse_info(raw: object) -> dict:
             info[name] = _whole(raw[name], f"info.{name}", 1, high)
     if "datasets" in raw:
         info["datasets"] = {
-            k: _whole(v, f"info.datasets.{k}", 0, 10**12) for k, v in _entries(raw["datasets"], "info.datasets").items()
+            k: _declared(v, f"info.datasets.{k}") if isinstance(v, dict) else _whole(v, f"info.datasets.{k}", 0, 10**12)
+            for k, v in _entries(raw["datasets"], "info.datasets").items()
         }
     if "labels" in raw:
         labels = _entries(raw["labels"], "info.labels")
@@ -59,6 +63,38 @@ def parse_info(raw: object) -> dict:
                 raise Invalid(f"info.labels.{key} must be text of at most 128 characters")
         info["labels"] = labels
     return info
+
+
+def _declared(raw: dict, where: str) -> dict:
+    """A data set the device declares (FL_DATA_CONFIG): its rows, columns and their kinds, a fingerprint
+    of that schema and, when it changed, when; never a value."""
+    unknown = sorted(set(raw) - {"rows", "columns", "fingerprint", "format", "changed_at"})
+    if unknown:
+        raise Invalid(f"{where}: unknown fields {unknown[:5]}; it takes rows, columns, fingerprint, format")
+    out: dict = {"rows": _whole(raw.get("rows"), f"{where}.rows", 0, 10**12)}
+    columns = raw.get("columns", {})
+    if not isinstance(columns, dict) or len(columns) > MAX_COLUMNS:
+        raise Invalid(f"{where}.columns must be an object of at most {MAX_COLUMNS} columns")
+    for name, kind in columns.items():
+        if not COLUMN.match(name):
+            raise Invalid(f"{where}.columns: {name[:40]!r} is not a usable column name (no dots, no leading $)")
+        if kind not in tabular.KINDS:
+            raise Invalid(f"{where}.columns.{name}: the kind must be one of {list(tabular.KINDS)}")
+    out["columns"] = dict(columns)
+    for key, pattern in (("fingerprint", _HEX), ("format", _FORMAT)):
+        if key in raw:
+            if not isinstance(raw[key], str) or not pattern.match(raw[key]):
+                raise Invalid(f"{where}.{key} is not valid")
+            out[key] = raw[key]
+    if "changed_at" in raw:
+        if not isinstance(raw["changed_at"], (int, float)) or isinstance(raw["changed_at"], bool):
+            raise Invalid(f"{where}.changed_at must be a time in seconds")
+        out["changed_at"] = float(raw["changed_at"])
+    return out
+
+
+_HEX = re.compile(r"^[0-9a-f]{8,64}$")
+_FORMAT = re.compile(r"^[a-z]{1,16}$")
 
 
 def _entries(raw: object, where: str) -> dict:
@@ -109,4 +145,5 @@ def view(doc: dict) -> dict:
 
 def holds_dataset(info: dict, dataset: str) -> bool:
     """Whether a device says it has the job's data (a device that reports no datasets has none)."""
-    return info.get("datasets", {}).get(dataset, 0) > 0
+    held = info.get("datasets", {}).get(dataset, 0)
+    return (held.get("rows", 0) if isinstance(held, dict) else held) > 0

@@ -40,6 +40,7 @@ ROUTES: tuple[Route, ...] = (
     Route("partition", protocol.partition, Who.CLIENT),
     Route("poll", protocol.poll, Who.CLIENT),
     Route("heartbeat", protocol.heartbeat, Who.CLIENT),
+    Route("statistics", protocol.data_statistics, Who.CLIENT),
     Route("get_model", protocol.get_model, Who.MEMBER),
     Route("submit", protocol.submit, Who.CLIENT),
     Route("upload_chunk", protocol.upload_chunk, Who.CLIENT),

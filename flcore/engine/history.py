@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from flcore.shared import tabular
+
+MAX_PER_CLIENT = 50  # a tabular round lists each device's own figures up to this many devices
+
 
 def _weight(doc: dict, key: str) -> float:
     metrics = doc.get("metrics") or {}
@@ -21,7 +25,10 @@ def history_entry(docs: list[dict], job: dict, now: float, agg_s: float) -> dict
         weight = sum(n for _, n in pairs)
         if weight:
             metrics[key] = sum(v * n for v, n in pairs) / weight
-    return {
+    # RMSE, R² and macro-F1 of a tabular job, over all devices' held-out rows (received and local-only models)
+    metrics.update(tabular.derived(metrics, "eval_"))
+    metrics.update(tabular.derived(metrics, "local_"))
+    entry = {
         "round": job["round"],
         "clients": len(docs),
         "picked": len(job["picked"]),
@@ -33,3 +40,13 @@ def history_entry(docs: list[dict], job: dict, now: float, agg_s: float) -> dict
         "closed": "complete" if len(docs) >= len(job["picked"]) else "deadline",
         "closed_at": now,
     }
+    if job.get("encoding") and len(docs) <= MAX_PER_CLIENT:
+        entry["per_client"] = {d["client_id"]: _own(d.get("metrics") or {}) for d in docs}
+    return entry
+
+
+def _own(metrics: dict) -> dict:
+    """One device's headline figures: the received model's and its local-only model's, side by side."""
+    own = {**metrics, **tabular.derived(metrics, "eval_"), **tabular.derived(metrics, "local_")}
+    keep = [k for k in own if k.split("_", 1)[-1] in ("rmse", "r2", "mae", "rmse_units", "accuracy", "macro_f1")]
+    return {k: own[k] for k in sorted(keep) if k.startswith(("eval_", "local_"))}

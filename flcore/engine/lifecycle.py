@@ -15,6 +15,7 @@ from pymongo.errors import PyMongoError
 
 from flcore.domain.config import JobConfig
 from flcore.domain.job import Job
+from flcore.engine import statistics
 from flcore.shared import clock
 from flcore.storage.store import Store
 
@@ -44,6 +45,10 @@ def maybe_start(store: Store, job: Job, now: float) -> Job:
         or store.count_clients(job.id, taking_part=True) < cfg.clients_to_start
     ):
         return job
+    if statistics.needs_stats(job):  # a tabular job: its encoding first, from the devices' statistics
+        job = reloaded(store, job, statistics.fix_encoding(store, job, now))
+        if job.state != "waiting" or statistics.needs_stats(job):
+            return job
     picked = job.mode.first_picks(store, job)
     return reloaded(store, job, store.start_job(job.id, round_fields(picked, 1, cfg, now), now))
 

@@ -104,6 +104,15 @@ class ClientRepository:
         docs = self.clients.find({"_id": {"$in": list(client_ids)}}, {"last_seen": True})
         return {d["_id"]: float(d.get("last_seen") or 0.0) for d in docs}
 
+    def set_client_stats(self, client_id: str, stats: dict) -> None:
+        """A tabular client's statistics for the job's encoding (replaced if it sends them again)."""
+        self.clients.update_one({"_id": client_id}, {"$set": {"data_stats": stats}})
+
+    def client_stats(self, job_id: str) -> list[dict]:
+        """The statistics of the job's clients taking part that sent them, in index order."""
+        query = {"job_id": job_id, "left": {"$ne": True}, "data_stats": {"$exists": True}}
+        return [d["data_stats"] for d in self.clients.find(query, {"data_stats": True}).sort("index", ASCENDING)]
+
     def device_client(self, job_id: str, device_id: str) -> dict | None:
         return self.clients.find_one({"job_id": job_id, "device_id": device_id})
 

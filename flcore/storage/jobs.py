@@ -69,6 +69,8 @@ SCHEMA: tuple[Field, ...] = (
     Field("rules_fired", "list[int]", "commit_round", "rules that fired and do not repeat"),
     Field("starts_pending", "list[str]", "commit_round, clear_pending", "jobs a rule starts, until opened"),
     Field("buffer_last", "list[list]", "commit_round", "FedBuff: the updates the newest version took"),
+    Field("schema", "dict", "fix_schema", "tabular: the features and their kinds, fixed by the first device"),
+    Field("encoding", "dict", "set_encoding", "tabular: how every row is encoded, from the statistics step"),
     Field("reported", "dict", "record_report", "the operator's own measurements, by round"),
     Field("finished_at", "float", "commit_round, stop", "when it ended"),
     Field("stopped_because", "str", "commit_round, stop", "why it ended"),
@@ -133,6 +135,17 @@ class JobRepository:
     def open_job(self, job_id: str, now: float) -> dict | None:
         """``created`` -> ``waiting`` (takes devices); None if the job was not ``created``."""
         return self._move(job_id, {"state": "created"}, {"$set": {"state": "waiting", "opened_at": now}})
+
+    def fix_schema(self, job_id: str, schema: dict) -> dict | None:
+        """A tabular job's schema, set once by its first device; None if another device set it first."""
+        return self._move(job_id, {"schema": {"$exists": False}}, {"$set": {"schema": schema}})
+
+    def set_encoding(self, job_id: str, encoding: dict) -> dict | None:
+        """A waiting tabular job's encoding, with the model's input width and outputs; set once."""
+        derived = {"config.data.input_width": encoding["width"], "config.data.outputs": encoding["outputs"]}
+        return self._move(
+            job_id, {"state": "waiting", "encoding": {"$exists": False}}, {"$set": {"encoding": encoding, **derived}}
+        )
 
     def start_job(self, job_id: str, round_fields: dict, now: float) -> dict | None:
         """``waiting`` -> ``running``, with round 1's fields; None if another invocation started it."""

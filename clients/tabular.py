@@ -1,0 +1,59 @@
+"""A client's work on a data set its device declares: statistics, encoded rows, evaluation, and the
+model trained on its own rows alone (what federation is compared with).
+
+The rows never leave the device: what goes out is :func:`flcore.shared.tabular.local_stats`
+before round 1 and, each round, the model and the evaluation means.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from clients import trainer
+from flcore.shared import tabular
+from fllocal import tables
+
+
+class TabularTask:
+    """One job's view of a declared data set: its rows, split into training and held-out ones."""
+
+    def __init__(self, source: tables.Source, reply: dict):
+        self.data = reply["data"]
+        self.schema = reply["schema"]
+        self.table = tables.read(source)
+        self.train_idx, self.eval_idx = tables.split(self.table, int(reply["seed"]), float(self.data["eval_fraction"]))
+        self._encoded: tuple | None = None
+
+    @property
+    def loss(self) -> str:
+        return self.data.get("loss") or ("mse" if self.data["task"] == "regression" else "cross_entropy")
+
+    def stats(self) -> dict:
+        """What this device tells the statistics step: sums and category counts of its training rows."""
+        return tabular.local_stats(self.table.take(self.train_idx), self.schema)
+
+    def tensors(self, encoding: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training and held-out rows encoded as the job encodes them (rows without a target left out)."""
+        if self._encoded is None or self._encoded[0] is not encoding:
+            self._encoded = (encoding, *self._encode(encoding, self.train_idx), *self._encode(encoding, self.eval_idx))
+        return self._encoded[1:]
+
+    def _encode(self, encoding: dict, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        part = self.table.take(index)
+        x = tabular.encode_features(encoding, part, len(index))
+        y, keep = tabular.encode_target(encoding, part[encoding["target"]["name"]])
+        return torch.from_numpy(x[keep]), torch.from_numpy(y[keep])
+
+    def evaluate(self, model: torch.nn.Module, encoding: dict, x: torch.Tensor, y: torch.Tensor, prefix: str) -> dict:
+        """The figures this device reports for ``model`` on its held-out rows (means over rows, which the
+        function combines across devices; see :func:`flcore.shared.tabular.derived`)."""
+        out = trainer.outputs(model, x)
+        got: dict[str, float] = {f"{prefix}loss": float(trainer.LOSSES[self.loss](out, y)) if len(y) else 0.0}
+        out_np, y_np = out.numpy(), y.numpy()
+        if encoding["target"]["task"] == "regression":
+            got.update(tabular.regression_metrics(encoding, out_np, y_np, prefix))
+        else:
+            per_class = prefix == "eval_"  # exact combined macro-F1 for the received model's evaluation
+            got.update(tabular.classification_metrics(tabular.outputs(encoding), out_np, y_np, prefix, per_class))
+        return got
