@@ -58,6 +58,11 @@ def create_app(client: FederatedClient) -> Flask:
 
     @app.post("/predict")
     def predict():
+        body = request.get_json(silent=True) if request.is_json else None
+        if isinstance(body, dict) and "rows" in body:
+            return predict_rows(body)
+        if client.learns_rows:
+            return jsonify(error='this job learns from rows: send {"rows": [{column: value, ...}, ...]}'), 400
         dataset = client.info.get("dataset")
         if dataset is None:
             return jsonify(error="no global model yet"), 409
@@ -75,5 +80,18 @@ def create_app(client: FederatedClient) -> Flask:
         except LookupError as exc:
             return jsonify(error=str(exc)), 409
         return jsonify(prediction=label, probabilities=probs, model_round=client.info.get("model_round"))
+
+    def predict_rows(body: dict):
+        """Rows of a tabular job, with the global model or (``"model": "local"``) the device's own."""
+        which = body.get("model", "global")
+        if which not in ("global", "local"):
+            return jsonify(error='model must be "global" or "local"'), 400
+        try:
+            answer = client.predict_rows(body["rows"], which)
+        except LookupError as exc:
+            return jsonify(error=str(exc)), 409
+        except ValueError as exc:
+            return jsonify(error=str(exc)), 400
+        return jsonify(**answer, model=which, model_round=client.info.get("model_round"))
 
     return app

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -29,7 +30,7 @@ from clients.settings import ClientSettings
 from clients.slots import TrainerSlots
 from clients.tabular import TabularTask
 from clients.transport import FunctionError, Transport
-from flcore.shared import encodings, modeldef
+from flcore.shared import encodings, modeldef, tabular
 from flcore.shared import weights as wcodec
 from flcore.shared.partition import partition_indices, train_eval_split
 from fllocal import data, models
@@ -95,6 +96,7 @@ class FederatedClient:
         self._task: tuple | None = None  # a tabular job's (job_id, TabularTask, local-only model)
         self._model: torch.nn.Module | None = None
         self._model_lock = threading.Lock()
+        self._encoding: dict | None = None  # a tabular job's encoding, for /predict of rows
         self._failures = 0
         self._next_due = 0.0
         self._scheduler: BackgroundScheduler | None = None
@@ -303,6 +305,7 @@ class FederatedClient:
             return
         with self._model_lock:
             self._model = self._global_model(reply)
+            self._encoding = reply.get("encoding")
             self.info["model_round"] = reply["model_round"]
             self.info["dataset"] = reply["config"]["dataset"]
 
@@ -324,6 +327,7 @@ class FederatedClient:
         if self.serves_predictions:
             with self._model_lock:  # /predict serves the latest global model, not the one in training
                 self._model = copy.deepcopy(model)
+                self._encoding = reply.get("encoding")
         self.info.update(model_round=reply["model_round"], dataset=cfg["dataset"])
         task = self._tabular(reply) if cfg.get("data") else None
         if task is not None:
@@ -392,7 +396,11 @@ class FederatedClient:
             rnd,
             metrics["train_seconds"],
             fit["train_loss"],
-            *(("accuracy", metrics["eval_accuracy"]) if "eval_accuracy" in metrics else ("loss", metrics["eval_loss"])),
+            *(
+                ("accuracy", metrics["eval_accuracy"])
+                if "eval_accuracy" in metrics
+                else ("loss", metrics.get("eval_loss", math.nan))
+            ),
         )
         memory.release()  # the round's peak need not stay with this client while it waits
         return float(result.get("retry_after") or 0.0)
@@ -418,6 +426,36 @@ class FederatedClient:
         return got
 
     # serving ------------------------------------------------------------
+    @property
+    def learns_rows(self) -> bool:
+        """Whether the model this client serves is a tabular job's (it answers rows, not images)."""
+        return self._encoding is not None
+
+    @torch.inference_mode()
+    def predict_rows(self, rows: object, which: str = "global") -> dict:
+        """Predictions for raw rows with the latest global model (``which="local"``: the model trained on
+        this device's rows alone), encoded as the job encodes them; a ValueError names a bad row."""
+        with self._model_lock:
+            encoding = self._encoding
+            if which == "local":
+                model = self._task[2] if self._task is not None else None
+            else:
+                model = self._model
+            if encoding is None or model is None:
+                raise LookupError(f"no {which} model for rows yet")
+            x = torch.from_numpy(tabular.encode_rows(encoding, rows))
+            model.eval()
+            out = model(x).numpy()
+        answer = tabular.predictions(encoding, out)
+        if "values" in answer:
+            return {"predictions": [float(v) for v in answer["values"]], "learnt": [float(v) for v in answer["learnt"]]}
+        classes = encoding["target"]["classes"]
+        probs = answer["probabilities"]
+        return {
+            "predictions": [classes[int(i)] for i in probs.argmax(axis=1)],
+            "probabilities": [[float(p) for p in row] for row in probs],
+        }
+
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> tuple[int, list[float]]:
         with self._model_lock:

@@ -48,8 +48,10 @@ class TabularTask:
     def evaluate(self, model: torch.nn.Module, encoding: dict, x: torch.Tensor, y: torch.Tensor, prefix: str) -> dict:
         """The figures this device reports for ``model`` on its held-out rows (means over rows, which the
         function combines across devices; see :func:`flcore.shared.tabular.derived`)."""
+        if not len(y):  # no held-out rows (eval_fraction 0): nothing to report
+            return {}
         out = trainer.outputs(model, x)
-        got: dict[str, float] = {f"{prefix}loss": float(trainer.LOSSES[self.loss](out, y)) if len(y) else 0.0}
+        got: dict[str, float] = {f"{prefix}loss": float(trainer.LOSSES[self.loss](out, y))}
         out_np, y_np = out.numpy(), y.numpy()
         if encoding["target"]["task"] == "regression":
             got.update(tabular.regression_metrics(encoding, out_np, y_np, prefix))

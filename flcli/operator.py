@@ -14,6 +14,15 @@ from flcore.shared import weights as wcodec
 from flcore.shared.datasets import CHUNK_BYTES
 
 
+def headline(metrics: dict) -> str:
+    """A closed round's federated evaluation in a few words: RMSE for a regression, else accuracy."""
+    if "eval_rmse" in metrics:
+        return f", fed. eval RMSE {metrics['eval_rmse']:.4f}"
+    if "eval_accuracy" in metrics:
+        return f", fed. eval acc {metrics['eval_accuracy']:.4f}"
+    return ""
+
+
 class Operator:
     def __init__(self, base_url: str, admin_token: str = ""):
         self.transport = make_transport(base_url)
@@ -71,7 +80,7 @@ class Operator:
                         if st.get("mode") == "async"
                         else f"round {st['round']} updates {st['submitted']}/{len(st['picked'])}"
                     )
-                    + (f", fed. eval acc {last['metrics'].get('eval_accuracy', float('nan')):.4f}" if last else ""),
+                    + headline(last.get("metrics", {})),
                     refresh=False,
                 )
                 bar.refresh()

@@ -92,7 +92,8 @@ def load_config(path: str | Path) -> dict[str, Source]:
         else:
             doc = json.loads(text)
     except Exception as exc:  # noqa: BLE001  (any parse error is the file's fault)
-        raise DataConfigError(f"FL_DATA_CONFIG: {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
+        kind = "YAML" if path.suffix in (".yaml", ".yml") else "JSON"
+        raise DataConfigError(f"FL_DATA_CONFIG: {path} is not valid {kind}: {exc}") from None
     entries = doc.get("datasets") if isinstance(doc, dict) else doc
     if not isinstance(entries, list) or not 0 < len(entries) <= MAX_DATASETS:
         raise DataConfigError(f"FL_DATA_CONFIG: {path} must list 1 to {MAX_DATASETS} data sets under 'datasets'")

@@ -17,7 +17,7 @@ from flcore.shared import weights as wcodec
 from flcore.shared.datasets import INPUT_SHAPES
 
 MAX_IMAGES = 64
-MAX_ROWS = 1000
+MAX_ROWS = tabular.MAX_ROWS
 MAX_IMAGE_BYTES = 2 * 1024 * 1024
 MAX_IMAGE_SIDE = 1024  # decoding is numpy and a byte loop for two of PNG's filters: keep it well under a second
 MODES = ("global", "ensemble")
@@ -108,36 +108,11 @@ def _predict_rows(req: Request, job: Job, mode: str) -> dict:
 
 
 def rows_input(encoding: dict, rows: object) -> np.ndarray:
-    """Raw rows as the network's input, or a 400 naming the row and the column that is wrong.
-
-    A row may leave a feature out (it is then missing, filled as in training) and may carry the
-    target (ignored); any other column is refused, so a typo is not silently treated as missing.
-    """
-    if not isinstance(rows, list) or not 0 < len(rows) <= MAX_ROWS:
-        raise Invalid(f"rows must be a list of 1 to {MAX_ROWS} objects of column values")
-    known = {f["name"] for f in encoding["features"]}
-    allowed = known | {encoding["target"]["name"]}
-    table: dict[str, list] = {name: [] for name in known}
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise Invalid(f"row {i} must be an object of column values")
-        unknown = [c for c in row if c not in allowed]
-        if unknown:
-            raise Invalid(f"row {i}: unknown column {str(unknown[0])[:40]!r}; the features are {sorted(known)[:20]}")
-        for name in known:
-            value = row.get(name)
-            if value is not None and not isinstance(value, (str, int, float)):
-                raise Invalid(f"row {i}, column {name!r}: a value must be a number, a text or null")
-            if isinstance(value, float) and not np.isfinite(value):
-                raise Invalid(f"row {i}, column {name!r}: NaN and infinities are not values (send null)")
-            table[name].append(value)
-        for f in encoding["features"]:
-            if f["kind"] == "numeric":
-                try:
-                    tabular.number(table[f["name"]][-1], f["name"])
-                except tabular.CellError as exc:
-                    raise Invalid(f"row {i}: {exc}") from None
-    return tabular.encode_features(encoding, table, len(rows))
+    """Raw rows as the network's input, or a 400 naming the row and the column that is wrong."""
+    try:
+        return tabular.encode_rows(encoding, rows, MAX_ROWS)
+    except tabular.CellError as exc:
+        raise Invalid(str(exc)) from None
 
 
 def _round(req: Request, job: Job) -> int:

@@ -28,7 +28,8 @@ MISSING = "(missing)"  # the category a missing categorical value falls in
 OTHER = "(other)"
 MAX_CATEGORY_CHARS = 64  # longer values are cut to this, the same way everywhere
 MAX_SENT_CATEGORIES = 100  # per feature, a device sends the counts of at most this many values
-MAX_CLASSES_FOR_F1 = 32  # per-class counts travel (exact macro-F1) up to this many classes
+MAX_CLASSES_FOR_F1 = 32
+MAX_ROWS = 1000  # rows one predict call takes  # per-class counts travel (exact macro-F1) up to this many classes
 TRANSFORMS = ("none", "log1p")
 KINDS = ("numeric", "categorical", "text")
 
@@ -173,6 +174,39 @@ def encode_features(encoding: Mapping, table: Mapping[str, Sequence], rows: int)
         x[np.arange(rows), col + idx] = 1.0
         col += other + 1
     return x
+
+
+def encode_rows(encoding: Mapping, rows: object, limit: int = 1000) -> np.ndarray:
+    """Raw rows (objects of column values, as ``predict`` takes them) as the network's input, or a
+    :class:`CellError` naming the row and the column that is wrong.
+
+    A row may leave a feature out (it is then missing, filled as in training) and may carry the
+    target (ignored); any other column is refused, so a typo is not silently treated as missing.
+    """
+    if not isinstance(rows, list) or not 0 < len(rows) <= limit:
+        raise CellError(f"rows must be a list of 1 to {limit} objects of column values")
+    kinds = {f["name"]: f["kind"] for f in encoding["features"]}
+    allowed = set(kinds) | {encoding["target"]["name"]}
+    table: dict[str, list] = {name: [] for name in kinds}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise CellError(f"row {i} must be an object of column values")
+        unknown = [c for c in row if c not in allowed]
+        if unknown:
+            raise CellError(f"row {i}: unknown column {str(unknown[0])[:40]!r}; the features are {sorted(kinds)[:20]}")
+        for name, kind in kinds.items():
+            value = row.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+                raise CellError(f"row {i}, column {name!r}: a value must be a number, a text or null")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise CellError(f"row {i}, column {name!r}: NaN and infinities are not values (send null)")
+            if kind == "numeric":
+                try:
+                    number(value, name)
+                except CellError as exc:
+                    raise CellError(f"row {i}: {exc}") from None
+            table[name].append(value)
+    return encode_features(encoding, table, len(rows))
 
 
 def encode_target(encoding: Mapping, cells: Sequence) -> tuple[np.ndarray, np.ndarray]:
