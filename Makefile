@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)
 # one tier only: make test TIER=unit (or core, stack, browser)
 TIER ?=
 
-.PHONY: setup lint run test serve demo-jobs package deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate bench-cost bench-scale bench-encoding clean
+.PHONY: setup lint run test serve demo-jobs demo-tabular package deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate bench-cost bench-scale bench-encoding clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ demo-jobs: setup
 # Deploy to AWS, e.g. make deploy ARGS="--stage prod --region eu-west-1".
 DEPLOY_ENV := SLS_TELEMETRY_DISABLED=1
 # A public endpoint without an operator token would let anyone create jobs: refuse.
+# House Prices on three devices with their own CSV files, as real client processes: central, local,
+# local ensemble, federated and ridge, test RMSE of log price (results/demo-tabular/)
+demo-tabular: setup
+	$(BIN)/python -m flcli.demo_tabular
+
 deploy-check:
 	@test -n "$$FL_ADMIN_TOKEN" || { echo "set FL_ADMIN_TOKEN before deploying (see README, Deploying)" >&2; exit 1; }
 	@test -n "$$MONGODB_URL" || { echo "set MONGODB_URL to a MongoDB the function can reach" >&2; exit 1; }

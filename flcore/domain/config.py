@@ -286,6 +286,10 @@ def reference() -> str:
         "Naming only a data set also applies its best measured settings where the job sets none:",
         *(f"`{name}`: {', '.join(f'{k} {v:g}' for k, v in best.items())}." for name, best in DATASET_DEFAULTS.items()),
         "",
+        "A job over a data set its devices declare instead of a built-in one carries a `data` block (the",
+        "data set's name, the task, the target, ...): see [data.md](data.md). Its `dataset` is the block's name,",
+        "its default model `mlp`, and the partition settings do not apply (each device trains on its own rows).",
+        "",
         "| setting | type | default | range or choices | changeable | meaning |",
         "|---|---|---|---|---|---|",
     ]

@@ -114,6 +114,7 @@ PRESETS: dict[str, list[dict]] = {
     "linear": [{"type": "linear", "name": "out"}],  # tabular: a linear (or logistic) model
     "mlp": _mlp(),
 }
+TABULAR_PRESETS = ("linear", "mlp")  # for encoded rows, not images
 TABULAR_MODEL = "mlp"  # what a tabular job gets when it names none
 
 

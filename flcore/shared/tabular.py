@@ -169,7 +169,8 @@ def encode_features(encoding: Mapping, table: Mapping[str, Sequence], rows: int)
         slots = {c: i for i, c in enumerate(f["categories"])}
         other = len(f["categories"])
         idx = np.array(
-            [slots.get(category(c), other) for c in cells] if cells is not None else [slots.get(MISSING, other)] * rows
+            [slots.get(category(c), other) for c in cells] if cells is not None else [slots.get(MISSING, other)] * rows,
+            dtype=np.int64,
         )
         x[np.arange(rows), col + idx] = 1.0
         col += other + 1

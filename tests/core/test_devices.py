@@ -38,11 +38,16 @@ def test_register_gives_a_lasting_identity_that_update_changes(store):
         ({"labels": {f"k{i}": "v" for i in range(17)}}, "at most 16 entries"),
         (
             {
-                "labels": {f"{i:02d}" + "k" * 62: "v" * 128 for i in range(16)},
-                "datasets": {f"{i:02d}" + "d" * 62: 1 for i in range(16)},
+                "datasets": {
+                    f"d{i:02d}": {"rows": 1, "columns": {f"{j:03d}" + "c" * 60: "numeric" for j in range(100)}}
+                    for i in range(16)
+                },
             },
-            "larger than 4096 bytes",
+            "larger than 65536 bytes",
         ),
+        ({"datasets": {"s": {"rows": 1, "columns": {"a.b": "numeric"}}}}, "'a.b' is not a usable column name"),
+        ({"datasets": {"s": {"rows": 1, "columns": {"a": "date"}}}}, "the kind must be one of"),
+        ({"datasets": {"s": {"rows": 1, "values": [1]}}}, "unknown fields ['values']"),
     ],
 )
 def test_bad_info_is_refused_and_changes_nothing(store, raw_db, info, message):

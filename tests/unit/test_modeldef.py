@@ -48,7 +48,7 @@ def test_resnet18_preset_has_the_published_size():
         (42, "preset name"),
         ([], "1 to 64 layers"),
         ([{"type": "lstm"}], "type must be one of"),
-        ([{"type": "linear"}], "out is required"),
+        ([{"type": "flatten"}, {"type": "linear"}, {"type": "linear"}], "out is required"),
         ([{"type": "flatten"}, {"type": "linear", "out": True}], "integer from 1"),
         ([{"type": "flatten"}, {"type": "linear", "out": 10, "activation": "relu"}], "no fields ['activation']"),
         ([{"type": "linear", "out": 10}], "put a flatten before it"),

@@ -143,6 +143,7 @@ def test_rare_categories_become_other_and_what_a_device_sends_is_capped():
     assert enc["features"][0]["categories"] == ["common"]  # each v### was seen twice: "other"
     x = tabular.encode_features(enc, {"t": ["common", "v001", "never seen"]}, 3)
     assert x.tolist() == [[1, 0], [0, 1], [0, 1]]
+    assert tabular.encode_features(enc, {"t": []}, 0).shape == (0, 2)  # no held-out rows (eval_fraction 0)
 
 
 @pytest.mark.parametrize(
