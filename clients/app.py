@@ -7,20 +7,32 @@ import io
 import numpy as np
 import torch
 from flask import Flask, jsonify, request
-from PIL import Image
 
 from clients.federated_client import FederatedClient
 from flcore.shared.datasets import INPUT_SHAPES
 from fllocal import data
 
 MAX_UPLOAD_BYTES = 1024 * 1024
-Image.MAX_IMAGE_PIXELS = 4096 * 4096  # refuse decompression bombs
+MAX_IMAGE_PIXELS = 4096 * 4096  # refuse decompression bombs
+
+
+class ImageTooLarge(ValueError):
+    """An upload whose pixels would not fit in memory (Pillow's decompression-bomb guard)."""
 
 
 def image_tensor(raw: bytes, dataset: str) -> torch.Tensor:
-    """An uploaded image (PNG, JPEG, ...) as one normalised input for ``dataset``'s model."""
+    """An uploaded image (PNG, JPEG, ...) as one normalised input for ``dataset``'s model.
+
+    Pillow is imported here, not at the top: a tabular device (a Raspberry Pi) need not install it.
+    """
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     channels, side, _ = INPUT_SHAPES[dataset]
-    img = Image.open(io.BytesIO(raw))
+    try:
+        img = Image.open(io.BytesIO(raw))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from None
     img = img.convert("L" if channels == 1 else "RGB").resize((side, side))
     pixels = np.asarray(img, dtype=np.uint8)
     pixels = pixels[None, None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)[None]
@@ -73,7 +85,7 @@ def create_app(client: FederatedClient) -> Flask:
                 x = pixels_tensor((request.get_json(silent=True) or {}).get("pixels"), dataset)
             else:
                 x = image_tensor(request.get_data(), dataset)
-        except (ValueError, OSError, Image.DecompressionBombError) as exc:
+        except (ValueError, OSError) as exc:  # ImageTooLarge is a ValueError
             return jsonify(error=f"cannot read the input as an image: {exc}"), 400
         try:
             label, probs = client.predict(x)

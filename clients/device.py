@@ -38,7 +38,7 @@ def info(settings: ClientSettings) -> dict:
     datasets: dict = data.available()
     if settings.device_datasets:
         datasets = {k: v for k, v in datasets.items() if k in settings.device_datasets}
-    datasets.update({name: tables.describe(source) for name, source in settings.declared().items()})
+    datasets.update(declared_info(settings))
     labels = dict(settings.device_labels)
     return {
         "platform": f"{sys.platform}/{platform.machine() or 'unknown'}",
@@ -47,6 +47,11 @@ def info(settings: ClientSettings) -> dict:
         "datasets": datasets,
         "labels": labels,
     }
+
+
+def declared_info(settings: ClientSettings) -> dict[str, dict]:
+    """What the device says about each data set it declares: rows, column kinds, fingerprint."""
+    return {name: tables.describe(source) for name, source in settings.declared().items()}
 
 
 def _memory_mb() -> int:
@@ -73,6 +78,7 @@ class Device:
             self.identity: dict | None = json.loads(path.read_text())
         except (OSError, ValueError):
             self.identity = None
+        self._reported: dict | None = None  # declared data sets' (rows, fingerprint) as last reported
 
     @property
     def token(self) -> str:
@@ -82,9 +88,28 @@ class Device:
             body = {"info": info(self.settings), "idempotency_key": self._key()}
             log.info("registering as a device (key %s...)", body["idempotency_key"][:6])
             self.identity = self.transport.call("register", body, token=self.settings.enrol_token or None)
+            self._reported = {
+                n: (d["rows"], d["fingerprint"]) for n, d in body["info"]["datasets"].items() if isinstance(d, dict)
+            }
             files.write_atomic(self.path, json.dumps(self.identity).encode())
             log.info("registered as device %s", self.identity["device_id"])
         return self.identity["token"]
+
+    def report_if_changed(self) -> list[str]:
+        """Tell the function when a declared data set changed (rows or schema), so jobs that retrain on
+        change can; the names of those that changed since the last report (nothing is sent otherwise)."""
+        if self.identity is None or not self.settings.data_config:
+            return []
+        now = {name: (d["rows"], d["fingerprint"]) for name, d in declared_info(self.settings).items()}
+        if self._reported is None:  # the first look after a start: the baseline
+            self._reported = now
+            return []
+        changed = sorted(name for name in now if self._reported.get(name) != now[name])
+        if changed:
+            self.transport.call("update_device", {"info": info(self.settings)}, token=self.token)
+            log.info("data set(s) %s changed: reported", ", ".join(changed))
+            self._reported = now
+        return changed
 
     def _key(self) -> str:
         path = self.path.with_suffix(".key")

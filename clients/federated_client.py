@@ -40,6 +40,7 @@ log = logging.getLogger("clients")
 IDLE_RETRY_S = 2.0
 TICK_S = 0.25  # how often the scheduler checks whether a protocol step is due
 MAX_BACKOFF_S = 30.0
+DATA_CHECK_S = 5.0  # how often a device with declared data sets looks whether their files changed
 
 
 class TrainingFailed(Exception):
@@ -97,6 +98,7 @@ class FederatedClient:
         self._model: torch.nn.Module | None = None
         self._model_lock = threading.Lock()
         self._encoding: dict | None = None  # a tabular job's encoding, for /predict of rows
+        self._data_checked = float("-inf")
         self._failures = 0
         self._next_due = 0.0
         self._scheduler: BackgroundScheduler | None = None
@@ -128,8 +130,19 @@ class FederatedClient:
             self.calls.count(action, reply, time.perf_counter() - started)
 
     # protocol -----------------------------------------------------------
+    def _check_data(self) -> None:
+        """Every DATA_CHECK_S, whether the device's declared data changed (then the function hears of it)."""
+        if not self.settings.data_config or time.monotonic() < self._data_checked + DATA_CHECK_S:
+            return
+        self._data_checked = time.monotonic()
+        try:
+            self.device.report_if_changed()
+        except Exception as exc:  # the next look tries again; training goes on meanwhile
+            log.warning("%s: could not report changed data: %s", self.name, exc)
+
     def tick(self) -> float:
         """One step of the protocol; returns seconds until the next step."""
+        self._check_data()
         if self.identity is None:
             return self._find_job()
         try:
@@ -324,8 +337,11 @@ class FederatedClient:
         encoding = cfg.get("update_encoding", "float32")
         # int8 updates are changes from the model received, when the function holds it (not a seeded one)
         base = models.get_weights(model) if encoding == "int8" and reply.get("model_round") is not None else None
-        if self.serves_predictions:
-            with self._model_lock:  # /predict serves the latest global model, not the one in training
+        # /predict serves the latest global model, not the one in training; while a job retrains on
+        # changed data, the model of its last final version until the new one is final
+        keep = reply.get("retraining") and self._model is not None and self._encoding is not None
+        if self.serves_predictions and not keep:
+            with self._model_lock:
                 self._model = copy.deepcopy(model)
                 self._encoding = reply.get("encoding")
         self.info.update(model_round=reply["model_round"], dataset=cfg["dataset"])

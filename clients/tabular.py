@@ -19,11 +19,21 @@ class TabularTask:
     """One job's view of a declared data set: its rows, split into training and held-out ones."""
 
     def __init__(self, source: tables.Source, reply: dict):
+        self.source = source
         self.data = reply["data"]
         self.schema = reply["schema"]
-        self.table = tables.read(source)
-        self.train_idx, self.eval_idx = tables.split(self.table, int(reply["seed"]), float(self.data["eval_fraction"]))
+        self.seed = int(reply["seed"])
+        self.table: tables.Table | None = None
         self._encoded: tuple | None = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the rows again if the files changed since (a retraining learns from the new rows)."""
+        table = tables.read(self.source)
+        if table is not self.table:
+            self.table = table
+            self.train_idx, self.eval_idx = tables.split(table, self.seed, float(self.data["eval_fraction"]))
+            self._encoded = None
 
     @property
     def loss(self) -> str:
@@ -35,6 +45,7 @@ class TabularTask:
 
     def tensors(self, encoding: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training and held-out rows encoded as the job encodes them (rows without a target left out)."""
+        self.refresh()
         if self._encoded is None or self._encoded[0] is not encoding:
             self._encoded = (encoding, *self._encode(encoding, self.train_idx), *self._encode(encoding, self.eval_idx))
         return self._encoded[1:]

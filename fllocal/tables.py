@@ -192,11 +192,23 @@ def _checked_header(head: list[str], source: Source, path: Path) -> list[str]:
 
 
 def describe(source: Source) -> dict:
-    """What the device reports about a data set in ``info.datasets``: rows, column kinds, a fingerprint."""
-    table = read(source)
+    """What the device reports about a data set in ``info.datasets``: rows, column kinds, a fingerprint
+    (worked out once per version of the files: a device looks every few seconds whether they changed)."""
+    version = source.version()
+    held = _DESCRIBED.get(source)
+    if held is None or held[0] != version:
+        held = (version, _describe(_read_cached(source, version)))
+        _DESCRIBED[source] = held
+    return dict(held[1])
+
+
+_DESCRIBED: dict[Source, tuple[tuple, dict]] = {}
+
+
+def _describe(table: Table) -> dict:
     kinds = {name: tabular.kind_of(cells) for name, cells in table.columns.items()}
     fingerprint = hashlib.sha256(json.dumps(sorted(kinds.items())).encode()).hexdigest()[:16]
-    return {"rows": table.rows, "columns": kinds, "fingerprint": fingerprint, "format": source.format}
+    return {"rows": table.rows, "columns": kinds, "fingerprint": fingerprint, "format": "csv"}
 
 
 def split(table: Table, seed: int, eval_fraction: float) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ from flcore.domain import data, filters, tokens
 from flcore.domain.devices import holds_dataset, new_stats, parse_info, view
 from flcore.domain.job import Job
 from flcore.engine.enrolment import enrol, reissue
+from flcore.engine.retraining import on_data_change
 from flcore.engine.rules import MAX_REASON, text
 from flcore.errors import Conflict, Forbidden
 from flcore.shared import clock
@@ -55,11 +56,35 @@ def _reissue_device(store: Store, device_id: str, now: float) -> dict:
 
 
 def update_device(req: Request) -> dict:
-    """Replace what a device reports about itself."""
+    """Replace what a device reports about itself; a declared data set whose rows or schema changed is
+    stamped ``changed_at``, and may set a done job retraining (``retrain_on_change``)."""
     device = req.device
     info = parse_info(req.body.get("info"))
-    req.store.update_device(device["_id"], {"info": info, "last_seen": clock.now()})
-    return {"device_id": device["_id"], "info": info}
+    now = clock.now()
+    changed = stamp_changes(device.get("info", {}), info, now)
+    req.store.update_device(device["_id"], {"info": info, "last_seen": now})
+    retraining = on_data_change(req.store, device, changed, now) if changed else []
+    return {"device_id": device["_id"], "info": info, "changed": changed, "retraining": retraining}
+
+
+def stamp_changes(old: dict, new: dict, now: float) -> list[str]:
+    """The declared data sets of ``new`` whose rows or fingerprint differ from ``old``'s, stamped with
+    ``changed_at`` (the function's time, not the device's); the others keep their stamp."""
+    changed = []
+    for name, entry in new.get("datasets", {}).items():
+        before = old.get("datasets", {}).get(name)
+        if not isinstance(entry, dict):
+            continue
+        entry.pop("changed_at", None)
+        if isinstance(before, dict) and (before.get("rows"), before.get("fingerprint")) != (
+            entry["rows"],
+            entry.get("fingerprint"),
+        ):
+            entry["changed_at"] = now
+            changed.append(name)
+        elif isinstance(before, dict) and "changed_at" in before:
+            entry["changed_at"] = before["changed_at"]
+    return changed
 
 
 def refusal(device: dict, job: Job) -> str | None:
@@ -86,7 +111,7 @@ def offers(req: Request) -> dict:
     out = []
     for doc in req.store.open_jobs(limit=200):
         job = Job.of(doc)
-        if refusal(device, job) is None and _has_room(req.store, job) and job.id not in device.get("jobs", []):
+        if refusal(device, job) is None and _may_take_part(req.store, job, device):
             out.append(
                 {
                     "job_id": job.id,
@@ -101,6 +126,13 @@ def offers(req: Request) -> dict:
             if len(out) >= MAX_OFFERS:
                 break
     return {"jobs": out}
+
+
+def _may_take_part(store: Store, job: Job, device: dict) -> bool:
+    """A job with room for a newcomer, or one this device took part in that is retraining (its place is kept)."""
+    if job.id in device.get("jobs", []):
+        return job.doc.get("retrain_from") is not None
+    return _has_room(store, job)
 
 
 def _has_room(store: Store, job: Job) -> bool:

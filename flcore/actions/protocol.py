@@ -86,7 +86,13 @@ def tabular_fields(job: Job) -> dict:
     """What a device needs to read its rows for a tabular job: the task, the schema, and (once made)
     the encoding."""
     task = job.config.task
-    out = {"data": task.to_dict(), "schema": job.doc["schema"], "seed": job.config.seed}
+    out = {
+        "data": task.to_dict(),
+        "schema": job.doc["schema"],
+        "seed": job.config.seed,
+        # devices keep serving the model they had until a retraining's new version is final
+        "retraining": job.doc.get("retrain_from") is not None and not job.finished,
+    }
     if "encoding" in job.doc:
         out["encoding"] = job.doc["encoding"]
     return out

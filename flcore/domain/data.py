@@ -30,8 +30,9 @@ TASKS = ("regression", "classification")
 LOSSES = {"regression": ("mse", "huber"), "classification": ("cross_entropy",)}
 _FIELDS = (
     "name", "task", "target", "features", "exclude", "categorical", "classes",
-    "transform", "loss", "eval_fraction", "min_category_count", "compare_local",
+    "transform", "loss", "eval_fraction", "min_category_count", "compare_local", "retrain_on_change",
 )  # fmt: skip
+RETRAIN = {"rounds": (1, 1000, None), "min_interval_s": (0, 10**7, 3600), "min_devices": (1, 10_000, 1)}
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class DataTask:
     eval_fraction: float = 0.2  # each device's rows held out (seeded) unless its data marks them
     min_category_count: int = 5  # a category seen fewer times over all devices joins "other"
     compare_local: bool = True  # devices also train a model on their own rows alone, and report it
+    # once done, more rounds when enough devices report changed data: {rounds, min_interval_s, min_devices}
+    retrain_on_change: dict | None = None
 
     @property
     def outputs(self) -> int | None:
@@ -121,8 +124,25 @@ def parse(raw: object) -> DataTask:
         raise Invalid("data.compare_local must be true or false")
     return DataTask(
         name, task, target, features, exclude, categorical, classes, transform, loss,
-        float(eval_fraction), int(min_count), compare,
+        float(eval_fraction), int(min_count), compare, _retrain(raw.get("retrain_on_change")),
     )  # fmt: skip
+
+
+def _retrain(raw: object) -> dict | None:
+    """``retrain_on_change``: how many more rounds, at most how often, after how many devices' changes."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - set(RETRAIN):
+        raise Invalid(f"data.retrain_on_change must be an object of {list(RETRAIN)}")
+    out = {}
+    for key, (lo, hi, default) in RETRAIN.items():
+        value = raw.get(key, default)
+        if value is None:
+            raise Invalid(f"data.retrain_on_change.{key} is required")
+        if not is_int(value) or not lo <= value <= hi:
+            raise Invalid(f"data.retrain_on_change.{key} must be a whole number from {lo} to {hi}")
+        out[key] = value
+    return out
 
 
 def _column(raw: object, where: str) -> str:

@@ -50,7 +50,8 @@ def maybe_start(store: Store, job: Job, now: float) -> Job:
         if job.state != "waiting" or statistics.needs_stats(job):
             return job
     picked = job.mode.first_picks(store, job)
-    return reloaded(store, job, store.start_job(job.id, round_fields(picked, 1, cfg, now), now))
+    first = job.doc.get("retrain_from", 0) + 1  # a retraining goes on from the job's last round
+    return reloaded(store, job, store.start_job(job.id, round_fields(picked, first, cfg, now), now))
 
 
 def advance(store: Store, job: Job, now: float | None = None) -> Job:

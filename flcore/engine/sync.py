@@ -30,7 +30,8 @@ class SyncRounds:
     needs_current_model = False
 
     def first_picks(self, store: Store, job: Job) -> list[str]:
-        return choose(store, job, eligible(store, job, store.client_docs(job.id)), job.config, 1)
+        first = job.doc.get("retrain_from", 0) + 1  # a retraining picks for the round it goes on from
+        return choose(store, job, eligible(store, job, store.client_docs(job.id)), job.config, first)
 
     def advance(self, store: Store, job: Job, now: float) -> Job:
         """Close the round if it is ready, replace picked clients gone silent, or re-pick it past its deadline."""

@@ -59,6 +59,12 @@ class DeviceRepository:
             update["$addToSet"] = push
         self.devices.update_one({"_id": device_id}, update)
 
+    def count_changed_data(self, device_ids: list[str], dataset: str, since: float) -> int:
+        """How many of these devices reported their data set ``dataset`` changed after ``since``."""
+        return self.devices.count_documents(
+            {"_id": {"$in": device_ids}, f"info.datasets.{dataset}.changed_at": {"$gt": since}}
+        )
+
     def count_device_stats(self, increments: dict[str, dict[str, float]]) -> None:
         """Add to devices' counters in one round trip: device id -> {stat: amount}."""
         ops = [

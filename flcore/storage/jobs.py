@@ -71,6 +71,9 @@ SCHEMA: tuple[Field, ...] = (
     Field("buffer_last", "list[list]", "commit_round", "FedBuff: the updates the newest version took"),
     Field("schema", "dict", "fix_schema", "tabular: the features and their kinds, fixed by the first device"),
     Field("encoding", "dict", "set_encoding", "tabular: how every row is encoded, from the statistics step"),
+    Field("retrain_from", "int", "retrain", "tabular: the last round of the version a retraining starts from"),
+    Field("retrained_at", "float", "retrain", "tabular: when the latest retraining began"),
+    Field("retrains", "list[dict]", "retrain", "tabular: each retraining: when, from which round, why"),
     Field("reported", "dict", "record_report", "the operator's own measurements, by round"),
     Field("finished_at", "float", "commit_round, stop", "when it ended"),
     Field("stopped_because", "str", "commit_round, stop", "why it ended"),
@@ -145,6 +148,19 @@ class JobRepository:
         derived = {"config.data.input_width": encoding["width"], "config.data.outputs": encoding["outputs"]}
         return self._move(
             job_id, {"state": "waiting", "encoding": {"$exists": False}}, {"$set": {"encoding": encoding, **derived}}
+        )
+
+    def retrain(self, job_id: str, finished_at: float, change: dict, entry: dict, now: float) -> dict | None:
+        """``done`` -> ``waiting`` for more rounds from its final model (``change`` raises ``rounds``); only
+        from the ending seen (``finished_at``), so concurrent reports of changed data retrain it once."""
+        return self._move(
+            job_id,
+            {"state": "done", "finished_at": finished_at},
+            {
+                "$set": {"state": "waiting", "retrain_from": change["round"] - 1, "retrained_at": now},
+                "$unset": {"finished_at": "", "stopped_because": ""},
+                "$push": {"changes": change, "retrains": entry},
+            },
         )
 
     def start_job(self, job_id: str, round_fields: dict, now: float) -> dict | None:

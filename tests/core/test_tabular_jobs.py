@@ -3,6 +3,8 @@ block at create, the schema at join, the statistics step, and predict for rows a
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -182,3 +184,42 @@ def test_bad_rows_get_a_400_naming_the_row_and_column(store, raw_db, rows, messa
     before = snapshot(raw_db)
     assert message in call("predict", {"job_id": job_id, "rows": rows}, expect=400)["error"]
     assert snapshot(raw_db) == before
+
+
+def test_changed_data_on_enough_devices_retrains_a_done_job_exactly_once(store):
+    rule = {"rounds": 2, "min_interval_s": 0, "min_devices": 2}
+    job_id = call("create_job", {"data": {**DATA, "retrain_on_change": rule}, "num_clients": 2,
+                                 "clients_per_round": 2, "rounds": 1, "model": "linear"})["job_id"]  # fmt: skip
+    rng = np.random.default_rng(2)
+    devs = [device() for _ in range(2)]
+    clients = [call("join", {"job_id": job_id}, token=d["token"]) for d in devs]
+    for c in clients:
+        call("statistics", {"stats": tabular.local_stats(stats(rng, 90, ["north"]), SCHEMA)}, token=c["token"])
+    spec = modeldef.for_job("linear", "shop", call("status", {"job_id": job_id})["config"]["data"])
+    for i, c in enumerate(clients):
+        weights = wcodec.to_b64(models.get_weights(models.build(spec, seed=i)))
+        call("submit", {"round": 1, "weights": weights, "num_examples": 50}, c["token"])
+    call("aggregate", {"job_id": job_id})
+    assert call("status", {"job_id": job_id})["state"] == "done"
+    same = {"datasets": {"shop": {"rows": 100, "columns": COLUMNS, "fingerprint": "ab" * 8}}}
+    assert call("update_device", {"info": same}, token=devs[0]["token"])["changed"] == []  # nothing changed
+    grown = {"datasets": {"shop": {"rows": 140, "columns": COLUMNS, "fingerprint": "ab" * 8}}}
+    # one device's change is not enough (min_devices 2)
+    assert call("update_device", {"info": grown}, token=devs[0]["token"])["retraining"] == []
+    assert call("status", {"job_id": job_id})["state"] == "done"
+    # the other device's reports, and the first's again, all at once: one retraining
+    bigger = {"datasets": {"shop": {"rows": 150, "columns": COLUMNS, "fingerprint": "ab" * 8}}}
+    with ThreadPoolExecutor(6) as pool:
+        replies = list(
+            pool.map(lambda d: call("update_device", {"info": bigger}, token=d["token"]), [devs[1], devs[0]] * 3)
+        )
+    assert sum(len(r["retraining"]) for r in replies) == 1
+    st = call("status", {"job_id": job_id})
+    assert st["state"] == "waiting" and st["rounds"] == 3 and len(st["changes"]) == 1
+    assert st["changes"][0]["round"] == 2 and st["changes"][0]["set"] == {"rounds": 3}
+    # the devices are offered their job again and get their own places back; round 2 goes on from round 1's model
+    assert [j["job_id"] for j in call("offers", token=devs[0]["token"])["jobs"]] == [job_id]
+    again = [call("join", {"job_id": job_id}, token=d["token"]) for d in devs]
+    assert [a["client_id"] for a in again] == [c["client_id"] for c in clients]
+    reply = call("poll", token=again[0]["token"])
+    assert reply["action"] == "train" and reply["round"] == 2 and reply["model_round"] == 1 and reply["retraining"]
