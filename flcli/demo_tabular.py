@@ -110,7 +110,8 @@ def columns(header: list[str], rows: list[list[str]]) -> dict[str, list[str]]:
 
 
 def encoding_for(header: list[str], parts: dict[str, list[list[str]]]) -> dict:
-    """The encoding the function makes from these devices' statistics (the same code, in this process)."""
+    """The encoding the function makes from these devices' statistics (the same code, in this process,
+    with the first device's columns fixing the schema)."""
     task = tasks.parse(JOB["data"])
     first = columns(header, next(iter(parts.values())))
     described = {"rows": 1, "columns": {c: tabular.kind_of(v) for c, v in first.items()}}
@@ -189,9 +190,11 @@ def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(pred) - np.asarray(truth)) ** 2)))
 
 
-def baselines(header: list[str], parts: dict[str, list[list[str]]], test: list[list[str]]) -> dict[str, float]:
-    """Every method but the federated one, on the test rows."""
-    encoding = encoding_for(header, parts)
+def baselines(
+    header: list[str], parts: dict[str, list[list[str]]], test: list[list[str]], encoding: dict | None = None
+) -> dict[str, float]:
+    """Every method but the federated one, on the test rows, with ``encoding`` (the federated job's)."""
+    encoding = encoding or encoding_for(header, parts)
     target = encoding["target"]
     xt, yt = encoded(encoding, header, test)
     truth = yt * target["std"] + target["mean"]
@@ -232,6 +235,7 @@ def federated(
         seconds = time.perf_counter() - started
         rows = [{k: v for k, v in zip(header, r) if k not in (TARGET, "Id")} for r in test]
         answer = op.call("predict", {"job_id": job_id, "rows": rows})
+        encoding = op.status(job_id)["encoding"]
     truth = np.log1p([float(r[header.index(TARGET)]) for r in test])
     last = status["history"][-1]["metrics"] if status["history"] else {}
     per_client = status["history"][-1].get("per_client", {}) if status["history"] else {}
@@ -242,6 +246,7 @@ def federated(
         "seconds": round(seconds, 1),
         "federated_eval_rmse": last.get("eval_rmse"),
         "devices_eval": per_client,
+        "encoding": encoding,
     }
 
 
@@ -283,12 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     details: dict[str, dict] = {}
     for split_name, parts in data["splits"].items():
         print(f"{split_name}: devices hold {', '.join(f'{d} {len(r)}' for d, r in parts.items())} houses", flush=True)
-        scores = baselines(header, parts, data["test"])
-        alpha = scores.pop("ridge_alpha")
+        scores = {}
         for tag, extra in (("fedavg", {}), (SECOND_STRATEGY["strategy"], SECOND_STRATEGY)):
             run = federated(header, parts, data["test"], out / split_name / tag, extra)
             scores[f"federated_{tag}"] = run["rmse"]
             details[f"{split_name}/{tag}"] = run
+        # the other methods on the encoding the federated job's statistics step made
+        scores.update(baselines(header, parts, data["test"], details[f"{split_name}/fedavg"].pop("encoding")))
+        details[f"{split_name}/{SECOND_STRATEGY['strategy']}"].pop("encoding")
+        alpha = scores.pop("ridge_alpha")
         results[split_name] = {k: round(v, 4) for k, v in scores.items()}
         details[f"{split_name}/ridge_alpha"] = alpha
         print(json.dumps(results[split_name]), flush=True)

@@ -146,3 +146,19 @@ def two_versions_over_http(function_url: str, name: str) -> str:
     assert again["action"] == "train" and again["round"] == 1  # on the newest version
     deliver(subs[0], 1, 9)
     return job_id
+
+
+HOUSES = ["size", "rooms", "town", "price", "kind"]
+
+
+def house_rows(rng, n: int, shift: float) -> list[list]:
+    """Houses whose price and kind follow from size, rooms and town (with a little noise)."""
+    towns = {"north": 0.3, "south": -0.2, "east": 0.0}
+    out = []
+    for _ in range(n):
+        size, rooms = rng.normal(100 + 20 * shift, 25), int(rng.integers(1, 6))
+        town = list(towns)[int(rng.integers(3))]
+        log_price = 11 + 0.006 * size + 0.05 * rooms + towns[town] + rng.normal(0, 0.02)
+        kind = "big" if size > 130 else "mid" if size > 90 else "small"
+        out.append([f"{size:.2f}", "NA" if rng.random() < 0.05 else rooms, town, f"{np.expm1(log_price):.0f}", kind])
+    return out

@@ -55,6 +55,9 @@ function el(tag, attrs = {}, ...children) {
 }
 
 const pct = (v) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(2)} %`);
+const params = (n) => (n < 1e5 ? n.toLocaleString("en") : `${(n / 1e6).toFixed(2)} M`);
+// a long value (a layer list, a data block) cut for the table; the whole of it in the tooltip
+const clip = (text, most = 70) => (text.length <= most ? text : el("span", { title: text }, `${text.slice(0, most)}…`));
 const num = (v, digits = 3) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
 function ago(ts) {
   if (!ts) return "–";
@@ -289,6 +292,70 @@ function toMnist(canvas) {
   return Array.from({ length: 28 }, (_, y) => Array.from({ length: 28 }, (_, x) => px[(y * 28 + x) * 4]));
 }
 
+// A tabular job's row form: a field per feature (numbers, or the categories the encoding knows),
+// and the answers of the global model and of the ensemble of the devices' models side by side.
+function rowBox(job) {
+  const enc = job.encoding;
+  const fields = Object.fromEntries(enc.features.map((f) => [f.name, f.kind === "numeric"
+    ? el("input", { type: "number", step: "any", name: f.name, id: `row-${f.name}`, placeholder: `mean ${num(f.mean, 2)}` })
+    : el("select", { name: f.name, id: `row-${f.name}` }, el("option", { value: "" }, "(missing)"),
+      f.categories.map((c) => el("option", { value: c }, c)))]));
+  const row = () => {
+    const out = {};
+    for (const f of enc.features) {
+      const v = fields[f.name].value.trim();
+      if (v !== "") out[f.name] = f.kind === "numeric" ? Number(v) : v;
+    }
+    return out;
+  };
+  const say = (reply) => reply.probabilities
+    ? `${reply.predictions[0]} (${(100 * Math.max(...reply.probabilities[0])).toFixed(1)} %)`
+    : num(reply.predictions[0], enc.target.transform === "log1p" ? 0 : 4);
+  const ask = async (e) => {
+    e.preventDefault();
+    try {
+      const body = { job_id: job.job_id, rows: [row()] };
+      const [glob, ens] = await Promise.all([call("predict", { ...body, mode: "global" }),
+        call("predict", { ...body, mode: "ensemble" })]);
+      clearError();
+      $("#row-answer", box).textContent = `${enc.target.name}: global model of round ${glob.model_round} ` +
+        `${say(glob)} · ensemble of ${ens.models} devices' models ${say(ens)}`;
+    } catch (err) {
+      showError(err);
+    }
+  };
+  const box = el("form", { class: "grid keep", id: "row-form", onsubmit: ask },
+    enc.features.map((f) => el("label", {}, f.name, fields[f.name])),
+    el("button", { type: "submit", id: "row-predict" }, `Predict ${enc.target.name}`),
+    el("p", { id: "row-answer", class: "wide" }, "Type what you know of a row; the rest counts as missing."));
+  return box;
+}
+
+// The figures of a tabular job's rounds: the received model's on the devices' held-out rows, and the
+// models the devices trained on their own rows alone, side by side.
+function tabularCharts(job, jchart, metric) {
+  const regression = job.encoding.target.task === "regression";
+  const pair = (key, label) => [{ label: `federated: ${label}`, values: metric(`eval_${key}`) },
+    { label: `own data only: ${label}`, values: metric(`local_${key}`) }];
+  return regression ? [
+    jchart("Error (trained scale)", [...pair("rmse", "RMSE"), { label: "federated: MAE", values: metric("eval_mae") }]),
+    jchart(`Error (${job.encoding.target.name})`, pair("rmse_units", "RMSE")),
+    jchart("R²", pair("r2", "R²")),
+  ] : [
+    jchart("Accuracy", pair("accuracy", "accuracy")),
+    jchart("Macro-F1", pair("macro_f1", "macro-F1")),
+  ];
+}
+
+function perDevice(job) {
+  const last = job.history[job.history.length - 1];
+  if (!last?.per_client) return null;
+  const key = job.encoding.target.task === "regression" ? "rmse" : "accuracy";
+  return table([["client", "client"], [(r) => num(r[`eval_${key}`], 4), `${key}: federated`],
+    [(r) => num(r[`local_${key}`], 4), "own data only"]],
+  Object.entries(last.per_client).map(([client, m]) => ({ client, ...m })), null, "per-device");
+}
+
 async function jobView(view, jobId) {
   const st = await call("status", { job_id: jobId });
   const settings = await jobSettings();
@@ -338,8 +405,8 @@ async function jobView(view, jobId) {
       `${st.job_id} · ${unit} ${st.round} of ${st.rounds} · ${st.subscribed} of ${st.config.num_clients} clients · ` +
       (isAsync ? `async: ${st.buffer.size} updates per version, ${st.buffer.training} training now, ` +
         `${st.submitted} in the buffer · ` : "") +
-      `${st.config.dataset}, ${st.model.name} (${(st.model.parameters / 1e6).toFixed(2)} M parameters), ` +
-      `${st.config.strategy}, ${st.config.partition}` +
+      `${st.config.dataset}, ${st.model.name} (${params(st.model.parameters)} parameters), ` +
+      `${st.config.strategy}, ${st.config.data ? `${st.config.data.task} of ${st.config.data.target}` : st.config.partition}` +
       (st.stopped_because ? ` · ended: ${st.stopped_because}` : "") +
       (st.best ? ` · best federated accuracy ${pct(st.best.eval_accuracy)} (round ${st.best.round})` : "")),
     el("div", { class: "actions" },
@@ -347,6 +414,8 @@ async function jobView(view, jobId) {
       unfinished ? el("button", { class: "danger", id: "stop-job", onclick: stop }, "Stop job") : null),
     unfinished ? changeForm(st, settings) : null,
     h.length === 0 ? el("p", { class: "muted", id: "no-rounds" }, `No ${unit} has closed yet.`) :
+      st.encoding ? el("div", { class: "charts" }, ...tabularCharts(st, jchart, metric),
+        jchart("Round duration", [{ label: "seconds", values: h.map((e) => e.seconds) }], { unit: "s" })) :
       el("div", { class: "charts" },
         jchart("Accuracy", [
           { label: "federated evaluation", values: metric("eval_accuracy") },
@@ -358,6 +427,10 @@ async function jobView(view, jobId) {
           [{ label: "seconds", values: h.map((e) => e.seconds) }], { unit: "s" }),
         ...timing()),
     el("div", { class: "columns" },
+      st.encoding ? el("section", {},
+        el("h3", {}, `Predict ${st.encoding.target.name} for a row`),
+        st.model_round === null ? el("p", { class: "muted" }, "No model yet.") : rowBox(st),
+        el("h3", {}, "Each device, last round"), perDevice(st) ?? el("p", { class: "muted" }, "No round yet.")) :
       el("section", {},
         el("h3", {}, "Draw a digit"),
         st.model_round === null ? el("p", { class: "muted" }, "No model yet.") : predictBox(st)),
@@ -370,7 +443,7 @@ async function jobView(view, jobId) {
           st.changes, null, "changes-table") : el("p", { class: "muted" }, "None."),
         el("h3", {}, "Config"),
         table([["k", "setting"], ["v", "value"]],
-          Object.entries(st.config).map(([k, v]) => ({ k, v: typeof v === "object" ? JSON.stringify(v) : String(v) }))))),
+          Object.entries(st.config).map(([k, v]) => ({ k, v: clip(typeof v === "object" ? JSON.stringify(v) : String(v)) }))))),
   );
   for (const old of kept) view.querySelector(`#${old.id}`)?.replaceWith(old);
   return unfinished;

@@ -221,7 +221,7 @@ def schema_refusal(task: DataTask, schema: Mapping | None, info: Mapping) -> str
     for column, kind in [*schema["features"], [task.target, "numeric" if task.task == "regression" else "any"]]:
         if column not in columns:
             return f"this device's data set {task.name!r} has no column {column!r}"
-        if kind == "numeric" and columns[column] != "numeric":
+        if kind == "numeric" and columns[column] not in ("numeric", "empty"):
             return f"column {column!r} is numeric in this job but {columns[column]} on this device"
     return None
 

@@ -31,7 +31,7 @@ MAX_SENT_CATEGORIES = 100  # per feature, a device sends the counts of at most t
 MAX_CLASSES_FOR_F1 = 32
 MAX_ROWS = 1000  # rows one predict call takes  # per-class counts travel (exact macro-F1) up to this many classes
 TRANSFORMS = ("none", "log1p")
-KINDS = ("numeric", "categorical", "text")
+KINDS = ("numeric", "categorical", "text", "empty")
 
 
 class CellError(ValueError):

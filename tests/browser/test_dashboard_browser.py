@@ -188,3 +188,51 @@ def test_an_async_job_page_shows_versions_staleness_and_throughput(browser, func
     assert all(c.get_attribute("data-points") == "2" for c in browser.find_elements(By.CSS_SELECTOR, ".chart"))
     assert browser.find_element(By.ID, "set-buffer_size").get_attribute("placeholder") == "2"  # changeable here
     shoot(browser, tmp_path, "7-async-job")
+
+
+def test_a_tabular_job_page_shows_errors_per_round_each_device_and_predicts_a_typed_row(
+    browser, function_url, tmp_path
+):
+    import numpy as np
+    from selenium.webdriver.common.by import By
+
+    from flcli import devices
+    from helpers import HOUSES, house_rows
+
+    rng = np.random.default_rng(5)
+    files = {
+        n: devices.write_device(tmp_path / n, "houses", HOUSES, house_rows(rng, 120, s))
+        for n, s in (("a", 0), ("b", 1))
+    }
+    op = Operator(function_url, ADMIN)
+    data = {"name": "houses", "task": "regression", "target": "price", "transform": "log1p", "exclude": ["kind"]}
+    body = {"name": "houses in the browser", "data": data, "num_clients": 2, "clients_per_round": 2, "rounds": 3,
+            "local_epochs": 5, "lr": 0.05, "batch_size": 16}  # fmt: skip
+    job_id = op.call("create_job", body)["job_id"]
+    with devices.running(function_url, files, tmp_path / "state", tmp_path / "logs"):
+        deadline = time.time() + 120
+        while op.status(job_id)["state"] != "done" and time.time() < deadline:
+            time.sleep(0.5)
+    browser.get(f"{function_url}/dashboard#token={ADMIN}&job={job_id}")
+    view = lambda: browser.find_element(By.ID, "view")  # noqa: E731
+    wait(browser, "the tabular job", lambda: "round 3 of 3" in view().text)
+    assert "regression of price" in browser.find_element(By.ID, "job-summary").text
+    titles = [c.get_attribute("aria-label") for c in browser.find_elements(By.CSS_SELECTOR, ".chart")]
+    assert titles == ["Error (trained scale)", "Error (price)", "R²", "Round duration"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#per-device tbody tr")) == 2
+    # the row form has a field per feature: a number for size and rooms, the known towns for town
+    assert browser.find_element(By.ID, "row-size").get_attribute("type") == "number"
+    towns = [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#row-town option")]
+    assert set(towns) == {"(missing)", "north", "south", "east"}
+    browser.find_element(By.ID, "row-size").send_keys("150")
+    browser.find_element(By.CSS_SELECTOR, "#row-town option[value=north]").click()
+    browser.find_element(By.ID, "row-predict").click()
+    answer = wait(
+        browser, "the answers", lambda: "ensemble" in (t := browser.find_element(By.ID, "row-answer").text) and t
+    )
+    assert "global model of round 3" in answer and "ensemble of 2 devices' models" in answer
+    expected = op.call("predict", {"job_id": job_id, "rows": [{"size": 150, "town": "north"}]})["predictions"][0]
+    assert f"{expected:.0f}" in answer
+    shoot(browser, tmp_path, "8-tabular-job")
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe

@@ -9,22 +9,7 @@ import requests
 
 from flcli import devices
 from flcli.operator import Operator
-from helpers import ADMIN, wait_until
-
-HEADER = ["size", "rooms", "town", "price", "kind"]
-
-
-def rows(rng, n, shift):
-    """Houses whose price and kind follow from size, rooms and town (with a little noise)."""
-    towns = {"north": 0.3, "south": -0.2, "east": 0.0}
-    out = []
-    for _ in range(n):
-        size, rooms = rng.normal(100 + 20 * shift, 25), int(rng.integers(1, 6))
-        town = list(towns)[int(rng.integers(3))]
-        log_price = 11 + 0.006 * size + 0.05 * rooms + towns[town] + rng.normal(0, 0.02)
-        kind = "big" if size > 130 else "mid" if size > 90 else "small"
-        out.append([f"{size:.2f}", "NA" if rng.random() < 0.05 else rooms, town, f"{np.expm1(log_price):.0f}", kind])
-    return out
+from helpers import ADMIN, HOUSES, house_rows, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +17,8 @@ def device_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("devices")
     rng = np.random.default_rng(0)
     return {
-        name: devices.write_device(root / name, "houses", HEADER, rows(rng, 150, s)) for name, s in (("a", 0), ("b", 1))
+        name: devices.write_device(root / name, "houses", HOUSES, house_rows(rng, 150, s))
+        for name, s in (("a", 0), ("b", 1))
     }
 
 
