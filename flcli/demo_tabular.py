@@ -221,6 +221,7 @@ def federated(
     header: list[str], parts: dict, test: list[list[str]], folder: Path, extra: dict, timeout: float = 600
 ) -> dict:
     """Run the job with the devices as client processes; the test RMSE of log price through ``predict``."""
+    from flcli.evaluate import evaluate_csv
     from flcli.operator import Operator
     from flcli.run import start_stack
 
@@ -233,14 +234,14 @@ def federated(
         with devices.running(url, configs, folder / "state", folder / "logs"):
             status = op.follow(job_id, timeout)
         seconds = time.perf_counter() - started
-        rows = [{k: v for k, v in zip(header, r) if k not in (TARGET, "Id")} for r in test]
-        answer = op.call("predict", {"job_id": job_id, "rows": rows})
+        test_file = devices.write_device(folder / "operator", NAME, header, test).parent / f"{NAME}.csv"
+        scored = evaluate_csv(op, job_id, test_file)  # as `flctl jobs evaluate` scores a file of your own
         encoding = op.status(job_id)["encoding"]
-    truth = np.log1p([float(r[header.index(TARGET)]) for r in test])
     last = status["history"][-1]["metrics"] if status["history"] else {}
     per_client = status["history"][-1].get("per_client", {}) if status["history"] else {}
     return {
-        "rmse": rmse(answer["learnt"], truth),
+        "rmse": scored["test_rmse"],
+        "rmse_dollars": scored["test_rmse_units"],
         "state": status["state"],
         "rounds": len(status["history"]),
         "seconds": round(seconds, 1),
@@ -297,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         scores.update(baselines(header, parts, data["test"], details[f"{split_name}/fedavg"].pop("encoding")))
         details[f"{split_name}/{SECOND_STRATEGY['strategy']}"].pop("encoding")
         alpha = scores.pop("ridge_alpha")
+        first = ["central", *(f"local_{d}" for d in DEVICES), "local_ensemble"]
+        scores = {k: scores[k] for k in [*first, *sorted(k for k in scores if k.startswith("federated_")), "ridge"]}
         results[split_name] = {k: round(v, 4) for k, v in scores.items()}
         details[f"{split_name}/ridge_alpha"] = alpha
         print(json.dumps(results[split_name]), flush=True)

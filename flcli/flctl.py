@@ -22,8 +22,10 @@ import requests
 
 from clients import transfer
 from clients.transport import FunctionError
+from flcli.evaluate import evaluate_csv
 from flcli.operator import Operator
 from fllocal import env
+from fllocal.tables import DataConfigError
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_STOPPED = 1, 2, 3, 4
 
@@ -34,6 +36,7 @@ EXAMPLES = """examples:
   flctl jobs watch job-1a2b3c4d5e6f
   flctl jobs update job-1a2b3c4d5e6f --set lr=0.005
   flctl jobs stop job-1a2b3c4d5e6f --reason "wrong data"
+  flctl jobs evaluate job-1a2b3c4d5e6f test.csv --report
   flctl devices list
   flctl results job-1a2b3c4d5e6f --out results/first
 """
@@ -88,6 +91,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     stop = cmd.add_parser("stop", parents=[common], help="stop a job now")
     stop.add_argument("job_id")
     stop.add_argument("--reason", default="stopped with flctl")
+    evaluate = cmd.add_parser(
+        "evaluate", parents=[common], help="score a tabular job's global model on a CSV file of your own"
+    )
+    evaluate.add_argument("job_id")
+    evaluate.add_argument("file", help="CSV with the job's features and its target")
+    evaluate.add_argument("--round", type=int, help="the model of this round (default: the latest)")
+    evaluate.add_argument("--report", action="store_true", help="record the figures with the job (report)")
     update = cmd.add_parser("update", parents=[common], help="change settings from the next round on")
     update.add_argument("job_id")
     update.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", required=True)
@@ -318,6 +328,18 @@ class Commands:
     def jobs_stop(self, a: argparse.Namespace) -> int:
         reply = self.op.call("stop_job", {"job_id": a.job_id, "reason": a.reason})
         self.out(reply, f"{reply['job_id']} stopped in round {reply['round']}: {reply['stopped_because']}")
+        return 0
+
+    def jobs_evaluate(self, a: argparse.Namespace) -> int:
+        try:
+            got = evaluate_csv(self.op, a.job_id, a.file, a.round)
+        except (ValueError, DataConfigError) as exc:
+            raise UsageError(str(exc)) from None
+        if a.report:
+            figures = {k: v for k, v in got.items() if k.startswith("test_")}
+            self.op.call("report", {"job_id": a.job_id, "round": got["model_round"], "metrics": figures})
+        text = ", ".join(f"{k[5:]} {_cell(v)}" for k, v in got.items() if k.startswith("test_"))
+        self.out(got, f"{a.job_id} round {got['model_round']} on {got['rows']} rows of {a.file}: {text}")
         return 0
 
     def jobs_update(self, a: argparse.Namespace) -> int:

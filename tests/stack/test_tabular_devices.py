@@ -3,11 +3,15 @@ classification end to end, predict for rows in the function against each device'
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+
 import numpy as np
 import pytest
 import requests
 
-from flcli import devices
+from flcli import devices, flctl
 from flcli.operator import Operator
 from helpers import ADMIN, HOUSES, house_rows, wait_until
 
@@ -58,6 +62,14 @@ def test_a_regression_on_the_devices_own_rows_learns_and_predicts_as_the_devices
         ens = op.call("predict", {"job_id": job_id, "rows": ASK, "mode": "ensemble"})
         assert ens["models"] == 2 and np.all(np.isfinite(ens["predictions"]))
         assert all(p.poll() is None for p in procs)
+    # the operator's own file, scored through predict and recorded with the job
+    held = devices.write_device(tmp_path / "mine", "houses", HOUSES, house_rows(np.random.default_rng(9), 80, 0.5))
+    argv = ["jobs", "evaluate", job_id, str(held.parent / "houses.csv"), "--report", "--json"]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert flctl.main([*argv, "--url", function_url, "--token", ADMIN]) == 0
+    got = json.loads(out.getvalue())
+    assert got["rows"] == 80 and got["model_round"] == 4 and got["test_r2"] > 0.8 and got["test_rmse_units"] > 1000
+    assert op.status(job_id)["history"][-1]["reported"]["test_rmse"] == got["test_rmse"]
 
 
 def _ports(tmp_path, device_files) -> dict[str, int]:
