@@ -120,6 +120,8 @@ def _round(req: Request, job: Job) -> int:
     if latest is None:
         raise NotFound(f"job {job.id} has no model yet")
     rnd = req.integer("round", 0, latest, required=False)
+    if rnd is None and job.doc.get("retrain_from") is not None and not job.finished:
+        return job.doc["retrain_from"]  # retraining on changed data: the last final version until the new one is
     return latest if rnd is None else rnd
 
 

@@ -223,3 +223,11 @@ def test_changed_data_on_enough_devices_retrains_a_done_job_exactly_once(store):
     assert [a["client_id"] for a in again] == [c["client_id"] for c in clients]
     reply = call("poll", token=again[0]["token"])
     assert reply["action"] == "train" and reply["round"] == 2 and reply["model_round"] == 1 and reply["retraining"]
+    for i, c in enumerate(again):  # round 2 closes: predict still answers with round 1's, the last final model
+        weights = wcodec.to_b64(models.get_weights(models.build(spec, seed=5 + i)))
+        call("submit", {"round": 2, "weights": weights, "num_examples": 50}, c["token"])
+    call("aggregate", {"job_id": job_id})
+    st = call("status", {"job_id": job_id})
+    assert st["model_round"] == 2 and st["state"] == "running"
+    assert call("predict", {"job_id": job_id, "rows": ROWS})["model_round"] == 1
+    assert call("predict", {"job_id": job_id, "rows": ROWS, "round": 2})["model_round"] == 2
