@@ -371,16 +371,12 @@ class FederatedClient:
                 model,
                 xt,
                 yt,
-                epochs=hp["local_epochs"],
-                batch_size=hp["batch_size"],
-                lr=hp["lr"],
-                momentum=hp["momentum"],
+                **trainer.sgd_settings(hp),
                 proximal_mu=hp.get("proximal_mu", 0.0),
                 restricted_softmax=hp.get("restricted_softmax", 1.0),
                 correction=scaffold.correction() if scaffold else None,
                 shift=int(hp.get("augment_shift", 0)),
                 flip=bool(hp.get("augment_flip", False)),
-                weight_decay=float(hp.get("weight_decay", 0.0)),
                 loss=task.loss if task else "cross_entropy",
                 seed=seed,
             )
@@ -427,18 +423,7 @@ class FederatedClient:
         xt, yt, xe, ye = rows
         local = self._local_model(cfg)
         got = task.evaluate(local, encoding, xe, ye, "local_")
-        trainer.train(
-            local,
-            xt,
-            yt,
-            epochs=hp["local_epochs"],
-            batch_size=hp["batch_size"],
-            lr=hp["lr"],
-            momentum=hp["momentum"],
-            weight_decay=float(hp.get("weight_decay", 0.0)),
-            loss=task.loss,
-            seed=seed + 7,
-        )
+        trainer.train(local, xt, yt, **trainer.sgd_settings(hp), loss=task.loss, seed=seed + 7)
         return got
 
     # serving ------------------------------------------------------------

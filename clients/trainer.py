@@ -92,6 +92,17 @@ def train(
     return {**fit, "train_accuracy": correct / max(n, 1)} if classify else fit
 
 
+def sgd_settings(hp: dict) -> dict:
+    """The SGD settings of a round's hyperparameters (``round_config``), as :func:`train` takes them."""
+    return {
+        "epochs": hp["local_epochs"],
+        "batch_size": hp["batch_size"],
+        "lr": hp["lr"],
+        "momentum": hp["momentum"],
+        "weight_decay": float(hp.get("weight_decay", 0.0)),
+    }
+
+
 def _regression(fn):
     """A regression loss on the model's one output column."""
     return lambda out, y: fn(out[:, 0], y)
