@@ -492,6 +492,9 @@ async function createView(view) {
     placeholder: '{"info.labels.kind": "a"} (optional)' });
   const rules = el("textarea", { id: "create-rules", rows: 3,
     placeholder: '[{"when": {"metrics.eval_accuracy": {"$gte": 0.97}}, "then": {"stop": "97 %"}}] (optional)' });
+  const data = el("textarea", { id: "create-data", rows: 3,
+    placeholder: '{"name": "house_prices", "task": "regression", "target": "SalePrice", "transform": "log1p"} ' +
+      "(optional: a data set the devices declare, instead of dataset)" });
   const start = el("input", { type: "checkbox", id: "create-start", checked: true });
   const preset = el("select", { id: "create-preset" }, Object.keys(PRESETS).map((p) => el("option", {}, p)));
   const fill = () => {
@@ -511,8 +514,12 @@ async function createView(view) {
       }
       if (criteria.value.trim()) body.criteria = JSON.parse(criteria.value);
       if (rules.value.trim()) body.rules = JSON.parse(rules.value);
+      if (data.value.trim()) {
+        body.data = JSON.parse(data.value);
+        delete body.dataset; // the data block names the data set
+      }
     } catch (err) {
-      showError(new Error(`criteria, rules and a layer list must be JSON: ${err.message}`));
+      showError(new Error(`criteria, rules, the data block and a layer list must be JSON: ${err.message}`));
       return;
     }
     try {
@@ -531,6 +538,7 @@ async function createView(view) {
       FORM_FIELDS.map(([f]) => el("label", {}, f.replaceAll("_", " "), inputs[f])),
       el("label", { class: "wide" }, "criteria (devices)", criteria),
       el("label", { class: "wide" }, "rules", rules),
+      el("label", { class: "wide" }, "data (your own data set)", data),
       el("label", {}, "start now", start),
       el("button", { type: "submit", id: "create-submit" }, "Create job")),
   );

@@ -5,6 +5,7 @@ results/dashboard-screenshots/ (and the test's own folder) to be looked at."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -205,10 +206,21 @@ def test_a_tabular_job_page_shows_errors_per_round_each_device_and_predicts_a_ty
         for n, s in (("a", 0), ("b", 1))
     }
     op = Operator(function_url, ADMIN)
+    # created through the form, its data block typed as JSON
+    by_id = lambda i: browser.find_element(By.ID, i)  # noqa: E731
+    browser.get(f"{function_url}/dashboard#token={ADMIN}&create")
+    wait(browser, "the form", lambda: by_id("create-form"))
+    fields = {"name": "houses in the browser", "num_clients": "2", "clients_per_round": "2", "rounds": "3",
+              "local_epochs": "5", "lr": "0.05", "batch_size": "16", "max_train_examples": ""}  # fmt: skip
+    for field, value in fields.items():
+        by_id(f"create-{field}").clear()
+        by_id(f"create-{field}").send_keys(value)
     data = {"name": "houses", "task": "regression", "target": "price", "transform": "log1p", "exclude": ["kind"]}
-    body = {"name": "houses in the browser", "data": data, "num_clients": 2, "clients_per_round": 2, "rounds": 3,
-            "local_epochs": 5, "lr": 0.05, "batch_size": 16}  # fmt: skip
-    job_id = op.call("create_job", body)["job_id"]
+    by_id("create-data").send_keys(json.dumps(data))
+    by_id("create-submit").click()
+    wait(browser, "the job page", lambda: "#job=" in browser.current_url)
+    job_id = browser.current_url.split("#job=")[1]
+    assert op.status(job_id)["config"]["data"]["target"] == "price"
     with devices.running(function_url, files, tmp_path / "state", tmp_path / "logs"):
         deadline = time.time() + 120
         while op.status(job_id)["state"] != "done" and time.time() < deadline:

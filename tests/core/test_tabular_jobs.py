@@ -231,3 +231,11 @@ def test_changed_data_on_enough_devices_retrains_a_done_job_exactly_once(store):
     assert st["model_round"] == 2 and st["state"] == "running"
     assert call("predict", {"job_id": job_id, "rows": ROWS})["model_round"] == 1
     assert call("predict", {"job_id": job_id, "rows": ROWS, "round": 2})["model_round"] == 2
+
+
+def test_criteria_select_on_what_devices_declare_about_their_data(store):
+    job_id = job(criteria={"info.datasets.shop.rows": {"$gte": 300}})
+    small, big = device(rows=100), device(rows=400)
+    assert call("offers", token=small["token"])["jobs"] == []
+    assert "does not meet the criteria" in call("join", {"job_id": job_id}, token=small["token"], expect=403)["error"]
+    assert [j["job_id"] for j in call("offers", token=big["token"])["jobs"]] == [job_id]
