@@ -198,7 +198,9 @@ def baselines(
     target = encoding["target"]
     xt, yt = encoded(encoding, header, test)
     truth = yt * target["std"] + target["mean"]
-    union = [r for rows in parts.values() for r in rows]
+    # the union in the file's order, so the central model and ridge (its cross-validation folds) are the
+    # same whichever way the devices split it
+    union = sorted((r for rows in parts.values() for r in rows), key=lambda r: int(r[header.index("Id")]))
     xu, yu = encoded(encoding, header, union)
     epochs = JOB["rounds"] * JOB["local_epochs"]
     out = {"central": rmse(predict_log(encoding, train_model(encoding, xu, yu, epochs), xt), truth)}
@@ -295,7 +297,14 @@ def main(argv: list[str] | None = None) -> int:
             scores[f"federated_{tag}"] = run["rmse"]
             details[f"{split_name}/{tag}"] = run
         # the other methods on the encoding the federated job's statistics step made
-        scores.update(baselines(header, parts, data["test"], details[f"{split_name}/fedavg"].pop("encoding")))
+        encoding = details[f"{split_name}/fedavg"].pop("encoding")
+        kinds = [f["kind"] for f in encoding["features"]]
+        details[f"{split_name}/encoding"] = {
+            "numeric": kinds.count("numeric"),
+            "categorical": kinds.count("categorical"),
+            "inputs": encoding["width"],
+        }
+        scores.update(baselines(header, parts, data["test"], encoding))
         details[f"{split_name}/{SECOND_STRATEGY['strategy']}"].pop("encoding")
         alpha = scores.pop("ridge_alpha")
         first = ["central", *(f"local_{d}" for d in DEVICES), "local_ensemble"]
