@@ -30,8 +30,11 @@ TASKS = ("regression", "classification")
 LOSSES = {"regression": ("mse", "huber"), "classification": ("cross_entropy",)}
 _FIELDS = (
     "name", "task", "target", "features", "exclude", "categorical", "classes",
-    "transform", "loss", "eval_fraction", "min_category_count", "compare_local", "retrain_on_change",
+    "transform", "loss", "eval_fraction", "min_category_count", "compare_local", "retrain_on_change", "fill",
 )  # fmt: skip
+# how a missing value is filled: a number with the pooled mean or with zero; a category as its own
+# "(missing)" category (when frequent enough, like any other) or as "other"
+FILLS = {"numeric": ("mean", "zero"), "categorical": ("missing", "other")}
 RETRAIN = {"rounds": (1, 1000, None), "min_interval_s": (0, 10**7, 3600), "min_devices": (1, 10_000, 1)}
 
 
@@ -53,6 +56,12 @@ class DataTask:
     compare_local: bool = True  # devices also train a model on their own rows alone, and report it
     # once done, more rounds when enough devices report changed data: {rounds, min_interval_s, min_devices}
     retrain_on_change: dict | None = None
+    fill: dict | None = (
+        None  # {"numeric": "mean" | "zero", "categorical": "missing" | "other"}; None: the first of each
+    )
+
+    def filled(self, kind: str) -> str:
+        return (self.fill or {}).get(kind, FILLS[kind][0])
 
     @property
     def outputs(self) -> int | None:
@@ -124,8 +133,20 @@ def parse(raw: object) -> DataTask:
         raise Invalid("data.compare_local must be true or false")
     return DataTask(
         name, task, target, features, exclude, categorical, classes, transform, loss,
-        float(eval_fraction), int(min_count), compare, _retrain(raw.get("retrain_on_change")),
+        float(eval_fraction), int(min_count), compare, _retrain(raw.get("retrain_on_change")), _fill(raw.get("fill")),
     )  # fmt: skip
+
+
+def _fill(raw: object) -> dict | None:
+    """``fill``: per kind of feature, how a missing value is filled."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - set(FILLS):
+        raise Invalid(f"data.fill must be an object of {list(FILLS)}")
+    for kind, value in raw.items():
+        if value not in FILLS[kind]:
+            raise Invalid(f"data.fill.{kind} must be one of {list(FILLS[kind])}")
+    return dict(raw)
 
 
 def _retrain(raw: object) -> dict | None:
@@ -297,11 +318,13 @@ def combine(task: DataTask, schema: Mapping, stats: list[dict]) -> dict:
         parts = [s["features"][i] for s in stats]
         if kind == "numeric":
             mean, std = _pooled(parts)
-            features.append({"name": name, "kind": "numeric", "mean": mean, "std": std})
+            fill = mean if task.filled("numeric") == "mean" else 0.0
+            features.append({"name": name, "kind": "numeric", "mean": mean, "std": std, "fill": fill})
         else:
-            features.append(
-                {"name": name, "kind": "categorical", "categories": _frequent(parts, task.min_category_count)}
-            )
+            kept = _frequent(parts, task.min_category_count)
+            if task.filled("categorical") == "other":
+                kept = [c for c in kept if c != tabular.MISSING]
+            features.append({"name": name, "kind": "categorical", "categories": kept})
     target: dict = {"name": schema["target"], "task": task.task}
     if task.task == "regression":
         mean, std = _pooled([s["target"] for s in stats])

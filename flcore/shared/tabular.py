@@ -154,7 +154,8 @@ def outputs(encoding: Mapping) -> int:
 
 def encode_features(encoding: Mapping, table: Mapping[str, Sequence], rows: int) -> np.ndarray:
     """``rows`` rows (``table``: column -> cells; a column left out is missing everywhere) as float32
-    input: numeric features standardised (missing: the mean, so 0), categorical ones one-hot."""
+    input: numeric features standardised (missing: the job's fill, the mean unless it says zero),
+    categorical ones one-hot (missing: the "(missing)" category if the encoding kept it, else "other")."""
     x = np.zeros((rows, width(encoding)), dtype=np.float32)
     col = 0
     for f in encoding["features"]:
@@ -162,8 +163,10 @@ def encode_features(encoding: Mapping, table: Mapping[str, Sequence], rows: int)
         if f["kind"] == "numeric":
             if cells is not None:
                 v = np.array([number(c, f["name"]) for c in cells], dtype=np.float64)
-                v = np.where(np.isnan(v), f["mean"], v)
+                v = np.where(np.isnan(v), f.get("fill", f["mean"]), v)
                 x[:, col] = (v - f["mean"]) / f["std"]
+            else:  # a feature the rows leave out: missing everywhere, filled
+                x[:, col] = (f.get("fill", f["mean"]) - f["mean"]) / f["std"]
             col += 1
             continue
         slots = {c: i for i, c in enumerate(f["categories"])}

@@ -238,3 +238,22 @@ def test_macro_f1_combined_over_devices_is_that_of_the_union():
     guess = np.concatenate([p[0].argmax(1) for p in parts])
     truth = np.concatenate([p[1] for p in parts])
     assert tabular.derived(combined)["eval_macro_f1"] == pytest.approx(tabular.macro_f1(guess, truth, 3), rel=1e-9)
+
+
+def test_the_job_says_how_missing_values_are_filled():
+    schema = {"features": [["n", "numeric"], ["c", "categorical"]], "target": "y", "task": "regression",
+              "transform": "none"}  # fmt: skip
+    table = {"n": ["1", "3", "NA", "5"], "c": ["a", "", "a", ""], "y": ["1", "2", "3", "4"]}
+    stats = [tasks.checked_stats(tabular.local_stats(table, schema), schema, 4)]
+    block = {"name": "s", "task": "regression", "target": "y", "min_category_count": 1}
+    usual = tasks.combine(tasks.parse(block), schema, stats)
+    assert usual["features"][1]["categories"] == ["(missing)", "a"]  # missing is a category of its own
+    x = tabular.encode_features(usual, {"n": [None], "c": [None]}, 1)
+    assert x.tolist() == [[0.0, 1.0, 0.0, 0.0]]  # the mean, standardised; the "(missing)" slot
+    zero = tasks.combine(tasks.parse({**block, "fill": {"numeric": "zero", "categorical": "other"}}), schema, stats)
+    assert zero["features"][1]["categories"] == ["a"]
+    x = tabular.encode_features(zero, {"n": [None], "c": [""]}, 1)
+    mean, std = zero["features"][0]["mean"], zero["features"][0]["std"]
+    assert x[0, 0] == pytest.approx((0 - mean) / std) and x[0, 1:].tolist() == [0.0, 1.0]  # zero; "other"
+    with pytest.raises(Invalid, match=r"data.fill.numeric must be one of \['mean', 'zero'\]"):
+        tasks.parse({**block, "fill": {"numeric": "median"}})
