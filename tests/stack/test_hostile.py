@@ -13,6 +13,7 @@ import numpy as np
 import requests
 from pymongo import MongoClient
 
+from flcore.domain.metrics import MAX_METRICS
 from flcore.shared import weights as wcodec
 from helpers import ADMIN, random_weights, snapshot, tensor_spec
 
@@ -156,7 +157,7 @@ def corpus(base: str, picked: dict, other: dict, old_round: int) -> list[tuple[s
         ("metrics NaN-ish", {"metrics": {"loss": "nan"}}),
         ("metrics operator", {"metrics": {"$set": 1}}),
         ("metrics dotted", {"metrics": {"a.b": 1}}),
-        ("metrics many", {"metrics": {f"m{i}": 1 for i in range(100)}}),
+        ("metrics many", {"metrics": {f"m{i}": 1 for i in range(MAX_METRICS + 1)}}),
         ("metrics nested", {"metrics": {"a": {"b": 1}}}),
     ]:
         add(f"submit {desc}", "submit", {"round": 1, "weights": ok, "num_examples": 10, **extra}, auth)
