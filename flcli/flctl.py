@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from fllocal import env
 from fllocal.tables import DataConfigError
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_STOPPED = 1, 2, 3, 4
+WATCH_PATIENCE_S = 120.0  # how long jobs watch keeps trying a function it cannot reach
 
 EXAMPLES = """examples:
   flctl jobs create --set dataset=mnist --set rounds=5 --name first
@@ -46,18 +48,28 @@ class UsageError(Exception):
     """A command line that cannot be run as written."""
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def _common(defaults: bool) -> argparse.ArgumentParser:
+    """The options every command takes. Given before the command (``flctl --token T jobs list``) or after
+    it, they mean the same: the commands' copies have no defaults, so they never undo the first ones."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print the function's answer as JSON")
-    common.add_argument("--url", help="the function's base URL (default: BASE_URL_AWS, or BASE_URL_OW with --ow)")
-    common.add_argument("--ow", action="store_true", help="use BASE_URL_OW (the OpenWhisk deployment)")
-    common.add_argument("--token", help="operator token (default: FL_ADMIN_TOKEN)")
+    keep = {} if defaults else {"default": argparse.SUPPRESS}
+    common.add_argument("--json", action="store_true", help="print the function's answer as JSON", **keep)
+    common.add_argument(
+        "--url", help="the function's base URL (default: BASE_URL_AWS, or BASE_URL_OW with --ow)", **keep
+    )
+    common.add_argument("--ow", action="store_true", help="use BASE_URL_OW (the OpenWhisk deployment)", **keep)
+    common.add_argument("--token", help="operator token (default: FL_ADMIN_TOKEN)", **keep)
+    return common
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    common = _common(defaults=False)
     p = argparse.ArgumentParser(
         prog="flctl",
         description="Operate federated-learning jobs and devices.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[common],
+        parents=[_common(defaults=True)],
     )
     top = p.add_subparsers(dest="area", required=True, metavar="{jobs,devices,results}")
 
@@ -74,6 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     create.add_argument("--name")
     create.add_argument("--no-start", action="store_true", help="create it as 'created'; start it with jobs start")
+    create.add_argument(
+        "--defaults", action="store_true", help="create the default job (MNIST, 20 clients, 10 rounds) as it is"
+    )
     lst = cmd.add_parser("list", parents=[common], help="jobs, newest first")
     lst.add_argument("--state", choices=["created", "waiting", "running", "done", "stopped"])
     lst.add_argument("--tag")
@@ -115,6 +130,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+class DuplicateKey(ValueError):
+    """A key given twice in one object of a job definition."""
+
+
+def _unique(pairs: list[tuple]) -> dict:
+    """A JSON (or YAML) object, refusing a key given twice."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(f"the key {key!r} is given twice")
+        out[key] = value
+    return out
+
+
+# a YAML 1.2 float as people write it (1e-2, 1.5E3, .5): YAML 1.1's resolver wants a dot and a signed exponent
+_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+
+
+def _yaml(text: str) -> object:
+    """YAML read with safe constructors only, numbers as YAML 1.2 reads them, duplicate keys refused."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+        loader.flatten_mapping(node)
+        return _unique([(loader.construct_object(k, deep=True), loader.construct_object(v, deep=True))
+                        for k, v in node.value])  # fmt: skip
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506  (a SafeLoader subclass: no object construction)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def settings_from(text: list[str]) -> dict:
     """``KEY=VALUE`` pairs as a dict; values are JSON where they parse, text otherwise."""
     out = {}
@@ -130,23 +185,22 @@ def settings_from(text: list[str]) -> dict:
 
 
 def read_definition(path: str) -> dict:
-    """A job definition file: YAML by extension, JSON otherwise (never code: safe loaders only)."""
+    """A job definition file: YAML by extension, JSON otherwise (never code: safe loaders only).
+
+    Numbers load as numbers as people write them (YAML 1.1 reads ``1e-2`` as text; YAML 1.2 and JSON
+    do not), and a key given twice is refused, not silently merged."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    if path.endswith((".yaml", ".yml")):
-        import yaml
-
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise UsageError(f"{path} is not valid YAML: {exc}") from None
-    else:
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise UsageError(f"{path} is not valid JSON: {exc}") from None
+    try:
+        doc = _yaml(text) if path.endswith((".yaml", ".yml")) else json.loads(text, object_pairs_hook=_unique)
+    except DuplicateKey as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    except ValueError as exc:
+        raise UsageError(
+            f"{path} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}: {exc}"
+        ) from None
     if not isinstance(doc, dict):
         raise UsageError(f"{path} must hold one object of job settings")
     return doc
@@ -192,6 +246,11 @@ class Commands:
         print(json.dumps(payload, indent=2) if self.as_json else text)
 
     def jobs_create(self, a: argparse.Namespace) -> int:
+        if not (a.file or a.set or a.defaults):
+            raise UsageError(
+                "say what to create: -f job.yaml and/or --set KEY=VALUE, or --defaults for the default job "
+                "(MNIST, 20 clients, 10 rounds)"
+            )
         body = read_definition(a.file) if a.file else {}
         body.update(settings_from(a.set))
         if a.name:
@@ -285,10 +344,26 @@ class Commands:
         )
         return 0
 
+    def _status_retrying(self, job_id: str, patience_s: float = WATCH_PATIENCE_S) -> dict:
+        """The job's status; a connection that fails is tried again with backoff (a function restarting,
+        a network blip) for up to ``patience_s``, saying so, before giving up."""
+        delay, waited = 1.0, 0.0
+        while True:
+            try:
+                return self.op.status(job_id)
+            except requests.RequestException as exc:
+                if waited >= patience_s:
+                    raise
+                print(f"flctl: cannot reach the function ({type(exc).__name__}); trying again in {delay:.0f}s",
+                      file=sys.stderr)  # fmt: skip
+                time.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 30.0)
+
     def jobs_watch(self, a: argparse.Namespace) -> int:
         shown = 0
         while True:
-            st = self.op.status(a.job_id)
+            st = self._status_retrying(a.job_id)
             for h in st["history"][shown:]:
                 line = {
                     "job_id": st["job_id"],
@@ -404,6 +479,16 @@ class Commands:
         return 0
 
 
+def unreachable_hint(url: str) -> str:
+    """What to try when the function does not answer: start a local one, or add the stage to the URL."""
+    local = any(host in url for host in ("127.0.0.1", "localhost"))
+    hint = "Start a local function with `make serve` (it prints its URL). " if local else ""
+    path = url.split("://", 1)[-1].partition("/")[2].strip("/")
+    if not path:
+        hint += "The URL names no stage: the function's URL ends with it, e.g. .../dev."
+    return hint.strip() or "Check the URL (BASE_URL_AWS, --url) and that the function is deployed."
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     env.load()
@@ -422,10 +507,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flctl: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except FunctionError as exc:
-        print(f"flctl: the function answered {exc.status}: {exc.message}", file=sys.stderr)
+        stageless = exc.status == 404 and not url.split("://", 1)[-1].partition("/")[2].strip("/")
+        hint = f" {unreachable_hint(url)}" if stageless else ""
+        print(f"flctl: the function answered {exc.status}: {exc.message}.{hint}", file=sys.stderr)
         return EXIT_UNREACHABLE if exc.status >= 500 else EXIT_REFUSED
     except requests.RequestException as exc:
-        print(f"flctl: cannot reach the function at {url}: {type(exc).__name__}", file=sys.stderr)
+        print(f"flctl: cannot reach the function at {url}: {type(exc).__name__}. {unreachable_hint(url)}",
+              file=sys.stderr)  # fmt: skip
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return 130

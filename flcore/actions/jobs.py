@@ -113,6 +113,11 @@ def update_job(req: Request) -> dict:
             raise Conflict(f"job {job.id} has finished ({job.state}); nothing to change")
         changes = parse_changes(job.config, req.body.get("set"))
         from_round = job.round + 1 if job.state == "running" else 1
+        if job.state == "running" and changes.get("rounds", job.round) < job.round:
+            raise Invalid(
+                f"job {job.id} is in round {job.round}: rounds must be at least {job.round} "
+                f"(it ends after the round under way at {job.round})"
+            )
         change = {"round": from_round, "set": changes, "at": clock.now(), "by": "operator"}
         # The round and state as read, and no aggregation under way: the closing of a
         # round sets up the next one from the settings it read, so it must see this change.

@@ -34,6 +34,8 @@ def is_admin(headers: Mapping[str, str], admin_token: str) -> bool:
 
 
 def require_admin(headers: Mapping[str, str], admin_token: str) -> None:
+    """Refuse a request without the operator token (401) or with another token (403), saying which."""
     if not is_admin(headers, admin_token):
-        kind = Unauthenticated if bearer(headers) is None else Forbidden
-        raise kind("this action needs the operator token (FL_ADMIN_TOKEN)")
+        if bearer(headers) is None:
+            raise Unauthenticated("this action needs the operator token (FL_ADMIN_TOKEN): none was sent")
+        raise Forbidden("the token sent was refused: this action needs the operator token (FL_ADMIN_TOKEN)")

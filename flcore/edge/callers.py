@@ -68,8 +68,9 @@ def _enrolling(headers: Mapping[str, str], settings: Settings) -> Caller:
     if admin and auth.presents(headers, admin):
         return Caller(operator=True)
     if enrol and not auth.presents(headers, enrol):
-        kind = Unauthenticated if auth.bearer(headers) is None else Forbidden
-        raise kind("registering needs the enrolment token (FL_ENROL_TOKEN)")
+        if auth.bearer(headers) is None:
+            raise Unauthenticated("registering needs the enrolment token (FL_ENROL_TOKEN): none was sent")
+        raise Forbidden("the token sent was refused: registering needs the enrolment token (FL_ENROL_TOKEN)")
     return Caller()
 
 

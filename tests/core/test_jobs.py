@@ -143,6 +143,18 @@ def test_invalid_update_is_refused_and_changes_nothing(store, raw_db, change, me
     assert snapshot(raw_db) == before
 
 
+def test_rounds_below_the_round_under_way_are_refused_saying_why(store, raw_db):
+    job_id = create(rounds=5)["job_id"]
+    subs = subscribe_all(job_id, 3)
+    run_round(store, job_id, subs, 1)
+    run_round(store, job_id, subs, 2)  # round 3 is under way
+    before = snapshot(raw_db)
+    got = call("update_job", {"job_id": job_id, "set": {"rounds": 1}}, expect=400)["error"]
+    assert got == f"job {job_id} is in round 3: rounds must be at least 3 (it ends after the round under way at 3)"
+    assert snapshot(raw_db) == before
+    assert call("update_job", {"job_id": job_id, "set": {"rounds": 3}})["set"] == {"rounds": 3}  # ends after round 3
+
+
 def test_update_of_a_waiting_job_applies_from_round_one_and_strategy_settings_change(store):
     job_id = create(strategy="fedprox", proximal_mu=0.01)["job_id"]
     assert call("update_job", {"job_id": job_id, "set": {"proximal_mu": 0.1}})["from_round"] == 1

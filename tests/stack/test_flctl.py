@@ -90,7 +90,8 @@ def test_devices_list_shows_registered_devices(function_url):
 @pytest.mark.parametrize(
     "args, token, code, message",
     [
-        (["jobs", "list"], "wrong-token", 1, "answered 403"),
+        (["jobs", "list"], "wrong-token", 1, "answered 403: the token sent was refused"),
+        (["jobs", "create"], ADMIN, 2, "--defaults for the default job"),
         (["jobs", "create", "--set", "lr=-1"], ADMIN, 1, "lr must be between"),
         (["jobs", "create", "--set", "lr"], ADMIN, 2, "KEY=VALUE"),
         (["jobs", "create", "-f", "/nonexistent.json"], ADMIN, 2, "cannot read"),
@@ -103,9 +104,37 @@ def test_errors_have_meaningful_exit_codes(function_url, args, token, code, mess
     assert message in out.stderr
 
 
-def test_an_unreachable_function_exits_3():
-    out = flctl("http://127.0.0.1:9", "jobs", "list", expect=3)
-    assert "cannot reach" in out.stderr
+def test_an_unreachable_function_exits_3_saying_how_to_start_one():
+    out = flctl("http://127.0.0.1:9/dev", "jobs", "list", expect=3)
+    assert "cannot reach the function at http://127.0.0.1:9/dev" in out.stderr and "make serve" in out.stderr
+
+
+def test_a_url_without_the_stage_is_named(function_url):
+    out = flctl(function_url.rsplit("/", 1)[0], "jobs", "list", expect=1)
+    assert "answered 404" in out.stderr and "names no stage" in out.stderr and ".../dev" in out.stderr
+
+
+def test_the_common_options_work_before_the_command_too(function_url):
+    env = {k: v for k, v in os.environ.items() if k not in ("BASE_URL_AWS", "FL_ADMIN_TOKEN")}
+    argv = [str(FLCTL), "--url", function_url, "--token", ADMIN, "--json", "jobs", "list", "--limit", "1"]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "jobs" in json.loads(out.stdout)
+    wrong = subprocess.run([*argv[:4], "wrong", *argv[5:]], env=env, capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 1 and "token sent was refused" in wrong.stderr
+
+
+def test_numbers_load_as_written_and_a_key_twice_is_refused(function_url, tmp_path):
+    (tmp_path / "job.yaml").write_text("dataset: mnist\nlr: 1e-2\nmomentum: .9\nnum_clients: 4\nclients_per_round: 2\n")
+    made = json.loads(
+        flctl(function_url, "jobs", "create", "-f", str(tmp_path / "job.yaml"), "--no-start", "--json").stdout
+    )
+    assert made["config"]["lr"] == 0.01 and made["config"]["momentum"] == 0.9
+    (tmp_path / "twice.yaml").write_text("dataset: mnist\nlr: 0.1\nlr: 0.2\n")
+    out = flctl(function_url, "jobs", "create", "-f", str(tmp_path / "twice.yaml"), expect=2)
+    assert "the key 'lr' is given twice" in out.stderr
+    (tmp_path / "twice.json").write_text('{"rounds": 3, "rounds": 4}')
+    assert "given twice" in flctl(function_url, "jobs", "create", "-f", str(tmp_path / "twice.json"), expect=2).stderr
 
 
 def test_an_async_job_shows_versions_staleness_and_throughput(function_url):
