@@ -329,6 +329,12 @@ class Commands:
             )
         if st.get("stopped_because"):
             head.append(f"ended: {st['stopped_because']}")
+        if st.get("criteria"):
+            head.append(f"criteria: {json.dumps(st['criteria'])}")
+        for i, rule in enumerate(st.get("rules") or []):
+            head.append(f"rule {i}: when {json.dumps(rule.get('when'))} then {json.dumps(rule.get('then'))}")
+        if "waiting_for" in st:
+            head.append(waiting_text(st["waiting_for"]))
         for change in st.get("changes", []):
             head.append(f"from round {change['round']} ({change['by']}): {change['set']}")
         columns = [("round", unit.upper()), ("clients", "UPDATES"), ("seconds", "SECONDS"), ("rate", "UPDATES/S")]
@@ -463,9 +469,14 @@ class Commands:
     def results(self, a: argparse.Namespace) -> int:
         from flcli.plots import plot_history
 
+        st = self.op.status(a.job_id)
+        if not st["history"]:
+            raise UsageError(
+                f"job {a.job_id} has no closed round yet ({st['state']}, round {st['round']}): nothing to write; "
+                f"try again once a round has closed (flctl jobs watch {a.job_id})"
+            )
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        st = self.op.status(a.job_id)
         model = self.op.call("get_model", {"job_id": a.job_id})
         files = {"summary": out / "summary.json", "plot": out / "accuracy.png"}
         (out / "summary.json").write_text(json.dumps(st, indent=2) + "\n")
@@ -477,6 +488,18 @@ class Commands:
         reply = {"job_id": a.job_id, "model_round": model["model_round"], **{k: str(v) for k, v in files.items()}}
         self.out(reply, "\n".join(f"wrote {p}" for p in files.values()))
         return 0
+
+
+def waiting_text(wait: dict) -> str:
+    """Why a job waits, in a line: the clients it still needs, and which criterion keeps devices out."""
+    text = f"waiting: {wait['joined']} of the {wait['clients']} clients it starts with have joined"
+    if "clauses" in wait:
+        parts = [f"{json.dumps(c['clause'])} {c['meet']}" for c in wait["clauses"]]
+        text += (
+            f"; of {wait['devices']} registered devices {wait['meet_all']} meet all its criteria "
+            f"(each clause: {', '.join(parts)})"
+        )
+    return text
 
 
 def unreachable_hint(url: str) -> str:

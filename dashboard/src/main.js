@@ -356,6 +356,16 @@ function perDevice(job) {
   Object.entries(last.per_client).map(([client, m]) => ({ client, ...m })), null, "per-device");
 }
 
+// Why a waiting job has not started: the clients it still needs, and which criterion keeps devices out.
+function waitText(w) {
+  let text = `Waiting: ${w.joined} of the ${w.clients} clients it starts with have joined.`;
+  if (w.clauses) {
+    text += ` Of ${w.devices} registered devices, ${w.meet_all} meet all its criteria; each clause: ` +
+      w.clauses.map((c) => `${JSON.stringify(c.clause)} ${c.meet}`).join(", ") + ".";
+  }
+  return text;
+}
+
 async function jobView(view, jobId) {
   const st = await call("status", { job_id: jobId });
   const settings = await jobSettings();
@@ -409,6 +419,7 @@ async function jobView(view, jobId) {
       `${st.config.strategy}, ${st.config.data ? `${st.config.data.task} of ${st.config.data.target}` : st.config.partition}` +
       (st.stopped_because ? ` · ended: ${st.stopped_because}` : "") +
       (st.best ? ` · best federated accuracy ${pct(st.best.eval_accuracy)} (round ${st.best.round})` : "")),
+    st.waiting_for ? el("p", { id: "job-wait", class: "note" }, waitText(st.waiting_for)) : null,
     el("div", { class: "actions" },
       st.state === "created" ? el("button", { id: "start-job", onclick: start }, "Start") : null,
       unfinished ? el("button", { class: "danger", id: "stop-job", onclick: stop }, "Stop job") : null),
@@ -435,6 +446,12 @@ async function jobView(view, jobId) {
         el("h3", {}, "Draw a digit"),
         st.model_round === null ? el("p", { class: "muted" }, "No model yet.") : predictBox(st)),
       el("section", {},
+        el("h3", {}, "Criteria"),
+        st.criteria ? el("pre", { id: "job-criteria" }, JSON.stringify(st.criteria, null, 1)) :
+          el("p", { class: "muted" }, "None: any device with the data."),
+        el("h3", {}, "Rules"),
+        st.rules.length ? table([[(r) => JSON.stringify(r.when), "when"], [(r) => JSON.stringify(r.then), "then"]],
+          st.rules, null, "rules-table") : el("p", { class: "muted" }, "None."),
         el("h3", {}, "Rules that fired"),
         fired.length ? table([["round", "round"], ["rule", "rule"], [(r) => JSON.stringify(r.then), "then"],
           [(r) => r.error || "", "note"]], fired) : el("p", { class: "muted" }, "None."),

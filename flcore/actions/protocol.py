@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from flcore.actions import transfer
 from flcore.actions.request import MAX_ROUND, Request
-from flcore.domain import tokens
+from flcore.domain import filters, tokens
 from flcore.domain.data import checked_stats
 from flcore.domain.devices import parse_info
+from flcore.domain.devices import view as device_view
 from flcore.domain.job import Job
 from flcore.domain.metrics import metrics_of
 from flcore.engine import enrolment, lifecycle, statistics
@@ -264,6 +265,26 @@ def _model_summary(job: Job) -> dict:
     return {"name": mdef.name, "parameters": mdef.parameters, "bytes": mdef.nbytes, "layers": len(mdef.layers)}
 
 
+MAX_DEVICES_SCANNED = 1000
+
+
+def waiting_for(store: Store, job: Job) -> dict:
+    """Why a waiting job has not started, for its operator: the places still open and, where it has
+    criteria, how many registered devices meet each clause and all of them (which clause excludes the rest)."""
+    cfg = job.config
+    out: dict = {"clients": cfg.clients_to_start, "joined": store.count_clients(job.id, taking_part=True)}
+    criteria = job.doc.get("criteria")
+    if criteria:
+        views = [device_view(d) for d in store.get_devices(None, limit=MAX_DEVICES_SCANNED)]
+        out["devices"] = len(views)
+        out["meet_all"] = sum(filters.matches(criteria, v) for v in views)
+        out["clauses"] = [
+            {"clause": {key: cond}, "meet": sum(filters.matches({key: cond}, v) for v in views)}
+            for key, cond in criteria.items()
+        ]
+    return out
+
+
 def status(req: Request) -> dict:
     """State, current round, settings (with their changes), rules and per-round history of a job."""
     job = req.visible_job(history=True)
@@ -292,6 +313,7 @@ def status(req: Request) -> dict:
         **({k: doc[k] for k in ("schema", "encoding") if k in doc} if job.config.task is not None else {}),
         "changes": doc.get("changes", []),
         "criteria": doc.get("criteria"),
+        **({"waiting_for": waiting_for(req.store, job)} if req.caller.operator and job.state == "waiting" else {}),
         "rules": doc.get("rules", []),
         "rules_fired": doc.get("rules_fired", []),
         "best": doc.get("best"),

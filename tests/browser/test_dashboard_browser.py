@@ -248,3 +248,19 @@ def test_a_tabular_job_page_shows_errors_per_round_each_device_and_predicts_a_ty
     shoot(browser, tmp_path, "8-tabular-job")
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not severe, severe
+
+
+def test_a_waiting_job_page_shows_its_criteria_rules_and_why_it_waits(browser, function_url, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    op = Operator(function_url, ADMIN)
+    criteria = {"info.labels.site": "nowhere-at-all"}
+    rules = [{"when": {"round": 2}, "then": {"stop": "two is enough"}}]
+    job_id = op.call("create_job", {"name": "waits", "criteria": criteria, "rules": rules})["job_id"]
+    browser.get(f"{function_url}/dashboard#token={ADMIN}&job={job_id}")
+    wait(browser, "the waiting job", lambda: browser.find_element(By.ID, "job-wait"))
+    text = browser.find_element(By.ID, "job-wait").text
+    assert "0 of the 20 clients" in text and '{"info.labels.site":"nowhere-at-all"} 0' in text
+    assert "nowhere-at-all" in browser.find_element(By.ID, "job-criteria").text
+    assert "two is enough" in browser.find_element(By.ID, "rules-table").text
+    shoot(browser, tmp_path, "9-waiting-job")

@@ -192,3 +192,17 @@ def test_poll_may_carry_info(store):
     call("poll", {"info": {**KIND_A, "memory_mb": 1234}}, token=sub["token"])
     assert call("devices")["devices"][0]["info"]["memory_mb"] == 1234
     assert "info.cpus" in call("poll", {"info": {"cpus": -1}}, token=sub["token"], expect=400)["error"]
+
+
+def test_a_waiting_job_says_which_criterion_keeps_devices_out(store):
+    criteria = {"info.labels.kind": "b", "info.cpus": {"$gte": 4}}
+    job_id = create(criteria=criteria)["job_id"]
+    register(KIND_A)  # kind a, 4 cpus
+    register(KIND_B)  # kind b, 2 cpus
+    register({**KIND_B, "cpus": 8})  # kind b, 8 cpus: meets both
+    wait = call("status", {"job_id": job_id})["waiting_for"]
+    assert wait["clients"] == 3 and wait["joined"] == 0 and wait["devices"] == 3 and wait["meet_all"] == 1
+    assert wait["clauses"] == [
+        {"clause": {"info.labels.kind": "b"}, "meet": 2},
+        {"clause": {"info.cpus": {"$gte": 4}}, "meet": 2},
+    ]

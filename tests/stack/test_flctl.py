@@ -109,6 +109,12 @@ def test_an_unreachable_function_exits_3_saying_how_to_start_one():
     assert "cannot reach the function at http://127.0.0.1:9/dev" in out.stderr and "make serve" in out.stderr
 
 
+def test_results_of_a_job_without_rounds_write_nothing_and_say_why(function_url, tmp_path):
+    job_id = json.loads(flctl(function_url, "jobs", "create", "--defaults", "--no-start", "--json").stdout)["job_id"]
+    out = flctl(function_url, "results", job_id, "--out", str(tmp_path / "r"), expect=2)
+    assert "has no closed round yet" in out.stderr and not (tmp_path / "r").exists()
+
+
 def test_a_url_without_the_stage_is_named(function_url):
     out = flctl(function_url.rsplit("/", 1)[0], "jobs", "list", expect=1)
     assert "answered 404" in out.stderr and "names no stage" in out.stderr and ".../dev" in out.stderr
