@@ -213,11 +213,20 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
+def percent(fraction: float | None) -> str | None:
+    """A fraction as people read accuracies, as the dashboard shows them: 98.60 %."""
+    return None if fraction is None else f"{100 * fraction:.2f} %"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _cell(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, list):
         return ",".join(map(str, value)) or "-"
     return str(value)
@@ -306,7 +315,7 @@ class Commands:
                 "seconds": h["seconds"],
                 "rate": _rate(h),
                 "staleness": f"{h['staleness_mean']:.1f}/{h['staleness_max']}" if "staleness_mean" in h else None,
-                "acc": h["metrics"].get("eval_accuracy"),
+                "acc": percent(h["metrics"].get("eval_accuracy")),
                 "loss": h["metrics"].get("train_loss"),
                 "closed": h["closed"],
                 "rules": [r["rule"] for r in h.get("rules", [])],
@@ -318,7 +327,7 @@ class Commands:
             f"{st['job_id']}  {st.get('name') or ''}  {st['state']}  {unit} {st['round']}/{st['rounds']}  "
             f"clients {st['subscribed']}/{cfg['num_clients']}",
             f"{cfg['dataset']}, model {st['model']['name']} ({st['model']['parameters']:,} parameters), "
-            f"{cfg['strategy']}, lr {cfg['lr']}, {cfg['local_epochs']} local epochs",
+            f"{cfg['strategy']}, lr {cfg['lr']}, {plural(cfg['local_epochs'], 'local epoch')}",
         ]
         if asynchronous:
             buf = st["buffer"]
@@ -336,7 +345,7 @@ class Commands:
         if "waiting_for" in st:
             head.append(waiting_text(st["waiting_for"]))
         for change in st.get("changes", []):
-            head.append(f"from round {change['round']} ({change['by']}): {change['set']}")
+            head.append(f"from round {change['round']} ({change['by']}): {json.dumps(change['set'])}")
         columns = [("round", unit.upper()), ("clients", "UPDATES"), ("seconds", "SECONDS"), ("rate", "UPDATES/S")]
         columns += [("staleness", "STALENESS MEAN/MAX")] if asynchronous else []
         self.out(
@@ -345,7 +354,13 @@ class Commands:
             + "\n\n"
             + table(
                 rows,
-                columns + [("acc", "FED. ACC"), ("loss", "TRAIN LOSS"), ("closed", "CLOSED"), ("rules", "RULES FIRED")],
+                columns
+                + [
+                    ("acc", "FED. ACC OF MODEL RECEIVED"),
+                    ("loss", "TRAIN LOSS"),
+                    ("closed", "CLOSED"),
+                    ("rules", "RULES FIRED"),
+                ],
             ),
         )
         return 0
@@ -390,7 +405,7 @@ class Commands:
                         if "staleness_mean" in h
                         else ""
                     )
-                    + (f", federated accuracy {acc:.4f}" if acc is not None else "")
+                    + (f", federated accuracy of the model received {percent(acc)}" if acc is not None else "")
                     + (f", rules fired {[r['rule'] for r in h['rules']]}" if h.get("rules") else ""),
                     flush=True,
                 )
@@ -425,7 +440,7 @@ class Commands:
 
     def jobs_update(self, a: argparse.Namespace) -> int:
         reply = self.op.call("update_job", {"job_id": a.job_id, "set": settings_from(a.set)})
-        self.out(reply, f"{reply['job_id']}: from round {reply['from_round']}: {reply['set']}")
+        self.out(reply, f"{reply['job_id']}: from round {reply['from_round']}: {json.dumps(reply['set'])}")
         return 0
 
     def devices_list(self, a: argparse.Namespace) -> int:

@@ -418,7 +418,8 @@ async function jobView(view, jobId) {
       `${st.config.dataset}, ${st.model.name} (${params(st.model.parameters)} parameters), ` +
       `${st.config.strategy}, ${st.config.data ? `${st.config.data.task} of ${st.config.data.target}` : st.config.partition}` +
       (st.stopped_because ? ` · ended: ${st.stopped_because}` : "") +
-      (st.best ? ` · best federated accuracy ${pct(st.best.eval_accuracy)} (round ${st.best.round})` : "")),
+      (st.best ? ` · best federated accuracy ${pct(st.best.eval_accuracy)} (the model of round ` +
+        `${st.best.round - 1}, evaluated on the devices in round ${st.best.round})` : "")),
     st.waiting_for ? el("p", { id: "job-wait", class: "note" }, waitText(st.waiting_for)) : null,
     el("div", { class: "actions" },
       st.state === "created" ? el("button", { id: "start-job", onclick: start }, "Start") : null,
@@ -429,11 +430,11 @@ async function jobView(view, jobId) {
         jchart("Round duration", [{ label: "seconds", values: h.map((e) => e.seconds) }], { unit: "s" })) :
       el("div", { class: "charts" },
         jchart("Accuracy", [
-          { label: "federated evaluation", values: metric("eval_accuracy") },
+          { label: "federated, of the model received", values: metric("eval_accuracy") },
           ...(reported.some((v) => v !== null) ? [{ label: "test set (reported)", values: reported }] : []),
         ]),
         jchart("Loss", [{ label: "training", values: metric("train_loss") },
-          { label: "federated evaluation", values: metric("eval_loss") }]),
+          { label: "federated, of the model received", values: metric("eval_loss") }]),
         jchart(isAsync ? "Version duration" : "Round duration",
           [{ label: "seconds", values: h.map((e) => e.seconds) }], { unit: "s" }),
         ...timing()),
