@@ -174,8 +174,9 @@ class FederatedClient:
             return 0.0
         if reply["action"] == "done":
             self._fetch_model()
-            self.info["phase"] = "done"
-            log.info("%s: job %s is done", self.name, reply["job_id"])
+            self.info["phase"] = reply["state"] if reply["state"] in ("done", "stopped") else "left"
+            why = reply.get("stopped_because")
+            log.info("%s: job %s is %s%s", self.name, reply["job_id"], self.info["phase"], f": {why}" if why else "")
             self._save_identity(None)  # free to join the next job
             return IDLE_RETRY_S
         self.info["phase"] = "waiting"
@@ -396,9 +397,17 @@ class FederatedClient:
         }
         residual = self._residual if cfg.get("error_feedback") else None
         tensors = encodings.encode(update, encoding, base, residual)
-        result = transfer.submit(
-            self._call, {"round": rnd, "num_examples": len(xt), "metrics": metrics}, wcodec.encode(tensors)
-        )
+        try:
+            result = transfer.submit(
+                self._call, {"round": rnd, "num_examples": len(xt), "metrics": metrics}, wcodec.encode(tensors)
+            )
+        except FunctionError as exc:
+            if exc.status != 409 or "is not open" not in exc.message:
+                raise
+            # the round closed, or the job stopped, while this client trained: not an error of this client
+            log.info("%s: round %d closed while it trained (%s); the next poll says what now", self.name, rnd, exc)
+            self.info["last"] = {"round": rnd, **metrics, "accepted": False, "note": exc.message[:200]}
+            return 0.0
         if scaffold:
             scaffold.commit()
         self.info["last"] = {"round": rnd, **metrics, "accepted": result.get("accepted")}

@@ -382,9 +382,11 @@ async function jobView(view, jobId) {
   const metric = (key) => h.map((e) => e.metrics[key] ?? null);
   const reported = h.map((e) => e.reported?.test_accuracy ?? null);
   const stop = async () => {
-    if (!confirm(`Stop job ${st.name || st.job_id}?`)) return;
+    const why = prompt(`Stop job ${st.name || st.job_id}? Say why (it is recorded with the job):`,
+      "stopped from the dashboard");
+    if (why === null) return; // cancelled
     try {
-      await call("stop_job", { job_id: st.job_id, reason: "stopped from the dashboard" });
+      await call("stop_job", { job_id: st.job_id, reason: why.trim() || "stopped from the dashboard" });
       clearError();
       route();
     } catch (err) {

@@ -63,7 +63,8 @@ def poll(req: Request) -> dict:
     job = lifecycle.advance(store, Job.load(store, client["job_id"]), now)
     reply = {"job_id": job.id, "round": job.round, "state": job.state}
     if job.finished or client.get("left"):
-        return {**reply, "action": "done", "retry_after": None}
+        ended = {"stopped_because": job.doc.get("stopped_because")} if job.finished else {"left": True}
+        return {**reply, **ended, "action": "done", "retry_after": None}
     # "train" comes with what get_model would answer, so training costs the client no second call
     # (unless it is to start from an older version, which get_model serves)
     if job.state != "running":

@@ -137,8 +137,15 @@ def test_an_operator_runs_a_job_from_the_dashboard(browser, function_url, fleet_
         # the job page redraws its buttons every few seconds (rounds close about every second here):
         # click the one on the page now, and accept the confirmation once it is open
         wait(d, "clicking Stop job", lambda: by_id("stop-job").click() or True)
-        wait(d, "the confirmation", lambda: d.switch_to.alert.accept() or True)
-        wait(d, "the job stopped", lambda: "stopped from the dashboard" in by_id("job-summary").text)
+
+        def give_reason():
+            prompt = d.switch_to.alert
+            prompt.send_keys("enough for the browser test")
+            prompt.accept()
+            return True
+
+        wait(d, "the question why", give_reason)
+        wait(d, "the job stopped", lambda: "enough for the browser test" in by_id("job-summary").text)
         shoot(d, tmp_path, "4-job-stopped")
         assert Operator(function_url, ADMIN).status(job_id)["state"] == "stopped"
     finally:

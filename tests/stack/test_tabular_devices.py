@@ -104,3 +104,28 @@ def test_a_classification_of_any_number_of_classes_reports_accuracy_and_macro_f1
         wait_until(lambda: _done_model(port, got["model_round"]), "a's final model", 30, 0.2)
         mine = device_predictions(port, ASK)
         np.testing.assert_allclose(mine["probabilities"], got["probabilities"], atol=1e-4)
+
+
+def test_a_job_stopped_while_devices_train_leaves_them_no_error_and_says_why(function_url, tmp_path, device_files):
+    data = {"name": "houses", "task": "regression", "target": "price", "exclude": ["kind"], "compare_local": False}
+    op = Operator(function_url, ADMIN)
+    body = {"data": data, "num_clients": 2, "clients_per_round": 2, "rounds": 50, "local_epochs": 400, "lr": 0.01,
+            "batch_size": 16, "model": "mlp"}  # fmt: skip
+    job_id = op.call("create_job", body)["job_id"]
+    with devices.running(function_url, device_files, tmp_path / "state", tmp_path / "logs"):
+        ports = wait_until(lambda: _listening(tmp_path, device_files), "the devices' ports", 60, 0.2)
+        wait_until(lambda: op.status(job_id)["round"] >= 2, "round 2", 120, 0.2)
+        op.call("stop_job", {"job_id": job_id, "reason": "enough for this test"})
+        said = f"job {job_id} is stopped: enough for this test"
+        for name, port in ports.items():
+            log = tmp_path / "logs" / f"{name}.log"
+            wait_until(lambda f=log: said in f.read_text(), f"{name} to hear of the stop", 60, 0.2)
+            st = requests.get(f"http://127.0.0.1:{port}/status", timeout=10).json()
+            assert "last_error" not in st and st["errors"] == 0, st
+
+
+def _listening(tmp_path, device_files) -> dict[str, int] | None:
+    try:
+        return _ports(tmp_path, device_files)
+    except (IndexError, FileNotFoundError):
+        return None
