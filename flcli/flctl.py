@@ -213,6 +213,18 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
+def _in_job(figures: dict | None) -> dict:
+    """A device's figures in the job ``devices list --job`` names, as table cells."""
+    if not figures:
+        return {}
+    return {
+        "client_id": figures["client_id"],
+        "rounds_counted": figures["rounds_counted"],
+        "left": figures["left"],
+        "job_seen": _ago(figures["last_seen"]),
+    }
+
+
 def percent(fraction: float | None) -> str | None:
     """A fraction as people read accuracies, as the dashboard shows them: 98.60 %."""
     return None if fraction is None else f"{100 * fraction:.2f} %"
@@ -455,9 +467,24 @@ class Commands:
                 "labels": [f"{k}={v}" for k, v in d["info"].get("labels", {}).items()],
                 **d["stats"],
                 "seen": _ago(d["stats"].get("last_seen")),
+                **_in_job(d.get("in_job")),
             }
             for d in reply["devices"]
         ]
+        # with --job, the device's figures in that job, not its totals over all jobs
+        figures = (
+            [("client_id", "CLIENT"), ("rounds_counted", "ROUNDS COUNTED"), ("left", "LEFT"), ("job_seen", "SEEN")]
+            if a.job
+            else [
+                ("jobs_joined", "JOBS"),
+                ("rounds_trained", "ROUNDS"),
+                ("deadlines_missed", "MISSED"),
+                ("failures_reported", "FAILED"),
+                ("mean_train_seconds", "TRAIN S"),
+                ("contribution", "CONTRIB."),
+                ("seen", "SEEN"),
+            ]
+        )
         self.out(
             reply,
             table(
@@ -469,13 +496,7 @@ class Commands:
                     ("memory", "MEMORY MB"),
                     ("datasets", "DATA"),
                     ("labels", "LABELS"),
-                    ("jobs_joined", "JOBS"),
-                    ("rounds_trained", "ROUNDS"),
-                    ("deadlines_missed", "MISSED"),
-                    ("failures_reported", "FAILED"),
-                    ("mean_train_seconds", "TRAIN S"),
-                    ("contribution", "CONTRIB."),
-                    ("seen", "SEEN"),
+                    *figures,
                 ],
             ),
         )

@@ -140,6 +140,10 @@ class ClientRepository:
             out[d["device_id"]] = max(out.get(d["device_id"], 0.0), d.get("last_seen") or 0.0)
         return out
 
+    def job_clients(self, job_id: str) -> list[dict]:
+        """Every client of a job, left or not, without its token."""
+        return list(self.clients.find({"job_id": job_id}, {"token_hash": False, "data_stats": False}))
+
     def job_device_ids(self, job_id: str) -> list[str]:
         return [
             d["device_id"]

@@ -156,6 +156,17 @@ def test_statistics_count_what_devices_did(store):
     assert done["contribution"] == 1.0 and done["deadlines_missed"] == 0 and done["last_seen"] > 0
     assert stats[by_client[idle["client_id"]]]["deadlines_missed"] == 1
     assert stats[by_client[idle["client_id"]]]["rounds_trained"] == 0
+    # the same devices in another job: their figures in each job, beside their totals over all jobs
+    other = create(num_clients=3, clients_per_round=2, rounds=1)["job_id"]
+    call("join", {"job_id": other}, token=devs[0]["token"])
+    listed = {d["device_id"]: d for d in call("devices", {"job_id": other})["devices"]}
+    assert list(listed) == [devs[0]["device_id"]]
+    assert listed[devs[0]["device_id"]]["in_job"]["rounds_counted"] == 0
+    assert listed[devs[0]["device_id"]]["stats"]["jobs_joined"] == 2
+    first = {d["device_id"]: d["in_job"] for d in call("devices", {"job_id": job_id})["devices"]}
+    assert first[by_client[worker["client_id"]]]["rounds_counted"] == 1
+    assert first[by_client[idle["client_id"]]] == {**first[by_client[idle["client_id"]]], "rounds_counted": 0}
+    assert "in_job" not in call("devices")["devices"][0]
 
 
 def test_criteria_on_statistics_are_checked_at_every_pick(store):

@@ -85,6 +85,11 @@ def test_devices_list_shows_registered_devices(function_url):
     listed = json.loads(flctl(function_url, "devices", "list", "--json").stdout)["devices"]
     assert dev["device_id"] in [d["device_id"] for d in listed]
     assert "linux/riscv64" in flctl(function_url, "devices", "list").stdout
+    # with --job: the device's figures in that job, not its totals
+    job_id = op.call("create_job", {"num_clients": 3, "clients_per_round": 2, "criteria": {"info.cpus": 3}})["job_id"]
+    joined = op.transport.call("join", {"job_id": job_id}, token=dev["token"])
+    text = flctl(function_url, "devices", "list", "--job", job_id).stdout
+    assert "ROUNDS COUNTED" in text and joined["client_id"] in text and "CONTRIB." not in text
 
 
 @pytest.mark.parametrize(
