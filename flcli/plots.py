@@ -33,27 +33,34 @@ def write_results(json_path: Path, result: dict, draw, *args) -> Path:
 
 
 def plot_history(status: dict, path: Path) -> None:
-    """Federated accuracy and training loss per round, with the rounds where rules fired or settings changed."""
+    """The federated evaluation (accuracy, or RMSE for a regression) and training loss per round, with the
+    rounds where rules fired or settings changed; a legend names only what is drawn."""
     plt = pyplot()
 
     history = status.get("history", [])
     rounds = [h["round"] for h in history]
-    acc = [100 * h["metrics"]["eval_accuracy"] if "eval_accuracy" in h["metrics"] else None for h in history]
+    regression = any("eval_rmse" in h["metrics"] for h in history)
+    if regression:
+        score = [h["metrics"].get("eval_rmse") for h in history]
+        label, unit, title = "federated RMSE of the model received (trained scale)", "RMSE", "error"
+    else:
+        score = [100 * h["metrics"]["eval_accuracy"] if "eval_accuracy" in h["metrics"] else None for h in history]
+        label, unit, title = "federated accuracy of the model received", "accuracy (%)", "accuracy"
     loss = [h["metrics"].get("train_loss") for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
-    left.plot(rounds, acc, "o-", label="federated evaluation (clients' held-out data)")
-    left.set(xlabel="round", ylabel="accuracy (%)", title=f"{status.get('name') or status['job_id']}: accuracy")
+    left.plot(rounds, score, "o-", label=label)
+    left.set(xlabel="round", ylabel=unit, title=f"{status.get('name') or status['job_id']}: {title}")
     right.plot(rounds, loss, "s-", color="tab:orange", label="training loss")
     right.set(xlabel="round", ylabel="loss", title="training loss")
-    for h in history:
-        if h.get("rules"):
-            left.axvline(h["round"], color="tab:red", alpha=0.3)
-    for change in status.get("changes", []):
-        right.axvline(change["round"] - 0.5, color="tab:green", alpha=0.4)
+    fired = [h["round"] for h in history if h.get("rules")]
+    for i, rnd in enumerate(fired):
+        left.axvline(rnd, color="tab:red", alpha=0.3, label="a rule fired" if i == 0 else None)
+    for i, change in enumerate(status.get("changes", [])):
+        right.axvline(change["round"] - 0.5, color="tab:green", alpha=0.4, label="settings changed" if i == 0 else None)
     for ax in (left, right):
         ax.grid(alpha=0.3)
         if rounds:
             ax.set_xticks(rounds if len(rounds) <= 20 else rounds[:: max(1, len(rounds) // 20)])
-    left.legend(loc="lower right", fontsize=8, title="red lines: rules fired", title_fontsize=8)
-    right.legend(loc="upper right", fontsize=8, title="green lines: settings changed", title_fontsize=8)
+    left.legend(loc="upper right" if regression else "lower right", fontsize=8)
+    right.legend(loc="upper right", fontsize=8)
     save(fig, path)

@@ -159,6 +159,7 @@ function chart(title, rounds, series, opts = {}) {
     series: [{ label: opts.x || "round" }, ...series.map((s, i) => ({
       label: s.label, stroke: ["#2563eb", "#dc2626", "#16a34a", "#9333ea"][i], width: 2,
       points: { size: 6 }, spanGaps: true, ...(opts.bars ? { paths: uPlot.paths.bars({ size: [0.6] }) } : {}),
+      ...(s.dash ? { dash: s.dash } : {}),
     }))],
   }, [rounds, ...series.map((s) => s.values)], holder);
   charts.push(plot);
@@ -409,8 +410,10 @@ async function jobView(view, jobId) {
     jchart("Staleness", [{ label: "mean", values: h.map((e) => e.staleness_mean) },
       { label: "max", values: h.map((e) => e.staleness_max) }], { unit: "versions" }),
     jchart("Throughput", [{ label: "updates per second", values: h.map((e) => e.seconds ? e.clients / e.seconds : null) }]),
-  ] : [jchart("Clients per round", [{ label: "updates", values: h.map((e) => e.clients) },
-    { label: "picked", values: h.map((e) => e.picked) }])];
+  ] : [jchart("Clients per round", [
+    // picked first and dashed, updates drawn over it: both stay visible where every picked client delivered
+    { label: "picked", values: h.map((e) => e.picked), dash: [6, 6] },
+    { label: "updates", values: h.map((e) => e.clients) }])];
   show(view, 
     el("h2", {}, st.name || st.job_id, " ", badge(st.state)),
     el("p", { class: "muted", id: "job-summary" },
