@@ -506,17 +506,21 @@ class Commands:
         from flcli.plots import plot_history
 
         st = self.op.status(a.job_id)
-        if not st["history"]:
+        model = self.op.call("get_model", {"job_id": a.job_id})
+        if not st["history"] and model["model_round"] is None:
             raise UsageError(
-                f"job {a.job_id} has no closed round yet ({st['state']}, round {st['round']}): nothing to write; "
-                f"try again once a round has closed (flctl jobs watch {a.job_id})"
+                f"job {a.job_id} has no model and no closed round yet ({st['state']}, round {st['round']}): "
+                f"nothing to write; try again once a round has closed (flctl jobs watch {a.job_id})"
             )
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        model = self.op.call("get_model", {"job_id": a.job_id})
-        files = {"summary": out / "summary.json", "plot": out / "accuracy.png"}
+        files = {"summary": out / "summary.json"}
         (out / "summary.json").write_text(json.dumps(st, indent=2) + "\n")
-        plot_history(st, out / "accuracy.png")
+        if st["history"]:
+            files["plot"] = out / "accuracy.png"
+            plot_history(st, files["plot"])
+        else:  # an empty plot would only confuse: say why there is none
+            print(f"flctl: no round of {a.job_id} has closed yet: no plot written", file=sys.stderr)
         blob = transfer.model_part(self.op.call, model)  # in chunks when it is large
         if blob is not None:
             files["model"] = out / "model.safetensors"
