@@ -40,6 +40,7 @@ EXAMPLES = """examples:
   flctl jobs stop job-1a2b3c4d5e6f --reason "wrong data"
   flctl jobs evaluate job-1a2b3c4d5e6f test.csv --report
   flctl devices list
+  flctl devices disable d-1a2b3c4d5e6f
   flctl results job-1a2b3c4d5e6f --out results/first
 """
 
@@ -121,6 +122,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     dcmd = devices.add_subparsers(dest="command", required=True)
     dlist = dcmd.add_parser("list", parents=[common], help="devices with their info and statistics")
     dlist.add_argument("--job", help="only the devices that joined this job")
+    for name, text in (
+        ("disable", "stop offering jobs to a device and picking it"),
+        ("enable", "offer jobs to a disabled device again"),
+        ("revoke", "make a device's tokens stop working at once (it leaves its jobs)"),
+    ):
+        dcmd.add_parser(name, parents=[common], help=text).add_argument("device_id")
 
     results = top.add_parser(
         "results", parents=[common], help="download a job's final model, summary.json and accuracy plot"
@@ -453,6 +460,21 @@ class Commands:
     def jobs_update(self, a: argparse.Namespace) -> int:
         reply = self.op.call("update_job", {"job_id": a.job_id, "set": settings_from(a.set)})
         self.out(reply, f"{reply['job_id']}: from round {reply['from_round']}: {json.dumps(reply['set'])}")
+        return 0
+
+    def devices_disable(self, a: argparse.Namespace) -> int:
+        reply = self.op.call("disable_device", {"device_id": a.device_id})
+        self.out(reply, f"{reply['device_id']} disabled: not offered jobs, not picked")
+        return 0
+
+    def devices_enable(self, a: argparse.Namespace) -> int:
+        reply = self.op.call("enable_device", {"device_id": a.device_id})
+        self.out(reply, f"{reply['device_id']} enabled")
+        return 0
+
+    def devices_revoke(self, a: argparse.Namespace) -> int:
+        reply = self.op.call("revoke_device", {"device_id": a.device_id})
+        self.out(reply, f"{reply['device_id']} revoked: its tokens no longer work; left {reply['clients_left']} job(s)")
         return 0
 
     def devices_list(self, a: argparse.Namespace) -> int:

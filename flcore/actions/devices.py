@@ -11,7 +11,7 @@ from flcore.domain.job import Job
 from flcore.engine.enrolment import enrol, reissue
 from flcore.engine.retraining import on_data_change
 from flcore.engine.rules import MAX_REASON, text
-from flcore.errors import Conflict, Forbidden
+from flcore.errors import Conflict, Forbidden, Invalid, NotFound
 from flcore.shared import clock
 from flcore.storage.store import Store
 
@@ -89,6 +89,8 @@ def stamp_changes(old: dict, new: dict, now: float) -> list[str]:
 
 def refusal(device: dict, job: Job) -> str | None:
     """Why this device may not join this job, or None if it may."""
+    if device.get("disabled"):
+        return "this device is disabled by the operator"
     if job.id in device.get("left_jobs", []):
         return f"this device left job {job.id}"
     task = job.config.task
@@ -202,6 +204,44 @@ def leave(req: Request) -> dict:
     if job.state == "running" and client["_id"] in job.picked:
         job.mode.leave(req.store, job, client["_id"], now)
     return {"left": True, "already": False}
+
+
+def disable_device(req: Request) -> dict:
+    """Stop offering jobs to a device and picking it (it keeps its identity and places); ``enable_device``
+    undoes it."""
+    return _set_disabled(req, True)
+
+
+def enable_device(req: Request) -> dict:
+    """Offer jobs to a disabled device again, and pick it again."""
+    return _set_disabled(req, False)
+
+
+def _set_disabled(req: Request, disabled: bool) -> dict:
+    device = _named_device(req)
+    req.store.update_device(device["_id"], {"disabled": disabled})
+    return {"device_id": device["_id"], "disabled": disabled}
+
+
+def revoke_device(req: Request) -> dict:
+    """A device's token and its clients' tokens stop working at once (it must register again as a new
+    device); its places in jobs are left, so rounds do not wait for it."""
+    device = _named_device(req)
+    now = clock.now()
+    req.store.set_device_token(device["_id"], "", now)
+    req.store.update_device(device["_id"], {"disabled": True, "revoked_at": now})
+    left = req.store.revoke_device_clients(device["_id"], "the operator revoked this device", now)
+    return {"device_id": device["_id"], "revoked": True, "clients_left": left}
+
+
+def _named_device(req: Request) -> dict:
+    device_id = req.body.get("device_id")
+    if not isinstance(device_id, str) or not device_id.startswith("d-") or len(device_id) > 40:
+        raise Invalid("device_id must name a device (d-...)")
+    device = req.store.get_device(device_id)
+    if device is None:
+        raise NotFound(f"no device {device_id!r}")
+    return device
 
 
 def devices(req: Request) -> dict:

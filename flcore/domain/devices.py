@@ -140,6 +140,8 @@ def view(doc: dict) -> dict:
         "jobs": doc.get("jobs", []),
         "left_jobs": doc.get("left_jobs", []),
         "last_failure": doc.get("last_failure"),
+        "disabled": bool(doc.get("disabled")),
+        **({"revoked_at": doc["revoked_at"]} if "revoked_at" in doc else {}),
     }
 
 

@@ -64,6 +64,9 @@ ROUTES: tuple[Route, ...] = (
     Route("join", devices.join, Who.DEVICE),
     Route("leave", devices.leave, Who.CLIENT),
     Route("devices", devices.devices, Who.OPERATOR),
+    Route("disable_device", devices.disable_device, Who.OPERATOR),
+    Route("enable_device", devices.enable_device, Who.OPERATOR),
+    Route("revoke_device", devices.revoke_device, Who.OPERATOR),
 )
 BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}
 # what a timer runs (an EventBridge schedule, an OpenWhisk alarm): close the rounds nobody pokes

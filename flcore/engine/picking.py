@@ -59,12 +59,18 @@ def eligible(store: Store, job: Job, clients: list[dict]) -> list[str]:
     """The clients (not left) that meet the job's device criteria, as the devices stand now.
 
     Criteria may name statistics that change (deadlines missed), so they are
-    checked at every pick, not only when a device joins.
+    checked at every pick, not only when a device joins; a device the operator
+    disabled is not picked.
     """
     criteria = job.doc.get("criteria")
-    if not criteria:
+    device_ids = {c["device_id"] for c in clients if "device_id" in c}
+    if not criteria and not device_ids:
         return [c["_id"] for c in clients]
-    devices = {d["_id"]: view(d) for d in store.get_devices({c["device_id"] for c in clients if "device_id" in c})}
+    docs = store.get_devices(device_ids) if device_ids else []
+    disabled = {d["_id"] for d in docs if d.get("disabled")}  # the operator stopped picking these
+    if not criteria:
+        return [c["_id"] for c in clients if c.get("device_id") not in disabled]
+    devices = {d["_id"]: view(d) for d in docs if d["_id"] not in disabled}
     return [
         c["_id"]
         for c in clients

@@ -140,6 +140,14 @@ class ClientRepository:
             out[d["device_id"]] = max(out.get(d["device_id"], 0.0), d.get("last_seen") or 0.0)
         return out
 
+    def revoke_device_clients(self, device_id: str, reason: str, now: float) -> int:
+        """Every client of a device: its token stops working (no hash matches "") and it has left."""
+        res = self.clients.update_many(
+            {"device_id": device_id},
+            {"$set": {"token_hash": "", "left": True, "left_reason": reason, "left_at": now}},
+        )
+        return res.modified_count
+
     def job_clients(self, job_id: str) -> list[dict]:
         """Every client of a job, left or not, without its token."""
         return list(self.clients.find({"job_id": job_id}, {"token_hash": False, "data_stats": False}))

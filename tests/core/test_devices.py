@@ -217,3 +217,29 @@ def test_a_waiting_job_says_which_criterion_keeps_devices_out(store):
         {"clause": {"info.labels.kind": "b"}, "meet": 2},
         {"clause": {"info.cpus": {"$gte": 4}}, "meet": 2},
     ]
+
+
+def test_a_disabled_device_is_not_offered_nor_picked_and_a_revoked_one_is_shut_out(store):
+    devs = [register(KIND_A) for _ in range(3)]
+    job_id = create(num_clients=3, clients_per_round=3, min_updates=1, rounds=3)["job_id"]
+    subs = [call("join", {"job_id": job_id}, token=d["token"]) for d in devs[:2]]
+    call("disable_device", {"device_id": devs[2]["device_id"]})
+    assert call("offers", token=devs[2]["token"])["jobs"] == []
+    assert "disabled by the operator" in call("join", {"job_id": job_id}, token=devs[2]["token"], expect=403)["error"]
+    call("enable_device", {"device_id": devs[2]["device_id"]})
+    third = call("join", {"job_id": job_id}, token=devs[2]["token"])
+    assert call("status", {"job_id": job_id})["state"] == "running"
+    # disabled while in the job: never picked again
+    call("disable_device", {"device_id": devs[0]["device_id"]})
+    store.jobs.find_one_and_update({"_id": job_id}, {"$set": {"deadline": 0}})  # re-pick now
+    call("aggregate", {"job_id": job_id})
+    assert sorted(store.get_job(job_id)["picked"]) == sorted([subs[1]["client_id"], third["client_id"]])
+    listed = {d["device_id"]: d for d in call("devices")["devices"]}
+    assert listed[devs[0]["device_id"]]["disabled"] is True
+    # revoked: its device token and its client token stop working at once
+    got = call("revoke_device", {"device_id": devs[2]["device_id"]})
+    assert got == {"device_id": devs[2]["device_id"], "revoked": True, "clients_left": 1}
+    assert call("offers", token=devs[2]["token"], expect=401)["error"] == "invalid device token"
+    assert call("poll", token=third["token"], expect=401)["error"] == "invalid client token"
+    assert "no device" in call("revoke_device", {"device_id": "d-000000000000"}, expect=404)["error"]
+    assert "device_id must name" in call("disable_device", {"device_id": 7}, expect=400)["error"]

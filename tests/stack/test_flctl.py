@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load_file
 
+from clients.transport import FunctionError
 from flcli.operator import Operator
 from helpers import ADMIN, tensor_spec, two_versions_over_http
 
@@ -91,6 +92,14 @@ def test_devices_list_shows_registered_devices(function_url):
     joined = op.transport.call("join", {"job_id": job_id}, token=dev["token"])
     text = flctl(function_url, "devices", "list", "--job", job_id).stdout
     assert "ROUNDS COUNTED" in text and joined["client_id"] in text and "CONTRIB." not in text
+    # disabled, enabled, revoked: through the command
+    assert "disabled" in flctl(function_url, "devices", "disable", dev["device_id"]).stdout
+    assert json.loads(flctl(function_url, "devices", "list", "--json").stdout)["devices"]
+    assert "enabled" in flctl(function_url, "devices", "enable", dev["device_id"]).stdout
+    assert "revoked" in flctl(function_url, "devices", "revoke", dev["device_id"]).stdout
+    with pytest.raises(FunctionError) as refused:  # the device's token no longer works
+        op.transport.call("offers", {}, token=dev["token"])
+    assert refused.value.status == 401
 
 
 @pytest.mark.parametrize(
