@@ -25,11 +25,10 @@ import numpy as np
 
 MISSING_TEXT = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL"})
 MISSING = "(missing)"  # the category a missing categorical value falls in
-OTHER = "(other)"
 MAX_CATEGORY_CHARS = 64  # longer values are cut to this, the same way everywhere
 MAX_SENT_CATEGORIES = 100  # per feature, a device sends the counts of at most this many values
-MAX_CLASSES_FOR_F1 = 32
-MAX_ROWS = 1000  # rows one predict call takes  # per-class counts travel (exact macro-F1) up to this many classes
+MAX_CLASSES_FOR_F1 = 32  # per-class counts travel (exact macro-F1) up to this many classes
+MAX_ROWS = 1000  # rows one predict call takes
 TRANSFORMS = ("none", "log1p")
 KINDS = ("numeric", "categorical", "text", "empty")
 
@@ -74,8 +73,11 @@ def category(value: object) -> str:
 
 def kind_of(cells: Sequence[str], max_categories: int = MAX_SENT_CATEGORIES) -> str:
     """``numeric`` if every present cell is a finite number, ``categorical`` if it has few distinct
-    values, else ``text`` (free text is left out of features unless a job names it)."""
+    values, else ``text`` (free text is left out of features unless a job names it); ``empty`` when
+    no cell is present (it fits a feature of any kind: every value is missing here)."""
     present = [c for c in cells if not is_missing(c)]
+    if not present:
+        return "empty"
     try:
         if all(math.isfinite(float(c)) for c in present):
             return "numeric"

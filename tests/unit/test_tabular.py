@@ -92,6 +92,7 @@ def test_cells_read_the_same_from_a_file_and_from_json():
     assert tabular.kind_of(["1", "2", "NA"]) == "numeric"
     assert tabular.kind_of(["a", "b", "a"]) == "categorical"
     assert tabular.kind_of([f"free text {i}" for i in range(200)]) == "text"
+    assert tabular.kind_of(["NA", "", "NA"]) == "empty"
 
 
 # the statistics step --------------------------------------------------------------------
@@ -196,6 +197,9 @@ def test_a_schema_misfit_names_the_column():
     assert tasks.schema_refusal(task, schema, good) is None
     lacks = {"datasets": {"s": {"rows": 5, "columns": {"a": "numeric", "y": "numeric"}}}}
     assert tasks.schema_refusal(task, schema, lacks) == "this device's data set 's' has no column 'b'"
+    empty = {"datasets": {"s": {"rows": 5, "columns": {"a": "empty", "b": "numeric", "y": "numeric"}}}}
+    assert tasks.schema_refusal(task, schema, empty) is None  # nothing present here fits a numeric feature
+    assert tasks.schema_for(task, empty["datasets"]["s"])["features"][0] == ["a", "categorical"]
     texty = {"datasets": {"s": {"rows": 5, "columns": {"a": "text", "b": "numeric", "y": "numeric"}}}}
     assert "column 'a' is numeric in this job but text on this device" == tasks.schema_refusal(task, schema, texty)
     assert "does not declare the data set 's'" in tasks.schema_refusal(task, schema, {"datasets": {}})
