@@ -456,15 +456,7 @@ class FederatedClient:
             x = torch.from_numpy(tabular.encode_rows(encoding, rows))
             model.eval()
             out = model(x).numpy()
-        answer = tabular.predictions(encoding, out)
-        if "values" in answer:
-            return {"predictions": [float(v) for v in answer["values"]], "learnt": [float(v) for v in answer["learnt"]]}
-        classes = encoding["target"]["classes"]
-        probs = answer["probabilities"]
-        return {
-            "predictions": [classes[int(i)] for i in probs.argmax(axis=1)],
-            "probabilities": [[float(p) for p in row] for row in probs],
-        }
+        return tabular.answers(encoding, out)
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> tuple[int, list[float]]:

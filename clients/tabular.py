@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from clients import trainer
+from flcore.domain.data import DataTask
 from flcore.shared import tabular
 from fllocal import tables
 
@@ -37,7 +38,7 @@ class TabularTask:
 
     @property
     def loss(self) -> str:
-        return self.data.get("loss") or ("mse" if self.data["task"] == "regression" else "cross_entropy")
+        return DataTask.of(self.data).loss_name
 
     def stats(self) -> dict:
         """What this device tells the statistics step: sums and category counts of its training rows."""
@@ -46,7 +47,7 @@ class TabularTask:
     def tensors(self, encoding: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training and held-out rows encoded as the job encodes them (rows without a target left out)."""
         self.refresh()
-        if self._encoded is None or self._encoded[0] is not encoding:
+        if self._encoded is None or self._encoded[0] != encoding:  # each reply carries its own copy
             self._encoded = (encoding, *self._encode(encoding, self.train_idx), *self._encode(encoding, self.eval_idx))
         return self._encoded[1:]
 

@@ -32,7 +32,6 @@ import numpy as np
 
 from flcli import devices
 from flcli.devstack import ROOT, LocalStack
-from flcore.domain import data as tasks
 from flcore.shared import modeldef, tabular
 from fllocal import tables
 
@@ -109,20 +108,6 @@ def columns(header: list[str], rows: list[list[str]]) -> dict[str, list[str]]:
     return {name: [r[i] for r in rows] for i, name in enumerate(header)}
 
 
-def encoding_for(header: list[str], parts: dict[str, list[list[str]]]) -> dict:
-    """The encoding the function makes from these devices' statistics (the same code, in this process,
-    with the first device's columns fixing the schema)."""
-    task = tasks.parse(JOB["data"])
-    first = columns(header, next(iter(parts.values())))
-    described = {"rows": 1, "columns": {c: tabular.kind_of(v) for c, v in first.items()}}
-    schema = tasks.schema_for(task, described)
-    stats = [
-        tasks.checked_stats(tabular.local_stats(columns(header, rows), schema), schema, len(rows))
-        for rows in parts.values()
-    ]
-    return tasks.combine(task, schema, stats)
-
-
 def encoded(encoding: dict, header: list[str], rows: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
     table = columns(header, rows)
     x = tabular.encode_features(encoding, table, len(rows))
@@ -190,11 +175,8 @@ def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(pred) - np.asarray(truth)) ** 2)))
 
 
-def baselines(
-    header: list[str], parts: dict[str, list[list[str]]], test: list[list[str]], encoding: dict | None = None
-) -> dict[str, float]:
+def baselines(header: list[str], parts: dict[str, list[list[str]]], test: list[list[str]], encoding: dict) -> dict:
     """Every method but the federated one, on the test rows, with ``encoding`` (the federated job's)."""
-    encoding = encoding or encoding_for(header, parts)
     target = encoding["target"]
     xt, yt = encoded(encoding, header, test)
     truth = yt * target["std"] + target["mean"]

@@ -48,10 +48,8 @@ def evaluate_csv(op: Operator, job_id: str, path: str | Path, rnd: int | None = 
         got = tabular.regression_metrics(encoding, out, y[index], "test_")
     else:
         got = tabular.classification_metrics(tabular.outputs(encoding), out, y[index], "test_")
-    metrics = {**got, **tabular.derived(got, "test_")}
-    headline = [k for k in metrics if k.split("_", 1)[1] in ("rmse", "mae", "r2", "rmse_units", "mae_units",
-                                                              "r2_units", "accuracy", "macro_f1")]  # fmt: skip
-    return {"model_round": used, "rows": len(rows), **{k: metrics[k] for k in headline}}
+    metrics = tabular.headline({**got, **tabular.derived(got, "test_")}, ("test_",))
+    return {"model_round": used, "rows": len(rows), **metrics}
 
 
 def _as_outputs(encoding: dict, reply: dict) -> np.ndarray:

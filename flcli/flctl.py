@@ -462,20 +462,21 @@ class Commands:
         self.out(reply, f"{reply['job_id']}: from round {reply['from_round']}: {json.dumps(reply['set'])}")
         return 0
 
-    def devices_disable(self, a: argparse.Namespace) -> int:
-        reply = self.op.call("disable_device", {"device_id": a.device_id})
-        self.out(reply, f"{reply['device_id']} disabled: not offered jobs, not picked")
+    def _on_device(self, action: str, device_id: str, said: str) -> int:
+        """One operator action on a device; ``said`` is the line printed, formatted with the reply."""
+        reply = self.op.call(action, {"device_id": device_id})
+        self.out(reply, said.format(**reply))
         return 0
+
+    def devices_disable(self, a: argparse.Namespace) -> int:
+        return self._on_device("disable_device", a.device_id, "{device_id} disabled: not offered jobs, not picked")
 
     def devices_enable(self, a: argparse.Namespace) -> int:
-        reply = self.op.call("enable_device", {"device_id": a.device_id})
-        self.out(reply, f"{reply['device_id']} enabled")
-        return 0
+        return self._on_device("enable_device", a.device_id, "{device_id} enabled")
 
     def devices_revoke(self, a: argparse.Namespace) -> int:
-        reply = self.op.call("revoke_device", {"device_id": a.device_id})
-        self.out(reply, f"{reply['device_id']} revoked: its tokens no longer work; left {reply['clients_left']} job(s)")
-        return 0
+        said = "{device_id} revoked: its tokens no longer work; left {clients_left} job(s)"
+        return self._on_device("revoke_device", a.device_id, said)
 
     def devices_list(self, a: argparse.Namespace) -> int:
         reply = self.op.call("devices", {"job_id": a.job} if a.job else {})

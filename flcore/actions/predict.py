@@ -86,25 +86,11 @@ def _predict_rows(req: Request, job: Job, mode: str) -> dict:
     x = rows_input(encoding, rows)
     rnd = _round(req, job)
     out, used = _outputs(req, job, mode, rnd, x)
-    answer = tabular.predictions(encoding, out)
-    reply = {"job_id": job.id, "model_round": rnd, "mode": mode, "models": used}
-    if "values" in answer:
-        return {
-            **reply,
-            "target": encoding["target"]["name"],
-            "predictions": [float(v) for v in answer["values"]],
-            "learnt": [float(v) for v in answer["learnt"]],
-            "transform": encoding["target"]["transform"],
-        }
-    classes = encoding["target"]["classes"]
-    probs = answer["probabilities"]
-    return {
-        **reply,
-        "target": encoding["target"]["name"],
-        "classes": list(classes),
-        "predictions": [classes[int(i)] for i in probs.argmax(axis=1)],
-        "probabilities": [[round(float(p), 6) for p in row] for row in probs],
-    }
+    reply = {"job_id": job.id, "model_round": rnd, "mode": mode, "models": used, "target": encoding["target"]["name"]}
+    answer = tabular.answers(encoding, out)
+    if "learnt" in answer:
+        return {**reply, **answer, "transform": encoding["target"]["transform"]}
+    return {**reply, **answer}
 
 
 def rows_input(encoding: dict, rows: object) -> np.ndarray:

@@ -56,22 +56,15 @@ class DataTask:
     compare_local: bool = True  # devices also train a model on their own rows alone, and report it
     # once done, more rounds when enough devices report changed data: {rounds, min_interval_s, min_devices}
     retrain_on_change: dict | None = None
-    fill: dict | None = (
-        None  # {"numeric": "mean" | "zero", "categorical": "missing" | "other"}; None: the first of each
-    )
+    # {"numeric": "mean" | "zero", "categorical": "missing" | "other"}; None: the first of each
+    fill: dict | None = None
 
     def filled(self, kind: str) -> str:
         return (self.fill or {}).get(kind, FILLS[kind][0])
 
     @property
-    def outputs(self) -> int | None:
-        """Output values of the model, where known before the devices' data is seen."""
-        if self.task == "regression":
-            return 1
-        return len(self.classes) if self.classes else None
-
-    @property
     def loss_name(self) -> str:
+        """The loss named in the job, or the task's usual one."""
         return self.loss or LOSSES[self.task][0]
 
     def to_dict(self) -> dict:

@@ -48,5 +48,4 @@ def history_entry(docs: list[dict], job: dict, now: float, agg_s: float) -> dict
 def _own(metrics: dict) -> dict:
     """One device's headline figures: the received model's and its local-only model's, side by side."""
     own = {**metrics, **tabular.derived(metrics, "eval_"), **tabular.derived(metrics, "local_")}
-    keep = [k for k in own if k.split("_", 1)[-1] in ("rmse", "r2", "mae", "rmse_units", "accuracy", "macro_f1")]
-    return {k: own[k] for k in sorted(keep) if k.startswith(("eval_", "local_"))}
+    return tabular.headline(own, ("eval_", "local_"))

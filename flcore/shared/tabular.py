@@ -241,6 +241,22 @@ def predictions(encoding: Mapping, out: np.ndarray) -> dict:
     return {"probabilities": e / e.sum(axis=1, keepdims=True)}
 
 
+def answers(encoding: Mapping, out: np.ndarray) -> dict:
+    """The network's outputs for a batch as JSON answers, as the function's ``predict`` and a device's
+    ``/predict`` give them: ``predictions`` in the target's units and ``learnt`` (the trained scale), or
+    ``classes``, the predicted class per row and each row's ``probabilities``."""
+    answer = predictions(encoding, out)
+    if "values" in answer:
+        return {"predictions": [float(v) for v in answer["values"]], "learnt": [float(v) for v in answer["learnt"]]}
+    classes = list(encoding["target"]["classes"])
+    probs = answer["probabilities"]
+    return {
+        "classes": classes,
+        "predictions": [classes[int(i)] for i in probs.argmax(axis=1)],
+        "probabilities": [[round(float(p), 6) for p in row] for row in probs],
+    }
+
+
 # metrics ---------------------------------------------------------------------
 def regression_metrics(encoding: Mapping, out: np.ndarray, y: np.ndarray, prefix: str = "eval_") -> dict[str, float]:
     """Per-row means a device reports for its evaluation (combinable across devices by weighting with
@@ -313,8 +329,10 @@ def derived(metrics: Mapping[str, float], prefix: str = "eval_") -> dict[str, fl
     return out
 
 
-def metric_names(task: str) -> tuple[str, ...]:
-    """The headline figures of a task, as people read them (after :func:`derived`)."""
-    if task == "regression":
-        return ("eval_rmse", "eval_mae", "eval_r2", "eval_rmse_units", "eval_mae_units", "eval_r2_units")
-    return ("eval_accuracy", "eval_macro_f1")
+HEADLINE = ("rmse", "mae", "r2", "rmse_units", "mae_units", "r2_units", "accuracy", "macro_f1")
+
+
+def headline(metrics: Mapping[str, float], prefixes: tuple[str, ...]) -> dict[str, float]:
+    """The figures people read (after :func:`derived`) among ``metrics`` whose names start with a prefix,
+    in name order: RMSE, MAE, R² (both scales), accuracy, macro-F1."""
+    return {k: metrics[k] for k in sorted(metrics) if k.startswith(prefixes) and k.split("_", 1)[1] in HEADLINE}
