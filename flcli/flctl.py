@@ -595,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     except FunctionError as exc:
         stageless = exc.status == 404 and not url.split("://", 1)[-1].partition("/")[2].strip("/")
         hint = f" {unreachable_hint(url)}" if stageless else ""
-        print(f"flctl: the function answered {exc.status}: {exc.message}.{hint}", file=sys.stderr)
+        said = f": {exc.message.rstrip('.')}" if exc.message.strip() else " with no message"
+        print(f"flctl: the function answered {exc.status}{said}.{hint}", file=sys.stderr)
         return EXIT_UNREACHABLE if exc.status >= 500 else EXIT_REFUSED
     except requests.RequestException as exc:
         print(f"flctl: cannot reach the function at {url}: {type(exc).__name__}. {unreachable_hint(url)}",
