@@ -12,6 +12,7 @@ log lines, state file and call log say what it did.
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -19,6 +20,8 @@ from datetime import datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from clients.federated_client import TICK_S, FederatedClient
+
+log = logging.getLogger("clients")
 
 
 class Fleet:
@@ -53,9 +56,15 @@ class Fleet:
         self._scheduler.start()
 
     def stop(self) -> None:
-        """Stop dispatching, let running steps end, and have each client write its call log."""
+        """Stop dispatching, cancel queued steps, and have each client write its call log.
+
+        One client that cannot write its log must not cost the others theirs: each is written on its own.
+        """
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         self._pool.shutdown(wait=False, cancel_futures=True)
         for client in self.clients:
-            client.stop()
+            try:
+                client.stop()
+            except Exception:
+                log.exception("%s: could not write its call log", client.name)

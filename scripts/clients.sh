@@ -44,13 +44,17 @@ stop)
   pids=""
   for p in $(cat "$pidfile"); do ours "$p" && pids="$pids $p"; done
   [ -n "$pids" ] && kill -TERM $pids 2>/dev/null || true
-  for _ in $(seq 1 100); do
+  # 30 s for each to write its state and call log (a busy 2-core machine can take more than 10)
+  for _ in $(seq 1 300); do
     alive=""
     for p in $pids; do ours "$p" && alive="$alive $p"; done
     [ -z "$alive" ] && break
     sleep 0.1
   done
-  [ -n "${alive:-}" ] && kill -KILL $alive 2>/dev/null || true
+  if [ -n "${alive:-}" ]; then
+    echo "killed$alive: still running 30 s after SIGTERM (see $logdir/)" >&2
+    kill -KILL $alive 2>/dev/null || true
+  fi
   rm -f "$pidfile"
   echo "stopped $(echo $pids | wc -w) client processes"
   ;;

@@ -10,6 +10,7 @@ const REFRESH_MS = 2000;
 const base = location.href.split("#")[0].replace(/\/dashboard\/?(index\.html)?$/, "");
 const $ = (sel, root = document) => root.querySelector(sel);
 let timer = null;
+let routes = 0; // which route() is current: a view drawn for an earlier one (still awaiting) must not draw
 let charts = [];
 
 // ---------------------------------------------------------------- the function
@@ -126,8 +127,9 @@ function resetCharts() {
   charts = [];
 }
 
-async function jobsView(view) {
+async function jobsView(view, live) {
   const data = await call("list_jobs", { limit: 50 });
+  if (!live()) return false;
   resetCharts();
   show(view, 
     el("h2", {}, "Jobs"),
@@ -367,9 +369,10 @@ function waitText(w) {
   return text;
 }
 
-async function jobView(view, jobId) {
+async function jobView(view, live, jobId) {
   const st = await call("status", { job_id: jobId });
   const settings = await jobSettings();
+  if (!live()) return false;
   const unfinished = ["created", "waiting", "running"].includes(st.state);
   // re-draw only when something shown changed, keeping what the user is typing or drawing
   const sig = JSON.stringify([st.job_id, st.state, st.round, st.history.length, st.subscribed, st.submitted,
@@ -472,8 +475,9 @@ async function jobView(view, jobId) {
   return unfinished;
 }
 
-async function devicesView(view) {
+async function devicesView(view, live) {
   const data = await call("devices", {});
+  if (!live()) return false;
   resetCharts();
   show(view, 
     el("h2", {}, "Devices"),
@@ -504,10 +508,12 @@ const PRESETS = {
   "Fashion-MNIST": { dataset: "fashionmnist", num_clients: 20, clients_per_round: 10, rounds: 10,
     local_epochs: 10 },
 };
-async function createView(view) {
+async function createView(view, live) {
+  const settings = await jobSettings();
+  if (!live()) return false;
   // the job's own fields around the settings the function marks for this form
   const FORM_FIELDS = [["name", "text", "a name for people"],
-    ...(await jobSettings()).filter((s) => s.form).map((s) => [s.name, isNumber(s) ? "number" : "text", hint(s), s.doc]),
+    ...settings.filter((s) => s.form).map((s) => [s.name, isNumber(s) ? "number" : "text", hint(s), s.doc]),
     ["priority", "number", "higher: offered to devices first"], ["tags", "text", "comma-separated"]];
   const inputs = Object.fromEntries(FORM_FIELDS.map(([f, type, placeholder, doc]) => [f, el("input", { name: f,
     id: `create-${f}`, type, step: type === "number" ? "any" : undefined, placeholder, title: doc })]));
@@ -572,6 +578,8 @@ async function createView(view) {
 // ---------------------------------------------------------------- routing
 async function route() {
   clearTimeout(timer);
+  const mine = ++routes;
+  const live = () => mine === routes;
   takeTokenFromFragment();
   const params = new URLSearchParams(location.hash.slice(1));
   const view = $("#view");
@@ -582,16 +590,17 @@ async function route() {
     if (first) delete view.dataset.sig;
     let again = false;
     try {
-      again = name === "job" ? await jobView(view, params.get("job"))
-        : name === "devices" ? await devicesView(view)
-          : name === "create" ? await createView(view) : await jobsView(view);
-      clearError();
+      again = name === "job" ? await jobView(view, live, params.get("job"))
+        : name === "devices" ? await devicesView(view, live)
+          : name === "create" ? await createView(view, live) : await jobsView(view, live);
+      if (live()) clearError();
     } catch (err) {
+      if (!live()) return;
       showError(err);
       if (first) show(view, el("p", { class: "muted" }, "Nothing to show."));
       again = true;
     }
-    if (again) timer = setTimeout(() => render(false), REFRESH_MS);
+    if (again && live()) timer = setTimeout(() => render(false), REFRESH_MS);
   };
   await render(true);
 }

@@ -55,7 +55,8 @@ def test_twelve_identities_in_three_processes_run_a_job(function_url, mongodb_ur
     own_devices = {json.loads(p.read_text())["device_id"] for p in states.glob("client-*.device.json")}
     assert own_devices == devices  # each identity registered as its own device, and kept it
     logs = [json.loads(p.read_text()) for p in sorted(states.glob("client-*.calls.json"))]
-    assert len(logs) == N and all(log["seconds"] for log in logs)  # each wrote its own call log
+    fleet_logs = "\n".join(p.read_text()[-3000:] for p in sorted(Path(env["FL_LOG_DIR"], "aws").glob("*.log")))
+    assert len(logs) == N and all(log["seconds"] for log in logs), fleet_logs  # each wrote its own call log
     trained = sum(entry["trained"] for log in logs for entry in log["rounds"].values())
     assert trained == 12  # 4 a round for 3 rounds, each counted by the identity that trained
 
