@@ -248,16 +248,13 @@ def devices(req: Request) -> dict:
     """Every device (or those that joined ``job_id``) with its info and statistics; with ``job_id``, also
     each one's figures in that job (``in_job``), where its totals are over all its jobs."""
     job_id = req.job_id(required=False)
-    ids = None
-    job = None
+    in_job = None
     if job_id is not None:
-        job = Job.load(req.store, job_id, history=True)
-        ids = set(req.store.job_device_ids(job.id))
-    docs = req.store.get_devices(ids, limit=MAX_DEVICES)
+        in_job = _in_job(req.store, Job.load(req.store, job_id, history=True))
+    docs = req.store.get_devices(None if in_job is None else set(in_job), limit=MAX_DEVICES)
     seen = req.store.last_seen_as_clients(d["_id"] for d in docs)
     out = [view({**d, "last_seen": max(d.get("last_seen") or 0.0, seen.get(d["_id"], 0.0))}) for d in docs]
-    if job is not None:
-        in_job = _in_job(req.store, job)
+    if in_job is not None:
         for d in out:
             d["in_job"] = in_job.get(d["device_id"])
     return {"devices": out}
@@ -265,7 +262,7 @@ def devices(req: Request) -> dict:
 
 def _in_job(store: Store, job: Job) -> dict[str, dict]:
     """Per device, its figures in one job: its client, the rounds its update counted in, whether it
-    left (and why), and when it was last heard from there."""
+    left (and why), and when it was last heard from there. Its keys are the job's devices."""
     counted: dict[str, int] = {}
     for entry in job.doc.get("history", []):
         for client_id in entry.get("client_ids", []):
