@@ -62,7 +62,7 @@ deploy-check:
 # the function's zip (build/aws/serverless-fl.zip): its dependencies built for
 # Lambda's Linux, trimmed and precompiled; see flcli/package.py
 package:
-	$(PYTHON) -m flcli.package aws
+	$(PYTHON) -m flcli.package aws $(if $(FL_PACKAGE_PRIVACY),--privacy)
 
 deploy: node_modules/.installed deploy-check package
 	$(DEPLOY_ENV) npx serverless deploy $(ARGS)

@@ -30,7 +30,7 @@ from clients.settings import ClientSettings
 from clients.slots import TrainerSlots
 from clients.tabular import TabularTask
 from clients.transport import FunctionError, Transport
-from flcore.shared import encodings, modeldef, tabular
+from flcore.shared import clipping, encodings, modeldef, tabular
 from flcore.shared import weights as wcodec
 from flcore.shared.partition import partition_indices, train_eval_split
 from fllocal import data, models
@@ -338,6 +338,8 @@ class FederatedClient:
         encoding = cfg.get("update_encoding", "float32")
         # int8 updates are changes from the model received, when the function holds it (not a seeded one)
         base = models.get_weights(model) if encoding == "int8" and reply.get("model_round") is not None else None
+        clip = reply["round_config"].get("dp_clip_norm")  # a DP job: this device bounds its own change
+        received = (base if base is not None else models.get_weights(model)) if clip else None
         # /predict serves the latest global model, not the one in training; while a job retrains on
         # changed data, the model of its last final version until the new one is final
         keep = reply.get("retraining") and self._model is not None and self._encoding is not None
@@ -386,6 +388,11 @@ class FederatedClient:
                 before.update(self._train_local(task, cfg, hp, reply["encoding"], (xt, yt, xe, ye), seed))
             if scaffold:
                 update = scaffold.update(update, len(xt), hp)
+            private = {}
+            if received is not None:
+                update, norm = clipping.clip_change(update, received, float(clip))
+                private = {"dp_unclipped": norm <= clip}
+                self.info["dp_change_norm"] = norm  # seen on this device only, never sent
         if self.slowdown > 1:  # a slower device would have taken this much longer
             time.sleep((self.slowdown - 1) * (time.perf_counter() - fit_started))
         received = before if task else {"eval_loss": before["loss"], "eval_accuracy": before["accuracy"]}
@@ -399,7 +406,9 @@ class FederatedClient:
         tensors = encodings.encode(update, encoding, base, residual)
         try:
             result = transfer.submit(
-                self._call, {"round": rnd, "num_examples": len(xt), "metrics": metrics}, wcodec.encode(tensors)
+                self._call,
+                {"round": rnd, "num_examples": len(xt), "metrics": metrics, **private},
+                wcodec.encode(tensors),
             )
         except FunctionError as exc:
             if exc.status != 409 or "is not open" not in exc.message:

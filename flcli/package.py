@@ -77,8 +77,12 @@ TARGETS = {
 }
 
 
-def build(target: str, out: Path | None = None, deps: bool = True) -> Path:
-    """Build ``target``'s zip (``aws`` or ``ow``), with its dependencies unless ``deps`` is false; its path."""
+PRIVACY_REQUIREMENTS = "server_aws/requirements-privacy.txt"  # the DP accountant, on request
+
+
+def build(target: str, out: Path | None = None, deps: bool = True, privacy: bool = False) -> Path:
+    """Build ``target``'s zip (``aws`` or ``ow``), with its dependencies unless ``deps`` is false, and the
+    DP accountant's where ``privacy`` is set; its path."""
     if sys.version_info[:2] != RUNTIME_PYTHON:
         raise SystemExit(
             f"the bytecode must come from the runtime's Python {'.'.join(map(str, RUNTIME_PYTHON))}; "
@@ -91,7 +95,9 @@ def build(target: str, out: Path | None = None, deps: bool = True) -> Path:
     tree.mkdir(parents=True)
     if deps:
         install(ROOT / spec["requirements"], tree)
-        trim(tree)
+        if privacy:
+            install(ROOT / PRIVACY_REQUIREMENTS, tree)
+        trim(tree, keep=("numpy/*",) if privacy else ())  # scipy imports numpy.typing, numpy.f2py, ...
     for dest, src in spec["files"].items():
         copy(ROOT / src, tree / dest)
     for src in sorted((ROOT / "flcore").rglob("*")):
@@ -128,10 +134,12 @@ def install(requirements: Path, tree: Path) -> None:
     )
 
 
-def trim(tree: Path) -> None:
+def trim(tree: Path, keep: tuple[str, ...] = ()) -> None:
+    """Delete what matches TRIM, except the globs in ``keep``."""
     for path in sorted(tree.rglob("*"), reverse=True):  # children before their folders
         rel = path.relative_to(tree).as_posix()
-        if path.exists() and any(fnmatch.fnmatch(rel, glob) for glob in TRIM):
+        kept = any(fnmatch.fnmatch(rel, glob) or fnmatch.fnmatch(rel, glob + "/*") for glob in keep)
+        if path.exists() and not kept and any(fnmatch.fnmatch(rel, glob) for glob in TRIM):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     for cache in list(tree.rglob("__pycache__")):
         shutil.rmtree(cache)
@@ -189,8 +197,11 @@ def main() -> None:
     parser.add_argument("target", choices=sorted(TARGETS))
     parser.add_argument("--out", type=Path, help="where to write the zip (default: build/<target>/...)")
     parser.add_argument("--no-deps", action="store_true", help="only our code (a runtime image that has the rest)")
+    parser.add_argument(
+        "--privacy", action="store_true", help="add the accountant DP jobs need (dp-accounting, with scipy)"
+    )
     args = parser.parse_args()
-    out = build(args.target, args.out, deps=not args.no_deps)
+    out = build(args.target, args.out, deps=not args.no_deps, privacy=args.privacy)
     print(f"{out}: {out.stat().st_size / 2**20:.1f} MB, {unzipped_bytes(out) / 2**20:.1f} MB unzipped")
 
 

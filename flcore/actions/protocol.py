@@ -12,9 +12,10 @@ from flcore.domain import filters, tokens
 from flcore.domain.data import checked_stats
 from flcore.domain.devices import parse_info
 from flcore.domain.devices import view as device_view
+from flcore.domain.config import JobConfig
 from flcore.domain.job import Job
 from flcore.domain.metrics import metrics_of
-from flcore.engine import enrolment, lifecycle, statistics
+from flcore.engine import enrolment, lifecycle, private, statistics
 from flcore.errors import Conflict, Forbidden, Invalid, NotFound
 from flcore.shared import clock
 from flcore.shared.checks import is_int
@@ -167,6 +168,8 @@ def model_reply(store: Store, job: Job, model_round: int | None) -> dict:
     }
     if job.config.task is not None:
         reply.update(tabular_fields(job))
+    if job.config.dp is not None:  # the norm each device clips its change to this round
+        reply["round_config"]["dp_clip_norm"] = private.current_clip(job.doc, job.config.dp_settings)
     if model_round is not None:
         transfer.model_parts(store, store.model_doc(job.id, model_round, job.model_owner(model_round)), reply)
     return reply
@@ -202,6 +205,9 @@ def submit(req: Request) -> dict:
             f"num_examples must be an integer between 1 and {limit}, the training examples of this client's share"
         )
     metrics = metrics_of(req.body.get("metrics"))
+    unclipped = req.body.get("dp_unclipped")
+    if job.config.dp is not None and not isinstance(unclipped, bool):
+        raise Invalid("a dp job's update says whether its change fitted under dp_clip_norm: dp_unclipped true or false")
     if store.has_update(job.id, rnd, client["_id"]):
         return {"accepted": False, "duplicate": True, "round": rnd}
     may_submit(store, job, client, rnd)
@@ -218,6 +224,7 @@ def submit(req: Request) -> dict:
             "num_examples": n,
             "metrics": metrics,
             "received_at": now,
+            **({"dp_unclipped": unclipped} if job.config.dp is not None else {}),
         }
     )
     if outcome == "copy":
@@ -264,6 +271,13 @@ def _model_summary(job: Job) -> dict:
     """What the job trains, in a line: its model's name (a preset, or custom), size and layers."""
     mdef = job.config.model_def
     return {"name": mdef.name, "parameters": mdef.parameters, "bytes": mdef.nbytes, "layers": len(mdef.layers)}
+
+
+def privacy_view(doc: dict) -> dict:
+    """A DP job's account for its operator: epsilon so far (None: not yet, or no noise), at which delta."""
+    held = {k: v for k, v in (doc.get("privacy") or {}).items() if k != "costs"}
+    dp = JobConfig.from_doc(doc["config"]).dp_settings
+    return {"epsilon": None, "rounds": 0, "delta": dp.delta, "target_epsilon": dp.target_epsilon or None, **held}
 
 
 MAX_DEVICES_SCANNED = 1000
@@ -318,6 +332,7 @@ def status(req: Request) -> dict:
         "rules": doc.get("rules", []),
         "rules_fired": doc.get("rules_fired", []),
         "best": doc.get("best"),
+        **({"privacy": privacy_view(doc)} if job.config.dp is not None else {}),
         "history": [
             {**h, "reported": doc["reported"][str(h["round"])]} if str(h["round"]) in doc.get("reported", {}) else h
             for h in doc.get("history", [])

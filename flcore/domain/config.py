@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
+from flcore.domain import accountant, privacy
 from flcore.domain import data as tabular_task
 from flcore.errors import Invalid
 from flcore.shared import encodings, modeldef, strategies
@@ -158,6 +159,13 @@ class JobConfig:
     # a task over a data set the devices declare (flcore.domain.data), as a dict; None: a built-in data set.
     # Once the statistics step has run it also holds the encoded row's input_width and the outputs.
     data: Mapping | None = None
+    # client-level differential privacy (flcore.domain.privacy), as a dict with its defaults resolved
+    dp: Mapping | None = None
+
+    @property
+    def dp_settings(self) -> privacy.DpSettings | None:
+        """The job's differential-privacy settings, or None for a job without them."""
+        return privacy.of(self.dp) if self.dp else None
 
     @property
     def model_def(self) -> ModelDef:
@@ -222,8 +230,9 @@ class JobConfig:
         """The flat form stored in the job and shown to users: the strategy's settings beside the rest."""
         d = asdict(self)
         d.update(d.pop("strategy_params"))
-        if d["data"] is None:
-            del d["data"]
+        for block in ("data", "dp"):
+            if d[block] is None:
+                del d[block]
         m = self.model_def
         d["model"] = m.name if m.name != "custom" else [dict(layer) for layer in m.layers]
         return d
@@ -326,7 +335,7 @@ def _short(name: str) -> str:
 
 def check_known(body: Mapping, strategy: str, extra: Iterable[str] = ()) -> None:
     """Refuse fields that are not settings of a job with this strategy, naming each."""
-    allowed = FIELDS | set(strategies.REGISTRY[strategy].params) | set(extra) | {"data"}
+    allowed = FIELDS | set(strategies.REGISTRY[strategy].params) | set(extra) | {"data", "dp"}
     unknown = [k for k in body if k not in allowed]
     if not unknown:
         return
@@ -438,7 +447,45 @@ def parse_config(body: Mapping, extra: Iterable[str] = (), derived: bool = False
         raise Invalid("clients_per_round cannot exceed num_clients")
     if cfg.min_updates > cfg.clients_per_round:
         raise Invalid("min_updates cannot exceed clients_per_round")
+    if "dp" in body and body["dp"] is not None:
+        cfg = replace(cfg, dp=_dp(body["dp"], cfg, derived))
     return cfg
+
+
+def _dp(raw: object, cfg: JobConfig, derived: bool) -> dict:
+    """The checked ``dp`` block for this job (see :mod:`flcore.domain.privacy`), its noise derived from the
+    budget where it asks for that (once: a stored block keeps what was derived)."""
+    strategy = cfg.build_strategy()
+    why = (
+        "its robust rule reads every update by coordinate, and DP bounds each device's say in a sum"
+        if strategy.blockwise
+        else "its control variates would travel unclipped and without noise"
+        if strategy.update_prefixes
+        else ""
+    )
+    if why:
+        takes = sorted(n for n, c in strategies.REGISTRY.items() if not (c.blockwise or c.update_prefixes))
+        raise Invalid(f"strategy {cfg.strategy} cannot run with dp: {why}; dp runs with {', '.join(takes)}")
+    if cfg.mode in FOLDS_STALE_UPDATES:
+        raise Invalid("dp runs in synchronous rounds (mode sync): async mode's buffer has no fixed sample to account")
+    dp, derive = privacy.parse(raw, cfg.num_clients, cfg.clients_per_round)
+    cost = accountant.RoundCost(cfg.num_clients, cfg.clients_per_round, dp.noise_multiplier,
+                                dp.clipped_count_stddev if dp.adaptive else 0.0)  # fmt: skip
+    if derive and not derived:
+        if isinstance(raw, Mapping) and "noise_multiplier" in raw:
+            raise Invalid("dp.on_target derive picks noise_multiplier for the budget: leave noise_multiplier out")
+        dp = replace(dp, noise_multiplier=accountant.noise_for(dp.target_epsilon, dp.delta, cost, cfg.rounds))
+        cost = cost._replace(noise_multiplier=dp.noise_multiplier)
+    if dp.adaptive and dp.noise_multiplier == 0:
+        raise Invalid("dp.target_quantile (adaptive clipping) needs noise: set noise_multiplier above 0")
+    if dp.target_epsilon and not derived:
+        first = accountant.epsilon([cost], dp.delta)
+        if first > dp.target_epsilon:
+            raise Invalid(f"one round alone spends epsilon {first:.3g}, above dp.target_epsilon "
+                          f"{dp.target_epsilon:g}: raise noise_multiplier or the target")  # fmt: skip
+    else:
+        accountant.require()  # a deployment without the accountant refuses here, changing nothing
+    return dp.to_dict()
 
 
 def parse_changes(cfg: JobConfig, raw: object) -> dict:

@@ -15,7 +15,7 @@ from pymongo.errors import PyMongoError
 
 from flcore.domain.config import with_changes
 from flcore.domain.job import Job
-from flcore.engine import lifecycle, rules
+from flcore.engine import lifecycle, private, rules
 from flcore.engine.history import history_entry
 from flcore.engine.lease import Lease
 from flcore.engine.pacing import RECENT_ROUNDS
@@ -63,7 +63,12 @@ def _aggregate(store: Store, leased: Job, lease: Lease, now: float) -> dict | No
     base_round = leased.doc.get("model_round")
     base = store.model_doc(job_id, base_round, leased.model_owner(base_round))
     # the global model is read only by the rules that use it; an O(model) state is read when kept
-    needed = strategy.needs_current or mode.needs_current_model or encodings.needs_base(leased.config.update_encoding)
+    needed = (
+        strategy.needs_current
+        or mode.needs_current_model
+        or encodings.needs_base(leased.config.update_encoding)
+        or leased.config.dp is not None  # the function clips what exceeds the bound where it holds the base
+    )
     current_blob = store.model_part(base, "weights") if needed else None
     current = wcodec.decode(current_blob) if current_blob is not None else None
     state_blob = store.model_part(base, "state")
@@ -71,7 +76,11 @@ def _aggregate(store: Store, leased: Job, lease: Lease, now: float) -> dict | No
     docs, updates, extra = mode.collect(store, leased, current, now)
     if not docs:  # FedBuff: the buffer is not full once updates a committed version had taken are set aside
         return None
-    new_weights, new_state = strategy.aggregate(current, updates, state, leased.config.num_clients)
+    record = None
+    if leased.config.dp is not None:
+        new_weights, new_state, record = private.aggregate(strategy, leased, current, updates, docs, state)
+    else:
+        new_weights, new_state = strategy.aggregate(current, updates, state, leased.config.num_clients)
     if lease.lost:  # taken over while folding: the new holder writes this round
         return None
     shared = strategy.client_tensors(new_state) if strategy.shares_state else None
@@ -84,6 +93,8 @@ def _aggregate(store: Store, leased: Job, lease: Lease, now: float) -> dict | No
         wcodec.encode(shared) if shared else None,
     )
     entry = {**history_entry(docs, leased.doc, now, time.perf_counter() - started), **extra, "model_owner": owner}
+    if record is not None:
+        entry["privacy"] = record
     best = rules.best_after(leased.doc.get("best"), entry)
     firing = rules.evaluate(
         leased.doc.get("rules", []), leased.doc.get("rules_fired", []), rules.round_context(entry, best), leased.config
@@ -136,10 +147,16 @@ def _commit_update(store: Store, leased: Job, entry: dict, best: dict | None, fi
     if firing.starts:
         fields["starts_pending"] = firing.starts
     reached = cfg.target_accuracy > 0 and entry["metrics"].get("eval_accuracy", 0.0) >= cfg.target_accuracy
+    spent = None
+    if "privacy" in entry:
+        fields["privacy"] = private.job_fields(leased, entry["privacy"])
+        spent = private.budget_ends(leased, entry["privacy"], cfg.clients_per_round)
     if firing.stop:
         fields.update(ending("stopped", f"rule: {firing.stop}", clock.now()))
     elif rnd >= cfg.rounds or reached:
         fields.update(ending("done", "target accuracy reached" if reached else "all rounds done", clock.now()))
+    elif spent:
+        fields.update(ending("done", spent, clock.now()))
     else:
         fields.update(leased.mode.next_round(store, leased, entry, cfg, now))
     return {"$set": fields, "$push": push}
