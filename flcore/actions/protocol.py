@@ -9,10 +9,10 @@ from __future__ import annotations
 from flcore.actions import transfer
 from flcore.actions.request import MAX_ROUND, Request
 from flcore.domain import filters, tokens
+from flcore.domain.config import JobConfig
 from flcore.domain.data import checked_stats
 from flcore.domain.devices import parse_info
 from flcore.domain.devices import view as device_view
-from flcore.domain.config import JobConfig
 from flcore.domain.job import Job
 from flcore.domain.metrics import metrics_of
 from flcore.engine import enrolment, lifecycle, private, statistics

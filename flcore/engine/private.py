@@ -105,7 +105,8 @@ def budget_ends(leased: Job, record: dict, picks_next: int) -> str | None:
     following = accountant.epsilon(costs, dp.delta)
     if following <= dp.target_epsilon:
         return None
+    now = record["epsilon"] or math.inf
     return (
-        f"privacy budget: epsilon {record['epsilon'] or math.inf:.3g} spent; another round would reach {following:.3g}, "
+        f"privacy budget: epsilon {now:.3g} spent; another round would reach {following:.3g}, "
         f"above the target {dp.target_epsilon:g}"
     )

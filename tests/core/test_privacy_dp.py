@@ -106,8 +106,10 @@ def test_derive_picks_the_noise_that_spends_the_budget_in_the_planned_rounds(sto
     job_id = _job({"target_epsilon": 3.0, "on_target": "derive"}, num_clients=10, clients_per_round=5, rounds=4)
     dp = call("status", {"job_id": job_id})["config"]["dp"]
     cost = accountant.RoundCost(10, 5, dp["noise_multiplier"], 0.0)
-    assert accountant.epsilon([cost] * 4, dp["delta"]) <= 3.0 < accountant.epsilon(
-        [cost._replace(noise_multiplier=dp["noise_multiplier"] * 0.99)] * 4, dp["delta"]
+    assert (
+        accountant.epsilon([cost] * 4, dp["delta"])
+        <= 3.0
+        < accountant.epsilon([cost._replace(noise_multiplier=dp["noise_multiplier"] * 0.99)] * 4, dp["delta"])
     )
     assert dp["delta"] == pytest.approx(0.1)  # default: 1 / num_clients
 
