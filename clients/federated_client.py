@@ -26,6 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from clients import control, files, memory, trainer, transfer
 from clients.calls import CallLog
 from clients.device import Device, fails_in
+from clients.secure import SecureClient, Trained
 from clients.settings import ClientSettings
 from clients.slots import TrainerSlots
 from clients.tabular import TabularTask
@@ -103,6 +104,7 @@ class FederatedClient:
         self._next_due = 0.0
         self._scheduler: BackgroundScheduler | None = None
         self.calls = CallLog()
+        self.secure = SecureClient(self._call, lambda: self.identity["client_id"])
 
     # identity -----------------------------------------------------------
     def _load_identity(self) -> dict | None:
@@ -154,6 +156,11 @@ class FederatedClient:
                 return 0.0
             raise
         self.info.update(job_id=reply["job_id"], round=reply["round"])
+        secure = reply.get("secure")
+        if reply["action"] == "train" and secure and self.secure.holds(reply["job_id"], reply["round"]):
+            return self.secure.advertise(reply["job_id"], reply["round"], secure["attempt"])  # a retry: fresh keys
+        if reply["action"] == "secure":
+            return self.secure.step(reply["job_id"], secure)
         if reply["action"] == "train":
             self.calls.trained()
             # the function replaces a picked client it has not heard from in client_timeout_s: say we
@@ -402,6 +409,12 @@ class FederatedClient:
             "eval_examples": float(len(xe)),
             "train_seconds": time.perf_counter() - started - (fit_started - asked),
         }
+        if reply.get("secure"):  # secure aggregation: the update leaves only masked, stage by stage
+            noise = {k: float(hp[k]) for k in ("dp_noise_stddev", "dp_count_stddev") if k in hp}
+            trained = Trained(reply["job_id"], rnd, update, len(xt), metrics, private.get("dp_unclipped", True), noise)
+            self.secure.keep(trained)
+            self.info["last"] = {"round": rnd, **metrics, "accepted": None, "note": "secure: masked in stages"}
+            return self.secure.advertise(reply["job_id"], rnd, reply["secure"]["attempt"])
         residual = self._residual if cfg.get("error_feedback") else None
         tensors = encodings.encode(update, encoding, base, residual)
         try:

@@ -6,6 +6,7 @@ changed nothing, except where its docstring says what it wrote (``submit``).
 
 from __future__ import annotations
 
+from flcore.actions import secure as secure_action
 from flcore.actions import transfer
 from flcore.actions.request import MAX_ROUND, Request
 from flcore.domain import filters, tokens
@@ -72,6 +73,9 @@ def poll(req: Request) -> dict:
         if statistics.needs_stats(job) and "data_stats" not in client and "schema" in job.doc:
             return {**reply, "action": "statistics", "retry_after": 0, **tabular_fields(job)}
         return {**reply, "action": "wait", "retry_after": job.mode.wait_hint(job, now)}
+    step = job.mode.task(store, job, client["_id"], now)
+    if step is not None:
+        return {**reply, **step, "action": "secure", "retry_after": 0}
     base = job.mode.assign(store, job, client["_id"], now)
     if base is None:
         return {
@@ -170,6 +174,8 @@ def model_reply(store: Store, job: Job, model_round: int | None) -> dict:
         reply.update(tabular_fields(job))
     if job.config.dp is not None:  # the norm each device clips its change to this round
         reply["round_config"]["dp_clip_norm"] = private.current_clip(job.doc, job.config.dp_settings)
+        if job.config.secure_aggregation is not None:  # and its share of the noise
+            reply["round_config"].update(private.device_noise(job))
     if model_round is not None:
         transfer.model_parts(store, store.model_doc(job.id, model_round, job.model_owner(model_round)), reply)
     return reply
@@ -211,6 +217,8 @@ def submit(req: Request) -> dict:
     if store.has_update(job.id, rnd, client["_id"]):
         return {"accepted": False, "duplicate": True, "round": rnd}
     may_submit(store, job, client, rnd)
+    if job.config.secure_aggregation is not None:
+        secure_action.check_attempt(job, req.body)
     blob_id, size, digest = transfer.checked_update(store, job, client, rnd, req.body)
     now = clock.now()
     outcome = store.add_update(

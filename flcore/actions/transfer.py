@@ -93,6 +93,8 @@ def upload_chunk(req: Request, may_submit: Callable[[Store, Job, dict, int], Non
 def _forms(job: Job) -> tuple[str, ...]:
     """The forms an update of this job may take now: its encoding's, less int8 changes in a round
     whose model the function does not hold (a seeded initial model), which nothing could restore."""
+    if job.config.secure_aggregation is not None:
+        return ("masked",)  # secure aggregation: quantised and masked, nothing else
     forms = encodings.allowed_forms(job.config.update_encoding)
     return tuple(f for f in forms if f != "int8" or job.doc.get("model_round") is not None)
 

@@ -31,8 +31,8 @@ class RoundCost(NamedTuple):
 
 
 MISSING = (
-    "this deployment has no privacy accountant (the dp-accounting package): build the function's package "
-    "with FL_PACKAGE_PRIVACY=1 (make package FL_PACKAGE_PRIVACY=1), or run DP jobs on the local stack"
+    "this deployment lacks what privacy settings need (the dp-accounting and cryptography packages): build "
+    "the function's package with them (make package FL_PACKAGE_PRIVACY=1), or run such jobs on the local stack"
 )
 
 

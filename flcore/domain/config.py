@@ -161,6 +161,13 @@ class JobConfig:
     data: Mapping | None = None
     # client-level differential privacy (flcore.domain.privacy), as a dict with its defaults resolved
     dp: Mapping | None = None
+    # secure aggregation (SecAgg+, flcore.domain.privacy), as a dict with its defaults resolved
+    secure_aggregation: Mapping | None = None
+
+    @property
+    def secure_settings(self) -> privacy.SecAggSettings | None:
+        """The job's secure-aggregation settings, or None for a job without them."""
+        return privacy.secure_of(self.secure_aggregation) if self.secure_aggregation else None
 
     @property
     def dp_settings(self) -> privacy.DpSettings | None:
@@ -230,7 +237,7 @@ class JobConfig:
         """The flat form stored in the job and shown to users: the strategy's settings beside the rest."""
         d = asdict(self)
         d.update(d.pop("strategy_params"))
-        for block in ("data", "dp"):
+        for block in ("data", "dp", "secure_aggregation"):
             if d[block] is None:
                 del d[block]
         m = self.model_def
@@ -335,7 +342,7 @@ def _short(name: str) -> str:
 
 def check_known(body: Mapping, strategy: str, extra: Iterable[str] = ()) -> None:
     """Refuse fields that are not settings of a job with this strategy, naming each."""
-    allowed = FIELDS | set(strategies.REGISTRY[strategy].params) | set(extra) | {"data", "dp"}
+    allowed = FIELDS | set(strategies.REGISTRY[strategy].params) | set(extra) | {"data", "dp", "secure_aggregation"}
     unknown = [k for k in body if k not in allowed]
     if not unknown:
         return
@@ -447,27 +454,45 @@ def parse_config(body: Mapping, extra: Iterable[str] = (), derived: bool = False
         raise Invalid("clients_per_round cannot exceed num_clients")
     if cfg.min_updates > cfg.clients_per_round:
         raise Invalid("min_updates cannot exceed clients_per_round")
+    if body.get("secure_aggregation") is not None:
+        cfg = replace(cfg, secure_aggregation=_secure(body["secure_aggregation"], cfg))
     if "dp" in body and body["dp"] is not None:
         cfg = replace(cfg, dp=_dp(body["dp"], cfg, derived))
     return cfg
 
 
-def _dp(raw: object, cfg: JobConfig, derived: bool) -> dict:
-    """The checked ``dp`` block for this job (see :mod:`flcore.domain.privacy`), its noise derived from the
-    budget where it asks for that (once: a stored block keeps what was derived)."""
+def _linear_only(cfg: JobConfig, what: str) -> None:
+    """Refuse a strategy or mode that needs individual updates, for ``what`` (dp, secure_aggregation)."""
     strategy = cfg.build_strategy()
     why = (
-        "its robust rule reads every update by coordinate, and DP bounds each device's say in a sum"
+        "its robust rule reads every update by coordinate, not a sum"
         if strategy.blockwise
-        else "its control variates would travel unclipped and without noise"
+        else "its control variates would travel without that protection"
         if strategy.update_prefixes
         else ""
     )
     if why:
         takes = sorted(n for n, c in strategies.REGISTRY.items() if not (c.blockwise or c.update_prefixes))
-        raise Invalid(f"strategy {cfg.strategy} cannot run with dp: {why}; dp runs with {', '.join(takes)}")
+        raise Invalid(f"strategy {cfg.strategy} cannot run with {what}: {why}; {what} runs with {', '.join(takes)}")
     if cfg.mode in FOLDS_STALE_UPDATES:
-        raise Invalid("dp runs in synchronous rounds (mode sync): async mode's buffer has no fixed sample to account")
+        raise Invalid(f"{what} runs in synchronous rounds (mode sync): async mode folds updates one buffer at a time")
+
+
+def _secure(raw: object, cfg: JobConfig) -> dict:
+    """The checked ``secure_aggregation`` block for this job (see :mod:`flcore.domain.privacy`)."""
+    _linear_only(cfg, "secure_aggregation")
+    if encodings.lossy(cfg.update_encoding):
+        raise Invalid("secure_aggregation quantises updates itself: leave update_encoding at float32")
+    try:
+        return privacy.parse_secure(raw, cfg.clients_per_round, cfg.min_updates_needed).to_dict()
+    except ImportError:
+        raise Invalid(accountant.MISSING) from None
+
+
+def _dp(raw: object, cfg: JobConfig, derived: bool) -> dict:
+    """The checked ``dp`` block for this job (see :mod:`flcore.domain.privacy`), its noise derived from the
+    budget where it asks for that (once: a stored block keeps what was derived)."""
+    _linear_only(cfg, "dp")
     dp, derive = privacy.parse(raw, cfg.num_clients, cfg.clients_per_round)
     cost = accountant.RoundCost(cfg.num_clients, cfg.clients_per_round, dp.noise_multiplier,
                                 dp.clipped_count_stddev if dp.adaptive else 0.0)  # fmt: skip

@@ -37,6 +37,10 @@ class RoundMode(Protocol):
     def assign(self, store: Store, job: Job, client_id: str, now: float) -> int | None:
         """The model version a polling client should train on now, or None: it waits."""
 
+    def task(self, store: Store, job: Job, client_id: str, now: float) -> dict | None:
+        """A step of the round's protocol this client is to take now, beside training (secure aggregation's
+        stages), as poll answers it with ``action: secure``; None: nothing of the kind."""
+
     def reply_fields(self, job: Job, base: int | None) -> dict:
         """What poll answers beside the action, for a client told to train on ``base`` (None: to wait)."""
 
@@ -88,6 +92,7 @@ def register(name: str, mode: RoundMode) -> None:
 
 def of(config: JobConfig) -> RoundMode:
     """The round mode a job's settings name (checked against the setting's choices when the job was created)."""
-    if config.mode not in MODES:
-        raise RuntimeError(f"no round mode {config.mode!r} is registered: import flcore.engine first")
-    return MODES[config.mode]
+    name = "secure" if config.secure_aggregation else config.mode  # secure aggregation: sync rounds in stages
+    if name not in MODES:
+        raise RuntimeError(f"no round mode {name!r} is registered: import flcore.engine first")
+    return MODES[name]

@@ -91,3 +91,77 @@ def parse(raw: object, num_clients: int, clients_per_round: int) -> tuple[DpSett
 def of(stored: Mapping) -> DpSettings:
     """The settings as stored with a job (already checked and resolved)."""
     return DpSettings(**stored)
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    """The checked ``secure_aggregation`` block (SecAgg+), its defaults resolved for the job."""
+
+    degree: int = 0  # neighbours each device shares its secrets with (0: about 2·log2 of the picked)
+    threshold: int = 0  # shares that rebuild a secret (0: degree // 2 + 1)
+    clip_range: float = 8.0  # values are clipped to [-clip_range, clip_range] before quantisation
+    bits: int = 22  # quantisation levels: 2**bits (the sum of 2**(32 - bits) devices cannot wrap)
+    stage_timeout_s: float = 30.0  # how long a stage after the keys waits for the slow
+    max_attempts: int = 3  # fresh-key attempts per round before the job stops
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def threshold_for(self, neighbours: int) -> int:
+        """The threshold of a device with this many neighbours (fewer than the degree when the round has
+        few members): more than half of them, so no minority of neighbours holds a secret."""
+        return max(1, min(self.threshold, neighbours // 2 + 1)) if neighbours < self.degree else self.threshold
+
+
+SECAGG_RANGES: dict[str, tuple[float, float, type]] = {
+    "degree": (0, 1000, int),
+    "threshold": (0, 1000, int),
+    "clip_range": (1.0, 1e6, float),  # at least 1: the weight (at most 1) goes through it too
+    "bits": (8, 26, int),
+    "stage_timeout_s": (1.0, 3600.0, float),
+    "max_attempts": (1, 10, int),
+}
+
+
+def parse_secure(raw: object, clients_per_round: int, min_updates: int) -> SecAggSettings:
+    """The checked block with degree and threshold resolved for rounds of ``clients_per_round``; a 400
+    naming the field otherwise."""
+    from flcore.shared.secagg import channel
+    from flcore.shared.secagg.masking import default_degree, max_members
+
+    if not channel.AVAILABLE:
+        raise ImportError("cryptography")
+    if not isinstance(raw, Mapping):
+        raise Invalid("secure_aggregation must be an object (an empty one takes the defaults)")
+    unknown = sorted(set(raw) - set(SECAGG_RANGES))
+    if unknown:
+        raise Invalid(f"unknown secure_aggregation settings: {', '.join(map(repr, unknown[:10]))}; known: "
+                      f"{', '.join(sorted(SECAGG_RANGES))}")  # fmt: skip
+    values: dict = {}
+    for name, (lo, hi, kind) in SECAGG_RANGES.items():
+        if name in raw:
+            v = raw[name]
+            if not is_number(v) or not math.isfinite(v) or not lo <= v <= hi or (kind is int and v != int(v)):
+                raise Invalid(f"secure_aggregation.{name} must be a {kind.__name__} between {lo:g} and {hi:g}")
+            values[name] = kind(v)
+    cfg = SecAggSettings(**values)
+    if clients_per_round < 3:
+        raise Invalid("secure_aggregation needs clients_per_round of at least 3: a sum of one or two reveals them")
+    if min_updates < 2:
+        raise Invalid("secure_aggregation needs min_updates of at least 2: a sum of one update is that update")
+    if clients_per_round > max_members(cfg.bits):
+        raise Invalid(f"secure_aggregation with bits {cfg.bits} sums at most {max_members(cfg.bits)} devices a "
+                      f"round: lower clients_per_round or bits")  # fmt: skip
+    degree = cfg.degree or default_degree(clients_per_round)
+    degree += degree % 2  # the ring joins each device to as many on either side
+    threshold = cfg.threshold or degree // 2 + 1
+    if threshold > degree:
+        raise Invalid(f"secure_aggregation.threshold {threshold} cannot exceed the degree {degree}")
+    if threshold <= degree // 2:
+        raise Invalid(f"secure_aggregation.threshold must be above half the degree ({degree // 2}), so that "
+                      "no minority of a device's neighbours can rebuild its secrets")  # fmt: skip
+    return SecAggSettings(**{**values, "degree": degree, "threshold": threshold})
+
+
+def secure_of(stored: Mapping) -> SecAggSettings:
+    return SecAggSettings(**stored)

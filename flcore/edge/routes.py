@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flcore.actions import devices, jobs, predict, protocol, transfer
+from flcore.actions import devices, jobs, predict, protocol, secure, transfer
 from flcore.actions.request import Request
 from flcore.edge.callers import Who
 from flcore.engine import lifecycle
@@ -44,6 +44,7 @@ ROUTES: tuple[Route, ...] = (
     Route("get_model", protocol.get_model, Who.MEMBER),
     Route("submit", protocol.submit, Who.CLIENT),
     Route("upload_chunk", protocol.upload_chunk, Who.CLIENT),
+    Route("secure", secure.message, Who.CLIENT),
     Route("get_chunk", transfer.get_chunk, Who.MEMBER),
     Route("aggregate", protocol.aggregate, Who.MEMBER),
     Route("status", protocol.status, Who.MEMBER),

@@ -77,10 +77,12 @@ def _aggregate(store: Store, leased: Job, lease: Lease, now: float) -> dict | No
     if not docs:  # FedBuff: the buffer is not full once updates a committed version had taken are set aside
         return None
     record = None
-    if leased.config.dp is not None:
+    if leased.config.dp is not None and leased.config.secure_aggregation is None:  # central DP: the noise here
         new_weights, new_state, record = private.aggregate(strategy, leased, current, updates, docs, state)
     else:
         new_weights, new_state = strategy.aggregate(current, updates, state, leased.config.num_clients)
+        if leased.config.dp is not None:  # distributed DP: each device added its share of the noise
+            record = private.distributed_record(leased, extra["secure"])
     if lease.lost:  # taken over while folding: the new holder writes this round
         return None
     shared = strategy.client_tensors(new_state) if strategy.shares_state else None

@@ -93,6 +93,9 @@ class FedBuff:
             return None  # it already trained on the newest model
         return base if store.claim_slot(job.id, client_id, base, job.config.concurrency, now) else None
 
+    def task(self, store: Store, job: Job, client_id: str, now: float) -> dict | None:
+        return None
+
     def reply_fields(self, job: Job, base: int | None) -> dict:
         """``round`` is the version to train on, ``version`` the one being built."""
         return {"mode": "async"} if base is None else {"round": base, "version": job.round, "mode": "async"}

@@ -82,6 +82,36 @@ def aggregate(
     return new_weights, new_state, record
 
 
+def device_noise(job: Job) -> dict:
+    """Distributed DP (with secure aggregation): the noise each device adds, sized so that the sum of the
+    fewest survivors the job allows carries the full noise (std z·C on the changes, the count's on the bit)."""
+    dp = job.config.dp_settings
+    fewest = max(2, job.config.min_updates_needed)
+    clip = current_clip(job.doc, dp)
+    return {
+        "dp_noise_stddev": dp.noise_multiplier * clip / math.sqrt(fewest),
+        "dp_count_stddev": (dp.clipped_count_stddev if dp.adaptive else 0.0) / math.sqrt(fewest),
+    }
+
+
+def distributed_record(leased: Job, secure: dict) -> dict:
+    """The privacy record of a round whose noise the devices added under secure aggregation: the function
+    saw only the noised sum, from which it moves the clipping norm as it would have."""
+    dp = leased.config.dp_settings
+    clip, k = current_clip(leased.doc, dp), int(secure["survivors"])
+    record: dict = {"clip_norm": clip, "clients": k, "noise": "distributed", **device_noise(leased)}
+    next_clip = clip
+    if dp.adaptive:
+        share = float(secure["unclipped_sum"]) / k
+        next_clip = clip * math.exp(-dp.clip_learning_rate * (share - dp.target_quantile))
+        record["fitted_share"] = round(share, 4)
+    costs = [*spent(leased.doc), round_cost(leased, len(leased.picked))]
+    spent_now = accountant.epsilon(costs, dp.delta)
+    record["epsilon"] = spent_now if math.isfinite(spent_now) else None
+    record["next_clip_norm"] = next_clip
+    return record
+
+
 def job_fields(leased: Job, record: dict) -> dict:
     """The job's running privacy account after a round with this record."""
     dp = leased.config.dp_settings

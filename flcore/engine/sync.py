@@ -50,6 +50,9 @@ class SyncRounds:
             return job.doc.get("model_round") or 0
         return None
 
+    def task(self, store: Store, job: Job, client_id: str, now: float) -> dict | None:
+        return None
+
     def reply_fields(self, job: Job, base: int | None) -> dict:
         return {}
 

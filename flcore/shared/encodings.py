@@ -23,8 +23,12 @@ Weights = dict[str, np.ndarray]
 
 ENCODINGS = ("float32", "float16", "int8")
 SCALE = "scale/"
-DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I8": np.dtype("i1")}
-_BYTES = {"F32": 4, "F16": 2, "I8": 1}
+DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I8": np.dtype("i1"), "U32": np.dtype("<u4")}
+_BYTES = {"F32": 4, "F16": 2, "I8": 1, "U32": 4}
+# secure aggregation's form ("masked"): each model tensor as uint32 modulo 2**32, plus these two one-value
+# tensors, masked like the rest (the device's weight in the average; whether its change fitted under the
+# DP clipping norm). See flcore.shared.secagg.masking.
+MASKED_EXTRA = ("secagg/weight", "secagg/unclipped")
 
 
 def allowed_forms(encoding: str) -> tuple[str, ...]:
@@ -34,12 +38,12 @@ def allowed_forms(encoding: str) -> tuple[str, ...]:
 
 def value_dtype(form: str) -> str:
     """The safetensors dtype of a model tensor in an update of this form."""
-    return {"float32": "F32", "float16": "F16", "int8": "I8"}[form]
+    return {"float32": "F32", "float16": "F16", "int8": "I8", "masked": "U32"}[form]
 
 
 def form_of(dtypes: set[str]) -> str | None:
     """Which form the model tensors' dtypes make (all F32, all F16, all I8), or None if mixed."""
-    forms = {"F32": "float32", "F16": "float16", "I8": "int8"}
+    forms = {"F32": "float32", "F16": "float16", "I8": "int8", "U32": "masked"}
     return forms[next(iter(dtypes))] if len(dtypes) == 1 and next(iter(dtypes)) in forms else None
 
 

@@ -93,7 +93,8 @@ def from_b64(text: str) -> Weights:
 def limit_bytes(mdef: ModelDef, prefixes: tuple[str, ...] = ()) -> int:
     """The largest safetensors file an update of this model (with these extra copies) can be."""
     copies = 1 + len(prefixes)
-    return mdef.nbytes * copies + _HEADER_BASE + _HEADER_PER_TENSOR * len(mdef.spec) * copies
+    extra = len(encodings.MASKED_EXTRA) * (_HEADER_PER_TENSOR + 4)  # a masked update's two extra values
+    return mdef.nbytes * copies + _HEADER_BASE + _HEADER_PER_TENSOR * len(mdef.spec) * copies + extra
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def validate(src: Source, mdef: ModelDef, prefixes: tuple[str, ...] = (), forms:
     h = hashlib.sha256()
     for name in sorted(offsets):
         t = read_tensor(src, *offsets[name])
-        if t.dtype != np.int8 and not np.isfinite(t).all():
+        if t.dtype.kind == "f" and not np.isfinite(t).all():
             raise Invalid(f"tensor {name!r} contains NaN or infinite values")
         if name.startswith(encodings.SCALE) and not (t >= 0).all():
             raise Invalid(f"tensor {name!r} is a scale and must not be negative")
@@ -161,7 +162,7 @@ def validate(src: Source, mdef: ModelDef, prefixes: tuple[str, ...] = (), forms:
     return h.hexdigest()
 
 
-_DTYPE_NAMES = {"F32": "float32", "F16": "float16", "I8": "int8"}
+_DTYPE_NAMES = {"F32": "float32", "F16": "float16", "I8": "int8", "U32": "uint32"}
 
 
 def _form(header: dict, mdef: ModelDef, forms: tuple[str, ...]) -> str:
@@ -189,7 +190,7 @@ def _header(
     tensors (in one of the ``forms``) laid out back to back to the end of the file; a 400 naming the
     first thing that is not so."""
     spec = {p + name: shape for p in ("", *prefixes) for name, shape in mdef.spec.items()}
-    entries = len(spec) * (2 if "int8" in forms else 1)  # int8 adds a scale per tensor
+    entries = len(spec) * (2 if "int8" in forms else 1) + len(encodings.MASKED_EXTRA)  # int8: a scale per tensor
     if src.size < 8:
         raise _invalid("shorter than its 8-byte header length")
     (n,) = struct.unpack("<Q", bytes(src.read(0, 8)))
@@ -207,6 +208,9 @@ def _header(
     if form == "int8":  # each tensor's scale beside it
         spec.update({encodings.SCALE + name: (1,) for name in mdef.spec})
         dtypes.update({encodings.SCALE + name: "F32" for name in mdef.spec})
+    if form == "masked":  # secure aggregation: the weight and the clipping bit, masked too
+        spec.update({name: (1,) for name in encodings.MASKED_EXTRA})
+        dtypes.update({name: "U32" for name in encodings.MASKED_EXTRA})
     missing, extra = sorted(set(spec) - set(header)), sorted(set(header) - set(spec))
     if missing or extra:
         raise Invalid(

@@ -179,6 +179,10 @@ class JobRepository:
             {"$set": {"picked": picked, "deadline": deadline, "attempt": attempt}},
         )
 
+    def move_secure(self, job_id: str, rnd: int, expect: dict, update: dict) -> dict | None:
+        """A secure round's protocol moves on (see flcore.engine.secure); None if it moved meanwhile."""
+        return self._move(job_id, {"state": "running", "round": rnd, **expect}, update)
+
     def replace_pick(self, job_id: str, rnd: int, old: list[str], picked: list[str]) -> dict | None:
         """The round's picks changed while it runs (one left); None if the round or its picks moved."""
         return self._move(job_id, {"state": "running", "round": rnd, "picked": old}, {"$set": {"picked": picked}})

@@ -20,6 +20,7 @@ from flcore.storage.clients import ClientRepository
 from flcore.storage.devices import DeviceRepository
 from flcore.storage.jobs import JobRepository
 from flcore.storage.models import ModelRepository
+from flcore.storage.secure import SecureRepository
 from flcore.storage.updates import UpdateRepository
 
 _clients: dict[str, MongoClient] = {}
@@ -50,9 +51,9 @@ def connect(settings: DatabaseSettings) -> Store:
     return Store(client[settings.db_name])
 
 
-class Store(JobRepository, ClientRepository, DeviceRepository, UpdateRepository, ModelRepository):
+class Store(JobRepository, ClientRepository, DeviceRepository, UpdateRepository, ModelRepository, SecureRepository):
     """The database as the function uses it: ``jobs`` (:mod:`flcore.storage.jobs`), ``clients``,
-    ``devices``, ``updates`` and ``models``, each collection's reads and writes in its own module,
+    ``devices``, ``updates``, ``models`` and ``secure``, each collection's reads and writes in its own module,
     and GridFS ``blobs``."""
 
     _indexed: set[str] = set()
@@ -64,6 +65,7 @@ class Store(JobRepository, ClientRepository, DeviceRepository, UpdateRepository,
         self.updates = db["updates"]
         self.models = db["models"]
         self.devices = db["devices"]
+        self.secure = db["secure"]
         self.blobs = Blobs(db)
         self.ensure_indexes()
 
@@ -77,5 +79,6 @@ class Store(JobRepository, ClientRepository, DeviceRepository, UpdateRepository,
         self._device_indexes()
         self._update_indexes()
         self._model_indexes()
+        self._secure_indexes()
         self.blobs.ensure_indexes()
         Store._indexed.add(key)

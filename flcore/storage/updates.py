@@ -69,6 +69,12 @@ class UpdateRepository:
         cursor = self.updates.find({"job_id": job_id, "counted": None}).sort("received_at", ASCENDING)
         return list(cursor.limit(limit))
 
+    def drop_round_updates(self, job_id: str, rnd: int) -> None:
+        """Delete a round's updates and their bytes (a secure round's failed attempt: its masks are void)."""
+        docs = list(self.updates.find({"job_id": job_id, "round": rnd}, {"blob": True}))
+        self.updates.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+        self.blobs.delete([d["blob"] for d in docs])
+
     def mark_counted(self, job_id: str, taken: list[tuple[str, int]], version: int | None) -> None:
         """Async mode: record that ``version`` took these (client, base version) updates; idempotent."""
         ops = [
