@@ -196,8 +196,9 @@ def test_both_kinds_of_share_for_one_device_and_a_wrong_length_vector_are_refuse
     assert dropped == [devices[5].name] or devices[5].name not in me.secure.attempt.neighbours
     before = snapshot(raw_db)
     share = format(shamir.split(1, [1, 2], 2)[1], "x")
-    both = {"round": st["round"], "attempt": st["attempt"], "stage": "unmask",
-            "seeds": {v: share for v in [*survivors, *dropped]}, "keys": {v: share for v in dropped or survivors[:1]}}  # fmt: skip
+    seeds = {v: share for v in [*survivors, *dropped]}
+    keys = {v: share for v in dropped or survivors[:1]}
+    both = {"round": st["round"], "attempt": st["attempt"], "stage": "unmask", "seeds": seeds, "keys": keys}
     assert "never both" in call("secure", both, me.sub["token"], expect=400)["error"]
     assert snapshot(raw_db) == before
     # a vector of the wrong length, from a device that is asked for none now
