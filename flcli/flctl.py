@@ -357,6 +357,7 @@ class Commands:
             )
         if st.get("stopped_because"):
             head.append(f"ended: {st['stopped_because']}")
+        head += privacy_lines(st)
         if st.get("criteria"):
             head.append(f"criteria: {json.dumps(st['criteria'])}")
         for i, rule in enumerate(st.get("rules") or []):
@@ -551,6 +552,33 @@ class Commands:
         reply = {"job_id": a.job_id, "model_round": model["model_round"], **{k: str(v) for k, v in files.items()}}
         self.out(reply, "\n".join(f"wrote {p}" for p in files.values()))
         return 0
+
+
+def privacy_lines(st: dict) -> list[str]:
+    """What a job's privacy settings give: epsilon spent so far, the noise and clipping, the secure stage."""
+    lines = []
+    dp, spent = st["config"].get("dp"), st.get("privacy")
+    if dp and spent is not None:
+        eps = (
+            "not yet (no round closed)"
+            if not spent.get("rounds")
+            else (f"{spent['epsilon']:.3g}" if spent.get("epsilon") is not None else "unbounded (no noise)")
+        )
+        budget = f" of {spent['target_epsilon']:g}" if spent.get("target_epsilon") else ""
+        lines.append(
+            f"differential privacy: epsilon {eps}{budget} at delta {spent['delta']:.3g} after "
+            f"{plural(spent.get('rounds', 0), 'round')}; noise {dp['noise_multiplier']:g} x clip norm "
+            f"{spent.get('clip_norm', dp['clip_norm']):.4g}{' (adaptive)' if dp.get('target_quantile') else ''}"
+        )
+    sa = st["config"].get("secure_aggregation")
+    if sa:
+        now = st.get("secure") or {}
+        lines.append(
+            f"secure aggregation: {sa['degree']} neighbours, threshold {sa['threshold']}, "
+            f"{sa['bits']}-bit values in [-{sa['clip_range']:g}, {sa['clip_range']:g}]"
+            + (f"; round {st['round']} attempt {now['attempt']} at stage {now['stage']}" if now else "")
+        )
+    return lines  # fmt: skip
 
 
 def waiting_text(wait: dict) -> str:

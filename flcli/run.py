@@ -61,7 +61,18 @@ def job_overrides(environ: Mapping[str, str] | None = None) -> dict:
             raise SystemExit(f"{name}={value!r} is not a valid {kind.__name__}") from None
         if kind is int and float(value) != out[setting]:
             raise SystemExit(f"{name}={value!r} must be a whole number")
+    for name, block in BLOCKS.items():
+        value = get(name).strip()
+        if value:
+            try:
+                out[block] = json.loads(value)
+            except ValueError:
+                raise SystemExit(f"{name}={value!r} must be a JSON object, e.g. {name}='{{}}'") from None
     return out
+
+
+# the job's blocks that make run takes as JSON: FL_DP='{"noise_multiplier": 1.0}', FL_SECURE_AGGREGATION='{}'
+BLOCKS = {"FL_DP": "dp", "FL_SECURE_AGGREGATION": "secure_aggregation"}
 
 
 def model_setting(name: str, value: str) -> str | list:
@@ -208,6 +219,8 @@ class RoundEvaluator(threading.Thread):
             "closed": entry["closed"],
             "federated_eval_accuracy": entry["metrics"].get("eval_accuracy"),
             "train_loss": entry["metrics"].get("train_loss"),
+            **({"privacy": entry["privacy"]} if "privacy" in entry else {}),
+            **({"secure": entry["secure"]} if "secure" in entry else {}),
         }
 
     def results(self) -> list[dict]:
@@ -231,6 +244,7 @@ def summarise(job_id: str, cfg: dict, final: dict, per_round: list[dict], wall: 
         "test_loss": per_round[-1]["test_loss"],
         "rounds_completed": len(per_round),
         "stopped_because": final.get("stopped_because"),
+        **({"privacy": final["privacy"]} if "privacy" in final else {}),  # epsilon spent, at which delta
         "started_at": final["started_at"],
         "wall_seconds": round(wall, 1),
         "training_seconds": round(final["finished_at"] - final["started_at"], 1),

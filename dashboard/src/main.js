@@ -360,6 +360,26 @@ function perDevice(job) {
 }
 
 // Why a waiting job has not started: the clients it still needs, and which criterion keeps devices out.
+// What a job's privacy settings give: epsilon spent (and of what budget), and where secure aggregation stands
+function privacyText(st) {
+  const parts = [];
+  const dp = st.config.dp, spent = st.privacy;
+  if (dp && spent) {
+    const eps = !spent.rounds ? "no round closed yet" :
+      spent.epsilon === null ? "unbounded (no noise)" : `ε = ${spent.epsilon.toPrecision(3)}`;
+    parts.push(`Differential privacy: ${eps}${spent.target_epsilon ? ` of a budget of ${spent.target_epsilon}` : ""} ` +
+      `at δ = ${spent.delta.toPrecision(2)} after ${spent.rounds} round${spent.rounds === 1 ? "" : "s"}; ` +
+      `noise ${dp.noise_multiplier} × clip norm ${(spent.clip_norm ?? dp.clip_norm).toPrecision(3)}` +
+      (dp.target_quantile ? " (adaptive)" : ""));
+  }
+  const sa = st.config.secure_aggregation;
+  if (sa) {
+    parts.push(`Secure aggregation: the function sees only the sum (${sa.degree} neighbours, threshold ${sa.threshold})` +
+      (st.secure && st.state === "running" ? `; round ${st.round}, attempt ${st.secure.attempt}, stage ${st.secure.stage}` : ""));
+  }
+  return parts.join(" · ");
+}
+
 function waitText(w) {
   let text = `Waiting: ${w.joined} of the ${w.clients} clients it starts with have joined.`;
   if (w.clauses) {
@@ -429,6 +449,7 @@ async function jobView(view, live, jobId) {
       (st.best ? ` · best federated accuracy ${pct(st.best.eval_accuracy)} (the model of round ` +
         `${st.best.round - 1}, evaluated on the devices in round ${st.best.round})` : "")),
     st.waiting_for ? el("p", { id: "job-wait", class: "note" }, waitText(st.waiting_for)) : null,
+    privacyText(st) ? el("p", { id: "job-privacy", class: "note" }, privacyText(st)) : null,
     el("div", { class: "actions" },
       st.state === "created" ? el("button", { id: "start-job", onclick: start }, "Start") : null,
       unfinished ? el("button", { class: "danger", id: "stop-job", onclick: stop }, "Stop job") : null),

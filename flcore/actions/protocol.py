@@ -341,6 +341,7 @@ def status(req: Request) -> dict:
         "rules_fired": doc.get("rules_fired", []),
         "best": doc.get("best"),
         **({"privacy": privacy_view(doc)} if job.config.dp is not None else {}),
+        **({"secure_failures": doc.get("secure_failures", [])} if job.config.secure_aggregation else {}),
         "history": [
             {**h, "reported": doc["reported"][str(h["round"])]} if str(h["round"]) in doc.get("reported", {}) else h
             for h in doc.get("history", [])

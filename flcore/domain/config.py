@@ -316,6 +316,23 @@ def reference() -> str:
             f"| `{s.name}` | {s.kind.__name__} | `{s.default!r}` | {allowed} | "
             f"{'yes' if s.updatable else ''} | {s.doc} |"
         )
+    rows += [
+        "",
+        "## Privacy blocks",
+        "",
+        "A job may also carry a `dp` block (client-level differential privacy) and a `secure_aggregation` block",
+        "(SecAgg+): see [privacy.md](privacy.md). Their fields, all optional:",
+        "",
+        "| block | field | range | meaning |",
+        "|---|---|---|---|",
+        *(f"| `dp` | `{n}` | {lo:g} to {hi:g} | {doc} |" for n, (lo, hi, doc) in privacy.RANGES.items()),
+        "| `dp` | `on_target` | stop, derive | stop: end the job before a round would exceed target_epsilon; "
+        "derive: choose noise_multiplier so the planned rounds spend it |",
+        *(
+            f"| `secure_aggregation` | `{n}` | {lo:g} to {hi:g} | {privacy.SECAGG_DOCS[n]} |"
+            for n, (lo, hi, _) in privacy.SECAGG_RANGES.items()
+        ),
+    ]
     return "\n".join(rows) + "\n"
 
 

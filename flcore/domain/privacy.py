@@ -123,6 +123,16 @@ SECAGG_RANGES: dict[str, tuple[float, float, type]] = {
 }
 
 
+SECAGG_DOCS = {
+    "degree": "neighbours each device shares its secrets with (0: an even number near 2 log2 clients_per_round)",
+    "threshold": "shares that rebuild a device's secrets, above half the degree (0: degree / 2 + 1)",
+    "clip_range": "values are clipped to [-clip_range, clip_range] before quantisation",
+    "bits": "quantisation levels are 2^bits; a round sums at most 2^(32 - bits) devices",
+    "stage_timeout_s": "how long each stage after the keys waits for devices that are slow or gone",
+    "max_attempts": "attempts with fresh keys per round before the job stops",
+}
+
+
 def parse_secure(raw: object, clients_per_round: int, min_updates: int) -> SecAggSettings:
     """The checked block with degree and threshold resolved for rounds of ``clients_per_round``; a 400
     naming the field otherwise."""

@@ -25,7 +25,12 @@ def test_the_settings_reference_is_the_settings_table():
 
 
 def test_every_job_setting_is_defined_once_with_its_range_or_choices():
-    names = {f.name for f in fields(config.JobConfig)} - {"strategy_params", "data"}  # blocks, not settings
+    names = {f.name for f in fields(config.JobConfig)} - {
+        "strategy_params",
+        "data",
+        "dp",
+        "secure_aggregation",
+    }  # blocks
     assert names == set(config.BY_NAME)
     for s in config.SETTINGS:
         assert s.doc, s.name
