@@ -212,7 +212,8 @@ def submit(req: Request) -> dict:
         )
     metrics = metrics_of(req.body.get("metrics"))
     unclipped = req.body.get("dp_unclipped")
-    if job.config.dp is not None and not isinstance(unclipped, bool):
+    central_dp = job.config.dp is not None and job.config.secure_aggregation is None  # else the bit is masked
+    if central_dp and not isinstance(unclipped, bool):
         raise Invalid("a dp job's update says whether its change fitted under dp_clip_norm: dp_unclipped true or false")
     if store.has_update(job.id, rnd, client["_id"]):
         return {"accepted": False, "duplicate": True, "round": rnd}
@@ -232,7 +233,7 @@ def submit(req: Request) -> dict:
             "num_examples": n,
             "metrics": metrics,
             "received_at": now,
-            **({"dp_unclipped": unclipped} if job.config.dp is not None else {}),
+            **({"dp_unclipped": unclipped} if central_dp else {}),
         }
     )
     if outcome == "copy":
