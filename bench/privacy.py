@@ -126,7 +126,8 @@ def _secure_round(fn: InProcess, job_id: str, subs: list[dict], weights_of, vani
 def dropouts(stack: LocalStack) -> dict:
     from flcore.shared import weights as wcodec
     from flcore.shared.aggregation import fedavg
-    from flcore.shared.partition import partition_indices
+    from flcore.shared.datasets import TRAIN_CLASS_COUNTS
+    from flcore.shared.partition import partition_indices, share_sizes
     from flcore.shared.secagg import masking
     from fllocal import data
 
@@ -153,13 +154,19 @@ def dropouts(stack: LocalStack) -> dict:
     expected = fedavg([(w, 200) for w in survivors])
     diff = max(float(np.abs(model[k] - expected[k]).max()) for k in expected)
     cfg = st["config"]["secure_aggregation"]
+    step = masking.step(cfg["clip_range"], cfg["bits"])
+    # each device weighs examples / the largest share: the mean may move a step per device, over the weights
+    cap = max(share_sizes(TRAIN_CLASS_COUNTS["mnist"], {**fn.call("partition", {}, subs[0]["token"])}))
+    bound = 2 * len(survivors) * step / (len(survivors) * 200 / cap)
     return {
         "devices": 10,
         "vanished_after_sharing": 3,
         "round_completed": st["round"] == 2,
         "survivors": st["history"][0]["secure"]["survivors"],
         "max_abs_difference_from_fedavg_of_survivors": diff,
-        "quantisation_step": masking.step(cfg["clip_range"], cfg["bits"]),
+        "quantisation_step": step,
+        "bound_from_quantisation": bound,
+        "within_bound": diff <= bound,
     }
 
 

@@ -88,7 +88,7 @@ class SecureRounds(SyncRounds):
         st = state(job)
         if st["stage"] != "keys" or client_id not in job.picked:
             return None
-        if client_id in store.senders(job.id, job.round, st["attempt"], "keys"):
+        if store.has_sent(job.id, job.round, st["attempt"], "keys", client_id):
             return None
         return job.doc.get("model_round") or 0
 
@@ -98,12 +98,17 @@ class SecureRounds(SyncRounds):
         stage = st["stage"]
         if stage == "keys" or client_id not in st.get(ASKED[stage], []):
             return None
-        if client_id in self._answered(store, job, st):
+        sent = (
+            store.has_update(job.id, job.round, client_id)
+            if stage == "masked"
+            else store.has_sent(job.id, job.round, st["attempt"], stage, client_id)
+        )
+        if sent:
             return None
         links = graph(job, st)[client_id]
         head = {"round": job.round, "attempt": st["attempt"], "stage": stage}
         if stage == "shares":
-            keys = {m["client_id"]: m for m in store.messages(job.id, job.round, st["attempt"], "keys")}
+            keys = {m["client_id"]: m for m in store.messages_from(job.id, job.round, st["attempt"], "keys", links)}
             return {
                 "secure": {
                     **head,
@@ -119,7 +124,7 @@ class SecureRounds(SyncRounds):
             return {
                 "secure": {
                     **head,
-                    "inbox": store.inbox(job.id, job.round, st["attempt"], client_id),
+                    "inbox": store.inbox(job.id, job.round, st["attempt"], client_id, links),
                     "partners": [v for v in links if v in shared],
                     "examples_cap": examples_cap(job),
                     "clip_range": job.config.secure_settings.clip_range,
@@ -166,8 +171,10 @@ class SecureRounds(SyncRounds):
         stage = st["stage"]
         if stage == "keys":
             return self._keys(store, job, st, now)
-        done = set(self._answered(store, job, st))
         asked = set(st[ASKED[stage]])
+        if now < st["deadline"] and self._count(store, job, st) < len(asked):
+            return job  # a count, not a list: every poll comes here
+        done = set(self._answered(store, job, st))
         answered = done & asked
         if answered != asked and now < st["deadline"]:
             return job
@@ -183,6 +190,11 @@ class SecureRounds(SyncRounds):
             return lifecycle.reloaded(store, job, close_round(store, job, now))
         nxt = {"shares": ("masked", "u1"), "masked": ("unmask", "u2")}[stage]
         return self._move(store, job, st, nxt[0], {nxt[1]: sorted(answered)}, now)
+
+    def _count(self, store: Store, job: Job, st: dict) -> int:
+        if st["stage"] == "masked":
+            return store.count_updates(job.id, job.round)
+        return store.count_messages(job.id, job.round, st["attempt"], st["stage"])
 
     def _answered(self, store: Store, job: Job, st: dict) -> list[str]:
         if st["stage"] == "masked":

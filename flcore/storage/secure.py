@@ -40,12 +40,25 @@ class SecureRepository:
         query = {"job_id": job_id, "round": rnd, "attempt": attempt, "stage": stage}
         return list(self.secure.find(query, projection))
 
+    def count_messages(self, job_id: str, rnd: int, attempt: int, stage: str) -> int:
+        return self.secure.count_documents({"job_id": job_id, "round": rnd, "attempt": attempt, "stage": stage})
+
+    def has_sent(self, job_id: str, rnd: int, attempt: int, stage: str, client_id: str) -> bool:
+        query = {"job_id": job_id, "round": rnd, "attempt": attempt, "stage": stage, "client_id": client_id}
+        return self.secure.count_documents(query, limit=1) > 0
+
+    def messages_from(self, job_id: str, rnd: int, attempt: int, stage: str, clients: list[str]) -> list[dict]:
+        """The stage's messages of these clients only (a device's neighbours: O(degree), not O(members))."""
+        query = {"job_id": job_id, "round": rnd, "attempt": attempt, "stage": stage, "client_id": {"$in": clients}}
+        return list(self.secure.find(query))
+
     def senders(self, job_id: str, rnd: int, attempt: int, stage: str) -> list[str]:
         return [d["client_id"] for d in self.messages(job_id, rnd, attempt, stage, {"client_id": True})]
 
-    def inbox(self, job_id: str, rnd: int, attempt: int, client_id: str) -> dict[str, str]:
-        """The shares sent to ``client_id`` in this attempt: sender -> ciphertext."""
-        found = self.messages(job_id, rnd, attempt, "shares", {"client_id": True, f"to.{client_id}": True})
+    def inbox(self, job_id: str, rnd: int, attempt: int, client_id: str, senders: list[str]) -> dict[str, str]:
+        """The shares ``senders`` (its neighbours) sent to ``client_id`` in this attempt: sender -> ciphertext."""
+        query = {"job_id": job_id, "round": rnd, "attempt": attempt, "stage": "shares", "client_id": {"$in": senders}}
+        found = self.secure.find(query, {"client_id": True, f"to.{client_id}": True})
         return {d["client_id"]: d["to"][client_id] for d in found if client_id in d.get("to", {})}
 
     def drop_messages(self, job_id: str, before_round: int | None = None) -> None:

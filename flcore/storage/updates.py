@@ -53,6 +53,9 @@ class UpdateRepository:
     def has_update(self, job_id: str, rnd: int, client_id: str) -> bool:
         return self.updates.count_documents({"job_id": job_id, "round": rnd, "client_id": client_id}, limit=1) > 0
 
+    def count_updates(self, job_id: str, rnd: int) -> int:
+        return self.updates.count_documents({"job_id": job_id, "round": rnd})
+
     def submitted_clients(self, job_id: str, rnd: int) -> list[str]:
         return [d["client_id"] for d in self.updates.find({"job_id": job_id, "round": rnd}, {"client_id": True})]
 
