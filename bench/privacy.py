@@ -100,7 +100,7 @@ def _secure_round(fn: InProcess, job_id: str, subs: list[dict], weights_of, vani
         )
         for s in picked
     }
-    for _ in range(12):
+    for _ in range(60):
         for s in picked:
             me = s["client_id"]
             reply = fn.call("poll", {}, s["token"], me)
@@ -164,6 +164,7 @@ def dropouts(stack: LocalStack) -> dict:
         "round_completed": st["round"] == 2,
         "survivors": st["history"][0]["secure"]["survivors"],
         "max_abs_difference_from_fedavg_of_survivors": diff,
+        "kib_per_device_round": round(statistics.median(fn.bytes[c] for c in fn.bytes if c not in vanish) / 1024, 1),
         "quantisation_step": step,
         "bound_from_quantisation": bound,
         "within_bound": diff <= bound,
@@ -217,13 +218,15 @@ def dp_run(stack: LocalStack, noise: float | None) -> dict:
     from flcli.report import evaluate_on_test_set
     from flcore.shared import clipping
     from flcore.shared import weights as wcodec
-    from flcore.shared.partition import partition_indices
-    from fllocal import data
+    from flcore.shared.datasets import TRAIN_CLASS_COUNTS
+    from flcore.shared.partition import partition_indices, train_examples
+    from fllocal import data, models
 
     torch.set_num_threads(1)
     fn = InProcess(stack, f"privacy_dp_{noise}")
     body = {"num_clients": 1000, "clients_per_round": 100, "rounds": DP_ROUNDS, "model": LOGISTIC, "lr": 0.1,
-            "batch_size": 10, "local_epochs": 1, "momentum": 0.0}  # fmt: skip
+            "batch_size": 10, "local_epochs": 1, "momentum": 0.0,
+            "client_timeout_s": 86400}  # the clients not picked do not poll here: none counts as silent  # fmt: skip
     if noise is not None:
         body["dp"] = {"noise_multiplier": noise, "clip_norm": 1.0, "delta": DELTA}
     job = fn.call("create_job", body)
@@ -234,6 +237,8 @@ def dp_run(stack: LocalStack, noise: float | None) -> dict:
     curve = []
     for rnd in range(1, DP_ROUNDS + 1):
         st = fn.call("status", {"job_id": job["job_id"]})
+        if st["round"] != rnd or st["state"] != "running":
+            raise RuntimeError(f"expected round {rnd} running, found {st['state']} round {st['round']}")
         for cid in st["picked"]:
             s = by_id[cid]
             reply = fn.call("poll", {}, s["token"])
@@ -241,10 +246,11 @@ def dp_run(stack: LocalStack, noise: float | None) -> dict:
                 continue
             if cid not in cache:
                 spec = fn.call("partition", {}, s["token"])
-                cache[cid] = data.load_split("mnist", partition_indices(labels, spec))
+                share = partition_indices(labels, spec)
+                cache[cid] = data.load_split("mnist", share[: train_examples(TRAIN_CLASS_COUNTS["mnist"], spec)])
             x, y = cache[cid]
             base = wcodec.from_b64(reply["weights"]) if reply.get("weights") else None
-            start = base if base is not None else _train(LOGISTIC, None, x[:0], y[:0], 0.0, 0, 1, 0)
+            start = base if base is not None else models.get_weights(models.build(LOGISTIC, "mnist", seed=0))
             w = _train(LOGISTIC, start, x, y, 0.1, 1, 10, rnd)
             extra = {}
             clip = reply["round_config"].get("dp_clip_norm")
@@ -278,7 +284,7 @@ def default_job() -> dict:
             "test_accuracy": s["test_accuracy"],
             "calls_per_picked_client_round": s["invocations"]["per_client_round"].get("picked", {}),
             "billed_seconds": s["invocations"].get("billed_seconds"),
-            "requests_by_action": s["invocations"].get("requests_by_action"),
+            "requests_by_action": s["invocations"].get("by_action"),
         }
     return out
 

@@ -374,7 +374,7 @@ function privacyText(st) {
   }
   const sa = st.config.secure_aggregation;
   if (sa) {
-    parts.push(`Secure aggregation: the function sees only the sum (${sa.degree} neighbours, threshold ${sa.threshold})` +
+    parts.push(`Secure aggregation: the function sees only the sum (up to ${sa.degree} neighbours each, threshold ${sa.threshold})` +
       (st.secure && st.state === "running" ? `; round ${st.round}, attempt ${st.secure.attempt}, stage ${st.secure.stage}` : ""));
   }
   return parts.join(" · ");

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flcli.operator import Operator
-from helpers import ADMIN
+from helpers import ADMIN, random_weights
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -271,3 +271,36 @@ def test_a_waiting_job_page_shows_its_criteria_rules_and_why_it_waits(browser, f
     assert "nowhere-at-all" in browser.find_element(By.ID, "job-criteria").text
     assert "two is enough" in browser.find_element(By.ID, "rules-table").text
     shoot(browser, tmp_path, "9-waiting-job")
+
+
+def test_a_private_job_page_says_the_epsilon_spent_and_that_the_sum_is_all_the_function_sees(
+    browser, function_url, tmp_path
+):
+    from selenium.webdriver.common.by import By
+
+    from clients.secure import SecureClient, Trained
+    from clients.transport import make_transport
+
+    fn = make_transport(function_url)
+    body = {"name": "private", "num_clients": 3, "clients_per_round": 3, "min_updates": 2, "rounds": 3,
+            "secure_aggregation": {}, "dp": {"noise_multiplier": 1.0, "target_epsilon": 200}}  # fmt: skip
+    job_id = fn.call("create_job", body, token=ADMIN)["job_id"]
+    subs = [fn.call("subscribe", {"job_id": job_id}) for _ in range(3)]
+    devices = [
+        SecureClient(lambda a, b=None, s=s: fn.call(a, b, token=s["token"]), lambda s=s: s["client_id"]) for s in subs
+    ]
+    for _ in range(6):  # one secure round over HTTP, each device running the client's own protocol code
+        for i, (sub, dev) in enumerate(zip(subs, devices)):
+            reply = fn.call("poll", {}, token=sub["token"])
+            if reply["action"] == "train" and not dev.holds(job_id, 1):
+                dev.keep(Trained(job_id, 1, random_weights(seed=i), 50, {}, True, {}))
+                dev.advertise(job_id, 1, reply["secure"]["attempt"])
+            elif reply["action"] == "secure":
+                dev.step(job_id, reply["secure"])
+    browser.get(f"{function_url}/dashboard#token={ADMIN}&job={job_id}")
+    wait(browser, "the private job", lambda: browser.find_element(By.ID, "job-privacy"))
+    wait(browser, "round 1 closed", lambda: "after 1 round;" in browser.find_element(By.ID, "job-privacy").text)
+    text = browser.find_element(By.ID, "job-privacy").text
+    assert "Differential privacy: ε = " in text and "of a budget of 200" in text, text
+    assert "Secure aggregation: the function sees only the sum" in text and "round 2, attempt 0, stage keys" in text
+    shoot(browser, tmp_path, "10-private-job")
