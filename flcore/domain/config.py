@@ -541,7 +541,7 @@ def parse_changes(cfg: JobConfig, raw: object) -> dict:
     allowed = UPDATABLE | set(strategies.REGISTRY[cfg.strategy].params)
     fixed = [k for k in raw if k not in allowed]
     if fixed:
-        known = FIELDS | set(strategies.REGISTRY[cfg.strategy].params)
+        known = FIELDS | set(strategies.REGISTRY[cfg.strategy].params) | {"data", "dp", "secure_aggregation"}
         names = ", ".join(_short(k) for k in fixed[:10])
         if all(k in known for k in fixed):
             raise Invalid(f"cannot change {names} once a job exists; changeable: {', '.join(sorted(allowed))}")

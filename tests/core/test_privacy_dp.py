@@ -165,3 +165,29 @@ def test_a_job_without_dp_keeps_weighting_by_examples(store):
     call("aggregate", {"job_id": job_id})
     st = call("status", {"job_id": job_id})
     assert "privacy" not in st["history"][0] and st.get("privacy") is None
+
+
+def test_a_running_job_cannot_change_its_privacy_but_changes_are_checked_against_it(store):
+    job_id = _job({"noise_multiplier": 1.0})
+    said = call("update_job", {"job_id": job_id, "set": {"dp": {"noise_multiplier": 0.1}}}, expect=400)["error"]
+    assert "cannot change 'dp' once a job exists" in said
+    secure = call("start_training", {"num_clients": 6, "clients_per_round": 6, "secure_aggregation": {"bits": 24}})
+    said = call("update_job", {"job_id": secure["job_id"], "set": {"clients_per_round": 2}}, expect=400)["error"]
+    assert "at least 3" in said
+
+
+def test_flctl_shows_the_privacy_account():
+    from flcli.flctl import privacy_lines
+
+    st = {
+        "round": 2,
+        "config": {"dp": {"noise_multiplier": 1.1, "clip_norm": 1.0, "target_quantile": 0.5},
+                   "secure_aggregation": {"degree": 8, "threshold": 5, "bits": 22, "clip_range": 8.0}},
+        "privacy": {"epsilon": 2.345, "delta": 1e-3, "target_epsilon": 4.0, "rounds": 1, "clip_norm": 0.9},
+        "secure": {"attempt": 0, "stage": "masked"},
+    }  # fmt: skip
+    lines = privacy_lines(st)
+    assert lines[0] == (
+        "differential privacy: epsilon 2.35 of 4 at delta 0.001 after 1 round; noise 1.1 x clip norm 0.9 (adaptive)"
+    )
+    assert lines[1].startswith("secure aggregation: 8 neighbours, threshold 5, 22-bit values in [-8, 8]; round 2")
