@@ -42,6 +42,9 @@ EXAMPLES = """examples:
   flctl devices list
   flctl devices disable d-1a2b3c4d5e6f
   flctl results job-1a2b3c4d5e6f --out results/first
+  flctl tokens create ana --role operator
+  flctl audit --job job-1a2b3c4d5e6f
+  flctl --token o-1a2b3c4d5e6f.SECRET whoami
 """
 
 
@@ -72,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_common(defaults=True)],
     )
-    top = p.add_subparsers(dest="area", required=True, metavar="{jobs,devices,results}")
+    top = p.add_subparsers(dest="area", required=True, metavar="{jobs,devices,tokens,audit,whoami,results}")
 
     jobs = top.add_parser("jobs", help="create, list, show, watch, start, stop and update jobs")
     cmd = jobs.add_subparsers(dest="command", required=True)
@@ -128,6 +131,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ("revoke", "make a device's tokens stop working at once (it leaves its jobs)"),
     ):
         dcmd.add_parser(name, parents=[common], help=text).add_argument("device_id")
+
+    tokens = top.add_parser("tokens", help="named operator tokens with a role (admin only)")
+    tcmd = tokens.add_subparsers(dest="command", required=True)
+    tcreate = tcmd.add_parser("create", parents=[common], help="a new token: shown once, stored only as a hash")
+    tcreate.add_argument("name")
+    tcreate.add_argument("--role", choices=["viewer", "operator", "admin"], default="viewer",
+                         help="viewer: read only; operator: jobs and devices; admin: tokens too")  # fmt: skip
+    tcmd.add_parser("list", parents=[common], help="the operator accounts (never their tokens)")
+    tcmd.add_parser("revoke", parents=[common], help="a token stops working at once").add_argument("name")
+
+    audit = top.add_parser("audit", parents=[common], help="who did what, when, to which job or device")
+    audit.add_argument("--job", help="only what was done to this job")
+    audit.add_argument("--device", help="only what was done to this device")
+    audit.add_argument("--who", help="only what this operator did")
+    audit.add_argument("--limit", type=int, default=50)
+    top.add_parser("whoami", parents=[common], help="the operator this token belongs to, and its role")
 
     results = top.add_parser(
         "results", parents=[common], help="download a job's final model, summary.json and accuracy plot"
@@ -479,6 +498,45 @@ class Commands:
         said = "{device_id} revoked: its tokens no longer work; left {clients_left} job(s)"
         return self._on_device("revoke_device", a.device_id, said)
 
+    def tokens_create(self, a: argparse.Namespace) -> int:
+        made = self.op.call("create_operator_token", {"name": a.name, "role": a.role})
+        self.out(made, f"operator {made['name']} ({made['role']}); its token, shown only now:\n{made['token']}")
+        return 0
+
+    def tokens_list(self, a: argparse.Namespace) -> int:
+        ops = self.op.call("list_operator_tokens")["operators"]
+        rows = [
+            {"name": o["name"], "role": o["role"], "by": o["created_by"], "created": _ago(o["created_at"]),
+             "revoked": _ago(o["revoked_at"]) if o.get("revoked_at") else ""}
+            for o in ops
+        ]  # fmt: skip
+        cols = [
+            ("name", "NAME"),
+            ("role", "ROLE"),
+            ("by", "CREATED BY"),
+            ("created", "CREATED"),
+            ("revoked", "REVOKED"),
+        ]
+        self.out(ops, table(rows, cols) if rows else "no operator tokens yet (the root token is FL_ADMIN_TOKEN)")
+        return 0
+
+    def tokens_revoke(self, a: argparse.Namespace) -> int:
+        self.out(self.op.call("revoke_operator_token", {"name": a.name}), f"{a.name}'s token is revoked")
+        return 0
+
+    def audit(self, a: argparse.Namespace) -> int:
+        body = {"limit": a.limit, "job_id": a.job, "device_id": a.device, "who": a.who}
+        entries = self.op.call("audit", {k: v for k, v in body.items() if v is not None})["entries"]
+        cols = [("at", "WHEN"), ("who", "WHO"), ("action", "ACTION"), ("on", "ON"), ("detail", "DETAIL"),
+                ("status", "OUTCOME")]  # fmt: skip
+        self.out(entries, table(audit_rows(entries), cols) if entries else "nothing recorded yet")
+        return 0
+
+    def whoami(self, a: argparse.Namespace) -> int:
+        me = self.op.call("whoami")
+        self.out(me, f"{me['name']} ({me['role']})")
+        return 0
+
     def devices_list(self, a: argparse.Namespace) -> int:
         reply = self.op.call("devices", {"job_id": a.job} if a.job else {})
         rows = [
@@ -581,6 +639,21 @@ def privacy_lines(st: dict) -> list[str]:
     return lines  # fmt: skip
 
 
+def audit_rows(entries: list[dict]) -> list[dict]:
+    """Audit entries as table rows: when, who (role), what, on what, how it ended."""
+    return [
+        {
+            "at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])),
+            "who": f"{e['who']} ({e['role']})",
+            "action": e["action"],
+            "on": e.get("job_id") or e.get("device_id") or "",
+            "detail": json.dumps(e["detail"]) if e.get("detail") else "",
+            "status": "ok" if e["status"] == 200 else f"{e['status']}: {e.get('error', '')}"[:80],
+        }
+        for e in entries
+    ]
+
+
 def waiting_text(wait: dict) -> str:
     """Why a job waits, in a line: the clients it still needs, and which criterion keeps devices out."""
     text = f"waiting: {wait['joined']} of the {wait['clients']} clients it starts with have joined"
@@ -614,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_USAGE
     commands = Commands(Operator(url, a.token or env.get("FL_ADMIN_TOKEN")), a.json)
-    name = a.area if a.area == "results" else f"{a.area}_{a.command}"
+    name = a.area if a.area in ("results", "audit", "whoami") else f"{a.area}_{a.command}"
     try:
         return getattr(commands, name)(a)
     except UsageError as exc:

@@ -118,7 +118,7 @@ def update_job(req: Request) -> dict:
                 f"job {job.id} is in round {job.round}: rounds must be at least {job.round} "
                 f"(it ends after the round under way at {job.round})"
             )
-        change = {"round": from_round, "set": changes, "at": clock.now(), "by": "operator"}
+        change = {"round": from_round, "set": changes, "at": clock.now(), "by": req.caller.name or "operator"}
         # The round and state as read, and no aggregation under way: the closing of a
         # round sets up the next one from the settings it read, so it must see this change.
         now = clock.now()

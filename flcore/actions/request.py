@@ -26,6 +26,8 @@ class Caller:
     """
 
     operator: bool = False
+    name: str = ""  # the operator's name (root: the settings' token), for the audit trail and "by"
+    role: str = ""  # the operator's role (flcore.domain.roles)
     client: dict | None = None
     device: dict | None = None
     refusal: DomainError | None = None

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pymongo.errors import PyMongoError
 
 from flcore.actions.request import Request
+from flcore.edge import audit
 from flcore.edge.callers import identify
 from flcore.edge.routes import BY_NAME, SCHEDULED
 from flcore.edge.settings import Settings, SettingsError
@@ -136,7 +137,15 @@ def handle(
         body = parse_body(raw_body)
         store = store_mod.connect(config)
         caller = identify(route.who, headers, config, store)
-        return 200, route.action(Request(store, body, headers, caller))
+        try:
+            reply = route.action(Request(store, body, headers, caller))
+        except DomainError as exc:
+            if route.audited:
+                audit.record(store, route.name, caller, body, None, status_of(exc), exc.message)
+            raise
+        if route.audited:
+            audit.record(store, route.name, caller, body, reply, 200)
+        return 200, reply
     except DomainError as exc:
         return status_of(exc), {"error": exc.message}
     except SettingsError as exc:

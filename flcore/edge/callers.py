@@ -11,7 +11,7 @@ import enum
 from collections.abc import Callable, Mapping
 
 from flcore.actions.request import Caller
-from flcore.domain import tokens
+from flcore.domain import roles, tokens
 from flcore.edge import auth
 from flcore.edge.settings import Settings
 from flcore.errors import DomainError, Forbidden, Unauthenticated
@@ -21,7 +21,9 @@ from flcore.storage.store import Store
 class Who(enum.Enum):
     """The callers a route admits."""
 
-    OPERATOR = "operator"  # the operator token (FL_ADMIN_TOKEN); anyone while none is set
+    VIEWER = "operator (any role)"  # reads: the root token (FL_ADMIN_TOKEN) or a named operator token
+    OPERATOR = "operator (operator or admin role)"  # drives jobs and devices; anyone while no root token is set
+    ADMIN = "operator (admin role)"  # manages operator tokens
     CLIENT = "client"  # a client token, from subscribe or join
     DEVICE = "device"  # a device token, from register
     MEMBER = "operator or client"  # a client sees only its own job (the actions check which job)
@@ -34,9 +36,8 @@ def identify(who: Who, headers: Mapping[str, str], settings: Settings, store: St
     """The caller a route admits, or the refusal (401 without a token, 403 with a wrong one)."""
     if who is Who.ANYONE:
         return Caller()
-    if who is Who.OPERATOR:
-        auth.require_admin(headers, settings.admin_token)
-        return Caller(operator=True)
+    if who in NEEDS:
+        return _operator(headers, settings, store, NEEDS[who])
     if who is Who.CLIENT:
         return Caller(client=_holder("client", "subscribe", headers, store.get_client))
     if who is Who.DEVICE:
@@ -51,16 +52,37 @@ def identify(who: Who, headers: Mapping[str, str], settings: Settings, store: St
         return Caller(refusal=exc)
 
 
+NEEDS = {Who.VIEWER: "viewer", Who.OPERATOR: "operator", Who.ADMIN: "admin"}
+
+
+def _operator(headers: Mapping[str, str], settings: Settings, store: Store, needed: str) -> Caller:
+    """The root operator (the settings' token; anyone while none is set), or a named operator whose role
+    covers ``needed``; a revoked or unknown token is refused (401), a role too small too (403)."""
+    admin, token = settings.admin_token, auth.bearer(headers)
+    if not admin or (token is not None and auth.presents(headers, admin)):
+        return Caller(operator=True, name=roles.ROOT, role="admin")
+    if token is not None and token.startswith(OPERATOR_PREFIX):
+        held = _holder("operator", "flctl tokens create", headers, store.get_operator)
+        if held.get("revoked_at") is not None:
+            raise Unauthenticated(f"the operator token of {held['name']} was revoked")
+        if not roles.allows(held["role"], needed):
+            article = "an" if held["role"][0] in "aeiou" else "a"
+            raise Forbidden(f"{held['name']} is {article} {held['role']}: this action needs the {needed} role or above")
+        return Caller(operator=True, name=held["name"], role=held["role"])
+    auth.require_admin(headers, admin)  # no token (401), or one that is nobody's (403)
+    raise AssertionError("require_admin refuses whoever is not the root operator")
+
+
+OPERATOR_PREFIX = "o-"  # operator ids; clients' are c-..., devices' d-...
+
+
 def _member(headers: Mapping[str, str], settings: Settings, store: Store) -> Caller:
-    """The operator, or a client; anyone else is refused."""
+    """An operator of any role, or a client; anyone else is refused."""
     token = auth.bearer(headers)
-    admin = settings.admin_token
-    if token is not None and admin and auth.is_admin(headers, admin):
-        return Caller(operator=True)
-    if token is not None and "." in token:
-        return Caller(client=_holder("client", "subscribe", headers, store.get_client))
-    auth.require_admin(headers, admin)
-    return Caller(operator=True)
+    if token is not None and "." in token and not token.startswith(OPERATOR_PREFIX):
+        if not (settings.admin_token and auth.presents(headers, settings.admin_token)):
+            return Caller(client=_holder("client", "subscribe", headers, store.get_client))
+    return _operator(headers, settings, store, "viewer")
 
 
 def _enrolling(headers: Mapping[str, str], settings: Settings) -> Caller:

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flcore.actions import devices, jobs, predict, protocol, secure, transfer
+from flcore.actions import devices, jobs, operators, predict, protocol, secure, transfer
 from flcore.actions.request import Request
 from flcore.edge.callers import Who
 from flcore.engine import lifecycle
@@ -27,6 +27,12 @@ class Route:
     name: str
     action: Action
     who: Who
+    quiet: bool = False  # an operator action kept out of the audit trail (the evaluator's reports)
+
+    @property
+    def audited(self) -> bool:
+        """Whether calls are recorded in the audit trail: operator actions that change something."""
+        return self.who in (Who.OPERATOR, Who.ADMIN) and not self.quiet
 
     @property
     def summary(self) -> str:
@@ -55,8 +61,8 @@ ROUTES: tuple[Route, ...] = (
     Route("start_job", jobs.start_job, Who.OPERATOR),
     Route("stop_job", jobs.stop_job, Who.OPERATOR),
     Route("update_job", jobs.update_job, Who.OPERATOR),
-    Route("list_jobs", jobs.list_jobs, Who.OPERATOR),
-    Route("report", jobs.report, Who.OPERATOR),
+    Route("list_jobs", jobs.list_jobs, Who.VIEWER),
+    Route("report", jobs.report, Who.OPERATOR, quiet=True),
     Route("job_settings", jobs.job_settings, Who.ANYONE),
     # the device registry
     Route("register", devices.register, Who.ENROLLING),
@@ -64,10 +70,16 @@ ROUTES: tuple[Route, ...] = (
     Route("offers", devices.offers, Who.DEVICE),
     Route("join", devices.join, Who.DEVICE),
     Route("leave", devices.leave, Who.CLIENT),
-    Route("devices", devices.devices, Who.OPERATOR),
+    Route("devices", devices.devices, Who.VIEWER),
     Route("disable_device", devices.disable_device, Who.OPERATOR),
     Route("enable_device", devices.enable_device, Who.OPERATOR),
     Route("revoke_device", devices.revoke_device, Who.OPERATOR),
+    # operator accounts and the audit trail
+    Route("create_operator_token", operators.create_operator_token, Who.ADMIN),
+    Route("list_operator_tokens", operators.list_operator_tokens, Who.ADMIN),
+    Route("revoke_operator_token", operators.revoke_operator_token, Who.ADMIN),
+    Route("audit", operators.audit, Who.VIEWER),
+    Route("whoami", operators.whoami, Who.VIEWER),
 )
 BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}
 # what a timer runs (an EventBridge schedule, an OpenWhisk alarm): close the rounds nobody pokes

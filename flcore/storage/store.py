@@ -20,6 +20,7 @@ from flcore.storage.clients import ClientRepository
 from flcore.storage.devices import DeviceRepository
 from flcore.storage.jobs import JobRepository
 from flcore.storage.models import ModelRepository
+from flcore.storage.operators import OperatorRepository
 from flcore.storage.secure import SecureRepository
 from flcore.storage.updates import UpdateRepository
 
@@ -51,10 +52,18 @@ def connect(settings: DatabaseSettings) -> Store:
     return Store(client[settings.db_name])
 
 
-class Store(JobRepository, ClientRepository, DeviceRepository, UpdateRepository, ModelRepository, SecureRepository):
+class Store(
+    JobRepository,
+    ClientRepository,
+    DeviceRepository,
+    UpdateRepository,
+    ModelRepository,
+    SecureRepository,
+    OperatorRepository,
+):
     """The database as the function uses it: ``jobs`` (:mod:`flcore.storage.jobs`), ``clients``,
-    ``devices``, ``updates``, ``models`` and ``secure``, each collection's reads and writes in its own module,
-    and GridFS ``blobs``."""
+    ``devices``, ``updates``, ``models``, ``secure``, ``operators`` and ``audit``, each collection's
+    reads and writes in its own module, and GridFS ``blobs``."""
 
     _indexed: set[str] = set()
 
@@ -66,6 +75,8 @@ class Store(JobRepository, ClientRepository, DeviceRepository, UpdateRepository,
         self.models = db["models"]
         self.devices = db["devices"]
         self.secure = db["secure"]
+        self.operators = db["operators"]
+        self.audit = db["audit"]
         self.blobs = Blobs(db)
         self.ensure_indexes()
 
@@ -80,5 +91,6 @@ class Store(JobRepository, ClientRepository, DeviceRepository, UpdateRepository,
         self._update_indexes()
         self._model_indexes()
         self._secure_indexes()
+        self._operator_indexes()
         self.blobs.ensure_indexes()
         Store._indexed.add(key)

@@ -168,3 +168,35 @@ def test_an_async_job_shows_versions_staleness_and_throughput(function_url):
     assert [r[0] for r in rows] == ["1", "2"] and rows[1][4] == "0.5/1"  # version 2: one fresh, one stale update
     listed = json.loads(flctl(function_url, "jobs", "list", "--json").stdout)["jobs"]
     assert next(j for j in listed if j["job_id"] == job_id)["mode"] == "async"
+
+
+def test_operator_tokens_with_roles_and_the_audit_trail(function_url):
+    import uuid
+
+    suffix = uuid.uuid4().hex[:6]  # names are never reused, and the stack's database lives for the session
+    ops, viewer = f"ops-{suffix}", f"see-{suffix}"
+    made = json.loads(flctl(function_url, "tokens", "create", ops, "--role", "operator", "--json").stdout)
+    text = flctl(function_url, "tokens", "create", viewer).stdout
+    assert text.startswith(f"operator {viewer} (viewer); its token, shown only now:")
+    see = text.strip().splitlines()[-1]
+    assert flctl(function_url, "whoami", token=made["token"]).stdout.strip() == f"{ops} (operator)"
+
+    created = flctl(function_url, "jobs", "create", "--set", "num_clients=2", "--set", "clients_per_round=2",
+                    "--no-start", "--json",
+                    token=made["token"])  # fmt: skip
+    job_id = json.loads(created.stdout)["job_id"]
+    refused = flctl(function_url, "jobs", "stop", job_id, "--reason", "no", token=see, expect=1)
+    assert f"{viewer} is a viewer: this action needs the operator role or above" in refused.stderr
+    flctl(function_url, "jobs", "stop", job_id, "--reason", "audited", token=made["token"])
+
+    trail = json.loads(flctl(function_url, "audit", "--job", job_id, "--json", token=see).stdout)
+    assert [(e["who"], e["action"], e["status"]) for e in trail] == [(ops, "stop_job", 200), (ops, "create_job", 200)]
+    table_text = flctl(function_url, "audit", "--who", ops, token=see).stdout
+    assert f"{ops} (operator)" in table_text and '{"reason": "audited"}' in table_text
+
+    flctl(function_url, "tokens", "revoke", ops)
+    gone = flctl(function_url, "whoami", token=made["token"], expect=1)
+    assert f"the operator token of {ops} was revoked" in gone.stderr
+    listed = {o["name"]: o for o in json.loads(flctl(function_url, "tokens", "list", "--json").stdout)}
+    assert listed[ops]["revoked_at"] and not listed[viewer]["revoked_at"] and "token_hash" not in listed[ops]
+    assert "admin role" in flctl(function_url, "tokens", "list", token=see, expect=1).stderr
