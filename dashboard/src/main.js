@@ -104,10 +104,13 @@ function renderWho() {
   const who = $("#who");
   who.replaceChildren();
   if (sessionStorage.getItem(TOKEN_KEY)) {
-    who.append("operator token set ", el("button", { class: "small", onclick: () => {
+    const name = el("span", { id: "who-name" }, "operator token set");
+    who.append(name, " ", el("button", { class: "small", onclick: () => {
       sessionStorage.removeItem(TOKEN_KEY);
       renderWho();
     } }, "forget"));
+    // any operator token logs in (root, or a named one with its role): say whose it is
+    call("whoami").then((me) => { name.textContent = `${me.name} (${me.role})`; }).catch(() => {});
     return;
   }
   const input = el("input", { type: "password", placeholder: "operator token", id: "token-input",
@@ -516,6 +519,26 @@ async function devicesView(view, live) {
   return true;
 }
 
+async function auditView(view, live) {
+  const data = await call("audit", { limit: 200 });
+  if (!live()) return false;
+  resetCharts();
+  const on = (e) => e.job_id ? el("a", { href: `#job=${e.job_id}` }, e.job_id) : e.device_id || "–";
+  show(view,
+    el("h2", {}, "Audit trail"),
+    el("p", { class: "muted" }, "Every operator action that changed something, newest first: who, what, when, on " +
+      "which job or device, and how it ended."),
+    data.entries.length === 0 ? el("p", { class: "muted" }, "Nothing recorded yet.") :
+      table([
+        [(e) => new Date(e.at * 1000).toLocaleString(), "when"], [(e) => `${e.who} (${e.role})`, "who"],
+        ["action", "action"], [on, "on"],
+        [(e) => Object.keys(e.detail || {}).length ? JSON.stringify(e.detail) : "", "detail"],
+        [(e) => e.status === 200 ? "ok" : `${e.status}: ${e.error || ""}`, "outcome"],
+      ], data.entries, null, "audit-table"),
+  );
+  return true;
+}
+
 const PRESETS = {
   "MNIST, quick (3 rounds)": { dataset: "mnist", num_clients: 4, clients_per_round: 4, rounds: 3, local_epochs: 1,
     lr: 0.05, max_train_examples: 600 },
@@ -604,7 +627,7 @@ async function route() {
   takeTokenFromFragment();
   const params = new URLSearchParams(location.hash.slice(1));
   const view = $("#view");
-  const name = params.has("job") ? "job" : ["devices", "create"].find((v) => params.has(v)) || "jobs";
+  const name = params.has("job") ? "job" : ["devices", "create", "audit"].find((v) => params.has(v)) || "jobs";
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.id === `nav-${name}`));
   const render = async (first) => {
     if (name === "create" && !first) return;
@@ -613,6 +636,7 @@ async function route() {
     try {
       again = name === "job" ? await jobView(view, live, params.get("job"))
         : name === "devices" ? await devicesView(view, live)
+          : name === "audit" ? await auditView(view, live)
           : name === "create" ? await createView(view, live) : await jobsView(view, live);
       if (live()) clearError();
     } catch (err) {

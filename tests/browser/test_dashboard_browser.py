@@ -304,3 +304,23 @@ def test_a_private_job_page_says_the_epsilon_spent_and_that_the_sum_is_all_the_f
     assert "Differential privacy: ε = " in text and "of a budget of 200" in text, text
     assert "Secure aggregation: the function sees only the sum" in text and "round 2, attempt 0, stage keys" in text
     shoot(browser, tmp_path, "10-private-job")
+
+
+def test_a_named_operator_logs_in_and_the_audit_page_says_who_did_what(browser, function_url, tmp_path):
+    import uuid
+
+    from selenium.webdriver.common.by import By
+
+    root = Operator(function_url, ADMIN)
+    name = f"dash-{uuid.uuid4().hex[:6]}"
+    token = root.call("create_operator_token", {"name": name, "role": "operator"})["token"]
+    mine = Operator(function_url, token)
+    job_id = mine.call("create_job", {"name": "audited", "num_clients": 2, "clients_per_round": 2})["job_id"]
+    mine.call("stop_job", {"job_id": job_id, "reason": "seen in the audit"})
+    browser.get(f"{function_url}/dashboard#token={token}&audit")
+    wait(browser, "who is logged in", lambda: browser.find_element(By.ID, "who-name").text == f"{name} (operator)")
+    wait(browser, "the audit trail", lambda: browser.find_element(By.ID, "audit-table"))
+    rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#audit-table tbody tr")]
+    assert any(f"{name} (operator)" in r and "stop_job" in r and "seen in the audit" in r for r in rows), rows[:5]
+    assert any(f"{name} (operator)" in r and "create_job" in r and job_id in r for r in rows)
+    shoot(browser, tmp_path, "11-audit")
