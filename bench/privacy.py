@@ -223,7 +223,7 @@ def dp_run(stack: LocalStack, noise: float | None) -> dict:
     from fllocal import data, models
 
     torch.set_num_threads(1)
-    fn = InProcess(stack, f"privacy_dp_{noise}")
+    fn = InProcess(stack, f"privacy_dp_{noise}".replace(".", "_"))
     body = {"num_clients": 1000, "clients_per_round": 100, "rounds": DP_ROUNDS, "model": LOGISTIC, "lr": 0.1,
             "batch_size": 10, "local_epochs": 1, "momentum": 0.0,
             "client_timeout_s": 86400}  # the clients not picked do not poll here: none counts as silent  # fmt: skip
