@@ -42,6 +42,8 @@ EXAMPLES = """examples:
   flctl devices list
   flctl devices disable d-1a2b3c4d5e6f
   flctl results job-1a2b3c4d5e6f --out results/first
+  flctl jobs clone job-1a2b3c4d5e6f --set rounds=20 --name longer
+  flctl jobs delete job-1a2b3c4d5e6f --keep-model
   flctl tokens create ana --role operator
   flctl audit --job job-1a2b3c4d5e6f
   flctl --token o-1a2b3c4d5e6f.SECRET whoami
@@ -77,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     top = p.add_subparsers(dest="area", required=True, metavar="{jobs,devices,tokens,audit,whoami,results}")
 
-    jobs = top.add_parser("jobs", help="create, list, show, watch, start, stop and update jobs")
+    jobs = top.add_parser("jobs", help="create, list, show, watch, start, stop, update, clone, delete and archive jobs")
     cmd = jobs.add_subparsers(dest="command", required=True)
     create = cmd.add_parser("create", parents=[common], help="create a job from a file and/or --set settings")
     create.add_argument("-f", "--file", help="job definition: JSON, or YAML (.yaml/.yml)")
@@ -98,6 +100,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     lst.add_argument("--tag")
     lst.add_argument("--limit", type=int, default=20)
     lst.add_argument("--all", action="store_true", help="every page, not only the first")
+    lst.add_argument("--archived", action="store_true", help="only archived jobs (hidden by default)")
+    clone = cmd.add_parser("clone", parents=[common], help="a new job from another's settings, with overrides")
+    clone.add_argument("job_id")
+    clone.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting to override")
+    clone.add_argument("--name")
+    clone.add_argument("--no-start", action="store_true", help="create it as 'created'")
+    delete = cmd.add_parser("delete", parents=[common], help="delete a finished job with its updates and models")
+    delete.add_argument("job_id")
+    delete.add_argument("--keep-model", action="store_true", help="keep the final model (the job stays, archived)")
+    for name, text in (("archive", "hide a finished job from jobs list"), ("unarchive", "list it again")):
+        cmd.add_parser(name, parents=[common], help=text).add_argument("job_id")
     for name, text in (
         ("show", "a job and its rounds as a table"),
         ("watch", "follow a job until it ends"),
@@ -310,6 +323,7 @@ class Commands:
 
     def jobs_list(self, a: argparse.Namespace) -> int:
         body = {k: v for k, v in (("state", a.state), ("tag", a.tag), ("limit", a.limit)) if v is not None}
+        body["archived"] = a.archived
         jobs, page = [], self.op.call("list_jobs", body)
         jobs += page["jobs"]
         while a.all and page["next"]:
@@ -477,6 +491,33 @@ class Commands:
         self.out(got, f"{a.job_id} round {got['model_round']} on {got['rows']} rows of {a.file}: {text}")
         return 0
 
+    def jobs_clone(self, a: argparse.Namespace) -> int:
+        body = {"job_id": a.job_id, "set": settings_from(a.set), "start": not a.no_start}
+        if a.name:
+            body["name"] = a.name
+        made = self.op.call("clone_job", body)
+        self.out(made, f"{made['job_id']} {made['state']} (a clone of {made['cloned_from']})")
+        return 0
+
+    def jobs_delete(self, a: argparse.Namespace) -> int:
+        gone = self.op.call("delete_job", {"job_id": a.job_id, "keep_model": a.keep_model})
+        counts = ", ".join(f"{n} {k}" for k, n in gone["deleted"].items())
+        kept = (
+            f"; kept the model of round {gone['kept_model_round']} (the job stays, archived)"
+            if gone["kept_model_round"] is not None
+            else ""
+        )
+        self.out(gone, f"{a.job_id} deleted: {counts}{kept}")
+        return 0
+
+    def jobs_archive(self, a: argparse.Namespace) -> int:
+        self.out(self.op.call("archive_job", {"job_id": a.job_id}), f"{a.job_id} archived (jobs list --archived)")
+        return 0
+
+    def jobs_unarchive(self, a: argparse.Namespace) -> int:
+        self.out(self.op.call("archive_job", {"job_id": a.job_id, "archived": False}), f"{a.job_id} listed again")
+        return 0
+
     def jobs_update(self, a: argparse.Namespace) -> int:
         reply = self.op.call("update_job", {"job_id": a.job_id, "set": settings_from(a.set)})
         self.out(reply, f"{reply['job_id']}: from round {reply['from_round']}: {json.dumps(reply['set'])}")
@@ -527,8 +568,7 @@ class Commands:
     def audit(self, a: argparse.Namespace) -> int:
         body = {"limit": a.limit, "job_id": a.job, "device_id": a.device, "who": a.who}
         entries = self.op.call("audit", {k: v for k, v in body.items() if v is not None})["entries"]
-        cols = [("at", "WHEN"), ("who", "WHO"), ("action", "ACTION"), ("on", "ON"), ("detail", "DETAIL"),
-                ("status", "OUTCOME")]  # fmt: skip
+        cols = [("at", "WHEN"), ("who", "WHO"), ("action", "ACTION"), ("on", "ON"), ("detail", "DETAIL")]
         self.out(entries, table(audit_rows(entries), cols) if entries else "nothing recorded yet")
         return 0
 
@@ -648,7 +688,6 @@ def audit_rows(entries: list[dict]) -> list[dict]:
             "action": e["action"],
             "on": e.get("job_id") or e.get("device_id") or "",
             "detail": json.dumps(e["detail"]) if e.get("detail") else "",
-            "status": "ok" if e["status"] == 200 else f"{e['status']}: {e.get('error', '')}"[:80],
         }
         for e in entries
     ]

@@ -526,14 +526,13 @@ async function auditView(view, live) {
   const on = (e) => e.job_id ? el("a", { href: `#job=${e.job_id}` }, e.job_id) : e.device_id || "–";
   show(view,
     el("h2", {}, "Audit trail"),
-    el("p", { class: "muted" }, "Every operator action that changed something, newest first: who, what, when, on " +
-      "which job or device, and how it ended."),
+    el("p", { class: "muted" }, "Every operator action that changed something, newest first: who, what, when, and " +
+      "on which job or device."),
     data.entries.length === 0 ? el("p", { class: "muted" }, "Nothing recorded yet.") :
       table([
         [(e) => new Date(e.at * 1000).toLocaleString(), "when"], [(e) => `${e.who} (${e.role})`, "who"],
         ["action", "action"], [on, "on"],
         [(e) => Object.keys(e.detail || {}).length ? JSON.stringify(e.detail) : "", "detail"],
-        [(e) => e.status === 200 ? "ok" : `${e.status}: ${e.error || ""}`, "outcome"],
       ], data.entries, null, "audit-table"),
   );
   return true;

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import replace
 
 from flcore.actions.request import MAX_ROUND, Request
 from flcore.domain import filters
-from flcore.domain.config import SETTINGS, parse_changes, parse_config, strategy_settings
+from flcore.domain.config import DERIVED, SETTINGS, parse_changes, parse_config, strategy_settings
 from flcore.domain.job import Job
 from flcore.domain.metrics import metrics_of
 from flcore.engine import rules
@@ -69,6 +70,69 @@ def create_job(req: Request) -> dict:
         }
     )
     return {"job_id": job_id, "state": state, "config": cfg.to_dict()}
+
+
+CLONED = ("name", "tags", "criteria", "rules", "priority", "public_predict")  # what a clone takes beside settings
+
+
+def clone_job(req: Request) -> dict:
+    """A new job from another's settings (with every change it made since) and its name, tags, criteria
+    and rules; ``set`` overrides settings, ``name`` the name, ``start: false`` keeps it ``created``."""
+    source = Job.load(req.store, req.job_id())
+    overrides = req.body.get("set") or {}
+    if not isinstance(overrides, dict):
+        raise Invalid('set must be an object of settings to override, e.g. {"rounds": 20}')
+    settings = source.config.to_dict()
+    if settings.get("data"):  # what the statistics step derived is made again for the new job
+        settings["data"] = {k: v for k, v in settings["data"].items() if k not in DERIVED}
+    if (settings.get("dp") or {}).get("on_target") == "derive":  # noise derived again for the new rounds
+        settings["dp"] = {k: v for k, v in settings["dp"].items() if k != "noise_multiplier"}
+    body = {
+        **settings,
+        **{k: source.doc[k] for k in CLONED if source.doc.get(k) is not None},
+        **overrides,
+        **{k: req.body[k] for k in ("name", "start") if k in req.body},
+    }
+    made = create_job(replace(req, body=body))
+    req.store.set_job_fields(made["job_id"], {"cloned_from": source.id})
+    return {**made, "cloned_from": source.id}
+
+
+def delete_job(req: Request) -> dict:
+    """Delete a finished (done or stopped) job with its updates, clients and models; ``keep_model: true``
+    keeps its final model and its document (archived), so it still answers ``get_model`` and ``predict``."""
+    keep = req.body.get("keep_model", False)
+    if not isinstance(keep, bool):
+        raise Invalid("keep_model must be true or false")
+    job = Job.load(req.store, req.job_id())
+    if not job.finished:
+        raise Conflict(f"job {job.id} is {job.state}: stop it first (only a done or stopped job can be deleted)")
+    final = job.doc.get("model_round")
+    kept = (final, job.model_owner(final)) if keep and final is not None else None
+    store = req.store
+    if not keep and not store.delete_job_doc(job.id):
+        raise Conflict(f"job {job.id} changed while being deleted; try again")
+    counts = {
+        "updates": store.drop_job_updates(job.id),
+        "clients": store.drop_job_clients(job.id),
+        "models": store.drop_job_models(job.id, keep=kept),
+    }
+    store.drop_messages(job.id)
+    store.blobs.drop_stale_uploads(job.id, float("inf"))
+    if keep:
+        store.archive_job(job.id, True, clock.now())
+    return {"job_id": job.id, "deleted": counts, "kept_model_round": kept[0] if kept else None}
+
+
+def archive_job(req: Request) -> dict:
+    """Hide a finished job from the default job list (``archived: false`` shows it again)."""
+    archived = req.body.get("archived", True)
+    if not isinstance(archived, bool):
+        raise Invalid("archived must be true or false")
+    job = Job.load(req.store, req.job_id())
+    if req.store.archive_job(job.id, archived, clock.now()) is None:
+        raise Conflict(f"job {job.id} is {job.state}: only a done or stopped job can be archived")
+    return {"job_id": job.id, "archived": archived}
 
 
 def start_training(req: Request) -> dict:
@@ -158,6 +222,11 @@ def list_jobs(req: Request) -> dict:
     if body.get("tag") is not None:
         query["tags"] = rules.text(body["tag"], "tag", 40)
     limit = req.integer("limit", 1, MAX_PAGE, required=False) or 20
+    archived = body.get("archived", False)  # false: hide archived jobs; true: only those; "all": both
+    if archived not in (True, False, "all"):
+        raise Invalid('archived must be true, false or "all"')
+    if archived != "all":
+        query["archived_at"] = {"$exists": archived}
     if body.get("after") is not None:
         created, job_id = _cursor(body["after"])
         query["$or"] = [{"created_at": {"$lt": created}}, {"created_at": created, "_id": {"$lt": job_id}}]
@@ -196,6 +265,8 @@ def _summary(req: Request, job: Job) -> dict:
         "created_at": doc["created_at"],
         "finished_at": doc.get("finished_at"),
         "stopped_because": doc.get("stopped_because"),
+        "archived": "archived_at" in doc,
+        "cloned_from": doc.get("cloned_from"),
     }
 
 

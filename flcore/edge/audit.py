@@ -1,9 +1,9 @@
-"""The audit trail: every operator action that changes something, attributed to who did it.
+"""The audit trail: every operator action that changed something, attributed to who did it.
 
-The edge records it after the action ran (or refused), so no action has to remember to; what is kept
-is who (the operator's name and role), what (the action, and the fields that say what it changed:
-never a token), when, on which job or device, and how it ended (200, or the refusal's status and text).
-Reading actions are not recorded.
+The edge records it after the action ran, so no action has to remember to; what is kept is who (the
+operator's name and role), what (the action, and the fields that say what it changed: never a token),
+when, and on which job or device. Reading actions are not recorded, nor refusals: a refused request
+changes nothing, the trail included.
 """
 
 from __future__ import annotations
@@ -22,22 +22,17 @@ DETAIL = ("set", "reason", "name", "role", "start", "keep_model", "state", "labe
 MAX_TEXT = 300
 
 
-def record(
-    store: Store, action: str, caller: Caller, body: dict, reply: dict | None, status: int, error: str = ""
-) -> None:
+def record(store: Store, action: str, caller: Caller, body: dict, reply: dict) -> None:
     """Add one entry; a failure to write it is logged, never turned into a failed request."""
     entry = {
         "at": clock.now(),
         "who": caller.name,
         "role": caller.role,
         "action": action,
-        "status": status,
-        "job_id": body.get("job_id") or (reply or {}).get("job_id"),
+        "job_id": body.get("job_id") or reply.get("job_id"),
         "device_id": body.get("device_id"),
         "detail": {k: _short(body[k]) for k in DETAIL if k in body},
     }
-    if error:
-        entry["error"] = error[:MAX_TEXT]
     try:
         store.record(entry)
     except PyMongoError as exc:

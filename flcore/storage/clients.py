@@ -87,6 +87,10 @@ class ClientRepository:
     def touch_client(self, client_id: str, now: float) -> None:
         self.clients.update_one({"_id": client_id}, {"$set": {"last_seen": now}})
 
+    def drop_job_clients(self, job_id: str) -> int:
+        """Delete a job's clients (their tokens stop working); how many."""
+        return self.clients.delete_many({"job_id": job_id}).deleted_count
+
     def count_clients(self, job_id: str, taking_part: bool = False) -> int:
         """Clients that subscribed to the job (``taking_part``: less those that left)."""
         query: dict = {"job_id": job_id, "left": {"$ne": True}} if taking_part else {"job_id": job_id}

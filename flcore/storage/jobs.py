@@ -179,6 +179,19 @@ class JobRepository:
             {"$set": {"picked": picked, "deadline": deadline, "attempt": attempt}},
         )
 
+    def archive_job(self, job_id: str, archived: bool, now: float) -> dict | None:
+        """Hide a finished job from the default list (or show it again); None if it is not finished."""
+        change = {"$set": {"archived_at": now}} if archived else {"$unset": {"archived_at": ""}}
+        return self._move(job_id, {"state": {"$in": list(FINISHED)}}, change)
+
+    def set_job_fields(self, job_id: str, fields: dict) -> None:
+        """Annotate a job (what it was cloned from); not a state change."""
+        self.jobs.update_one({"_id": job_id}, {"$set": fields})
+
+    def delete_job_doc(self, job_id: str) -> bool:
+        """Remove a finished job's document; False if it is not (or no longer) finished."""
+        return self.jobs.delete_one({"_id": job_id, "state": {"$in": list(FINISHED)}}).deleted_count == 1
+
     def move_secure(self, job_id: str, rnd: int, expect: dict, update: dict) -> dict | None:
         """A secure round's protocol moves on (see flcore.engine.secure); None if it moved meanwhile."""
         return self._move(job_id, {"state": "running", "round": rnd, **expect}, update)

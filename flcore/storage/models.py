@@ -76,6 +76,15 @@ class ModelRepository:
         """Remove what aggregators that lost the round wrote (best effort: nobody reads them)."""
         self._drop_models({"job_id": job_id, "round": rnd, "owner": {"$ne": owner}})
 
+    def drop_job_models(self, job_id: str, keep: tuple[int, str] | None = None) -> int:
+        """Delete a job's models and their blobs, all but ``keep`` (round, owner) if given; how many."""
+        query: dict = {"job_id": job_id}
+        if keep is not None:
+            query["$nor"] = [{"round": keep[0], "owner": keep[1]}]
+        count = self.models.count_documents(query)
+        self._drop_models(query)
+        return count
+
     def _drop_models(self, query: dict) -> None:
         for doc in self.models.find(query):
             self.blobs.delete(_blob_ids(doc))

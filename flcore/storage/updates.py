@@ -72,6 +72,13 @@ class UpdateRepository:
         cursor = self.updates.find({"job_id": job_id, "counted": None}).sort("received_at", ASCENDING)
         return list(cursor.limit(limit))
 
+    def drop_job_updates(self, job_id: str) -> int:
+        """Delete every update of a job with its bytes; how many."""
+        docs = list(self.updates.find({"job_id": job_id}, {"blob": True}))
+        self.updates.delete_many({"job_id": job_id})
+        self.blobs.delete([d["blob"] for d in docs])
+        return len(docs)
+
     def drop_round_updates(self, job_id: str, rnd: int) -> None:
         """Delete a round's updates and their bytes (a secure round's failed attempt: its masks are void)."""
         docs = list(self.updates.find({"job_id": job_id, "round": rnd}, {"blob": True}))
