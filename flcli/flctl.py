@@ -41,6 +41,7 @@ EXAMPLES = """examples:
   flctl jobs evaluate job-1a2b3c4d5e6f test.csv --report
   flctl devices list
   flctl devices disable d-1a2b3c4d5e6f
+  flctl devices label d-1a2b3c4d5e6f --name "pi in the lab" --label site=lab
   flctl results job-1a2b3c4d5e6f --out results/first
   flctl jobs clone job-1a2b3c4d5e6f --set rounds=20 --name longer
   flctl jobs delete job-1a2b3c4d5e6f --keep-model
@@ -144,6 +145,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ("revoke", "make a device's tokens stop working at once (it leaves its jobs)"),
     ):
         dcmd.add_parser(name, parents=[common], help=text).add_argument("device_id")
+    label = dcmd.add_parser("label", parents=[common], help="name a device and set the operator's labels on it")
+    label.add_argument("device_id")
+    label.add_argument("--name", help="a name people know it by ('' clears it)")
+    label.add_argument("--label", action="append", default=None, metavar="KEY=VALUE",
+                       help="an operator label (criteria: labels.KEY); these replace the last ones")  # fmt: skip
 
     tokens = top.add_parser("tokens", help="named operator tokens with a role (admin only)")
     tcmd = tokens.add_subparsers(dest="command", required=True)
@@ -577,16 +583,34 @@ class Commands:
         self.out(me, f"{me['name']} ({me['role']})")
         return 0
 
+    def devices_label(self, a: argparse.Namespace) -> int:
+        body: dict = {"device_id": a.device_id}
+        if a.name is not None:
+            body["name"] = a.name or None
+        if a.label is not None:
+            pairs = [item.partition("=") for item in a.label]
+            if any(not sep or not key for key, sep, _ in pairs):
+                raise UsageError("--label takes KEY=VALUE")
+            body["labels"] = {key: value for key, _, value in pairs}
+        if len(body) == 1:
+            raise UsageError("devices label needs --name and/or --label")
+        d = self.op.call("label_device", body)
+        labels = ", ".join(f"{k}={v}" for k, v in d["labels"].items()) or "none"
+        self.out(d, f"{d['device_id']}: name {d['name'] or '(none)'}; operator labels {labels}")
+        return 0
+
     def devices_list(self, a: argparse.Namespace) -> int:
         reply = self.op.call("devices", {"job_id": a.job} if a.job else {})
         rows = [
             {
                 "device_id": d["device_id"],
+                "name": d.get("name"),
                 "platform": d["info"].get("platform"),
                 "cpus": d["info"].get("cpus"),
                 "memory": d["info"].get("memory_mb"),
                 "datasets": sorted(d["info"].get("datasets", {})),
-                "labels": [f"{k}={v}" for k, v in d["info"].get("labels", {}).items()],
+                # the operator's labels, then the device's own (info.labels)
+                "labels": [f"{k}={v}" for k, v in {**d["info"].get("labels", {}), **d.get("labels", {})}.items()],
                 **d["stats"],
                 "seen": _ago(d["stats"].get("last_seen")),
                 **_in_job(d.get("in_job")),
@@ -613,6 +637,7 @@ class Commands:
                 rows,
                 [
                     ("device_id", "DEVICE"),
+                    ("name", "NAME"),
                     ("platform", "PLATFORM"),
                     ("cpus", "CPUS"),
                     ("memory", "MEMORY MB"),

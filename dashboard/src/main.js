@@ -507,9 +507,12 @@ async function devicesView(view, live) {
     el("h2", {}, "Devices"),
     data.devices.length === 0 ? el("p", { class: "muted" }, "No device has registered yet.") :
       table([
-        ["device_id", "device"], [(d) => d.info.platform || "–", "platform"], [(d) => d.info.cpus ?? "–", "cpus"],
+        ["device_id", "device"], [(d) => d.name || "–", "name"],
+        [(d) => d.info.platform || "–", "platform"], [(d) => d.info.cpus ?? "–", "cpus"],
         [(d) => d.info.memory_mb ?? "–", "memory MB"], [(d) => Object.keys(d.info.datasets || {}).join(", "), "data"],
-        [(d) => Object.entries(d.info.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "–", "labels"],
+        // the operator's labels (criteria: labels.<key>) over the device's own (info.labels)
+        [(d) => Object.entries({ ...(d.info.labels || {}), ...(d.labels || {}) }).map(([k, v]) => `${k}=${v}`)
+          .join(", ") || "–", "labels"],
         [(d) => d.stats.jobs_joined, "jobs"], [(d) => d.stats.rounds_trained, "rounds"],
         [(d) => d.stats.deadlines_missed, "missed"], [(d) => d.stats.failures_reported, "failed"],
         [(d) => num(d.stats.mean_train_seconds, 1), "train s"], [(d) => num(d.stats.contribution, 2), "contribution"],

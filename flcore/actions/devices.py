@@ -6,7 +6,7 @@ import secrets
 
 from flcore.actions.request import Request
 from flcore.domain import data, filters, tokens
-from flcore.domain.devices import holds_dataset, new_stats, parse_info, view
+from flcore.domain.devices import holds_dataset, new_stats, parse_info, parse_labels, parse_name, view
 from flcore.domain.job import Job
 from flcore.engine.enrolment import enrol, reissue
 from flcore.engine.retraining import on_data_change
@@ -221,6 +221,21 @@ def _set_disabled(req: Request, disabled: bool) -> dict:
     device = _named_device(req)
     req.store.update_device(device["_id"], {"disabled": disabled})
     return {"device_id": device["_id"], "disabled": disabled}
+
+
+def label_device(req: Request) -> dict:
+    """An operator's name and labels for a device, beside what it reports itself: ``labels`` replaces the
+    operator's labels (criteria read them as ``labels.<key>``), ``name`` (null clears it) shows in lists."""
+    device = _named_device(req)
+    fields: dict = {}
+    if "name" in req.body:
+        fields["name"] = parse_name(req.body["name"])
+    if "labels" in req.body:
+        fields["labels"] = parse_labels(req.body["labels"], "labels")
+    if not fields:
+        raise Invalid("label_device sets name and/or labels")
+    req.store.update_device(device["_id"], fields)
+    return view({**device, **fields})
 
 
 def revoke_device(req: Request) -> dict:

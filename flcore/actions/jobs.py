@@ -24,7 +24,7 @@ from flcore.storage.jobs import STATES
 
 # what create_job takes beside the job's settings
 JOB_FIELDS = ("weights", "name", "tags", "criteria", "rules", "priority", "start", "public_predict")
-CRITERIA_FIELDS = ("info.", "stats.")
+CRITERIA_FIELDS = ("info.", "stats.", "labels.", "name")
 MAX_TAGS = 20
 MAX_PAGE = 100
 UPDATE_TRIES = 10

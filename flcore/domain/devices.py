@@ -57,12 +57,26 @@ def parse_info(raw: object) -> dict:
             for k, v in _entries(raw["datasets"], "info.datasets").items()
         }
     if "labels" in raw:
-        labels = _entries(raw["labels"], "info.labels")
-        for key, value in labels.items():
-            if not isinstance(value, str) or len(value) > 128:
-                raise Invalid(f"info.labels.{key} must be text of at most 128 characters")
-        info["labels"] = labels
+        info["labels"] = parse_labels(raw["labels"], "info.labels")
     return info
+
+
+def parse_labels(raw: object, where: str) -> dict[str, str]:
+    """Labels (name -> text of at most 128 characters), as a device reports them or an operator sets them."""
+    labels = _entries(raw, where)
+    for key, value in labels.items():
+        if not isinstance(value, str) or len(value) > 128:
+            raise Invalid(f"{where}.{key} must be text of at most 128 characters")
+    return labels
+
+
+def parse_name(raw: object) -> str | None:
+    """An operator's name for a device: text of 1 to 64 characters, or null to clear it."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not 0 < len(raw.strip()) <= 64:
+        raise Invalid("name must be text of 1 to 64 characters (null clears it)")
+    return raw.strip()
 
 
 def _declared(raw: dict, where: str) -> dict:
@@ -134,6 +148,8 @@ def view(doc: dict) -> dict:
     }
     return {
         "device_id": doc["_id"],
+        "name": doc.get("name"),  # set by an operator (label_device), not by the device
+        "labels": doc.get("labels", {}),  # the operator's labels; the device's own are info.labels
         "info": doc.get("info", {}),
         "stats": stats,
         "registered_at": doc.get("registered_at"),

@@ -77,6 +77,7 @@ ROUTES: tuple[Route, ...] = (
     Route("disable_device", devices.disable_device, Who.OPERATOR),
     Route("enable_device", devices.enable_device, Who.OPERATOR),
     Route("revoke_device", devices.revoke_device, Who.OPERATOR),
+    Route("label_device", devices.label_device, Who.OPERATOR),
     # operator accounts and the audit trail
     Route("create_operator_token", operators.create_operator_token, Who.ADMIN),
     Route("list_operator_tokens", operators.list_operator_tokens, Who.ADMIN),

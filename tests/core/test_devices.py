@@ -243,3 +243,28 @@ def test_a_disabled_device_is_not_offered_nor_picked_and_a_revoked_one_is_shut_o
     assert call("poll", token=third["token"], expect=401)["error"] == "invalid client token"
     assert "no device" in call("revoke_device", {"device_id": "d-000000000000"}, expect=404)["error"]
     assert "device_id must name" in call("disable_device", {"device_id": 7}, expect=400)["error"]
+
+
+def test_an_operator_names_and_labels_devices_and_criteria_read_the_labels(store, raw_db):
+    devs = [register(KIND_A) for _ in range(2)]
+    named = call("label_device", {"device_id": devs[0]["device_id"], "name": "pi in the lab",
+                                  "labels": {"site": "lab"}})  # fmt: skip
+    assert named["name"] == "pi in the lab" and named["labels"] == {"site": "lab"}
+    listed = {d["device_id"]: d for d in call("devices", {})["devices"]}
+    assert listed[devs[0]["device_id"]]["labels"] == {"site": "lab"} and listed[devs[1]["device_id"]]["name"] is None
+    job_id = create(num_clients=1, clients_per_round=1, criteria={"labels.site": "lab"})["job_id"]
+    assert job_id in offered(devs[0]) and job_id not in offered(devs[1])
+    # the device's own report (info) does not touch what the operator set
+    call("update_device", {"info": {"labels": {"site": "elsewhere"}}}, token=devs[0]["token"])
+    mine = next(d for d in call("devices", {})["devices"] if d["device_id"] == devs[0]["device_id"])
+    assert mine["labels"] == {"site": "lab"} and mine["info"]["labels"] == {"site": "elsewhere"}
+    before = snapshot(raw_db)
+    bad = {"device_id": devs[1]["device_id"], "labels": {"a.b": "x"}}
+    assert call("label_device", bad, expect=400)
+    assert (
+        "name must be text"
+        in call("label_device", {"device_id": devs[1]["device_id"], "name": ""}, expect=400)["error"]
+    )
+    assert snapshot(raw_db) == before
+    call("label_device", {"device_id": devs[0]["device_id"], "name": None})
+    assert next(d for d in call("devices", {})["devices"] if d["device_id"] == devs[0]["device_id"])["name"] is None

@@ -92,6 +92,14 @@ def test_devices_list_shows_registered_devices(function_url):
     joined = op.transport.call("join", {"job_id": job_id}, token=dev["token"])
     text = flctl(function_url, "devices", "list", "--job", job_id).stdout
     assert "ROUNDS COUNTED" in text and joined["client_id"] in text and "CONTRIB." not in text
+    # named and labelled by the operator: shown, and read by criteria
+    said = flctl(
+        function_url, "devices", "label", dev["device_id"], "--name", "riscv board", "--label", "site=lab"
+    ).stdout
+    assert said.strip() == f"{dev['device_id']}: name riscv board; operator labels site=lab"
+    row = next(line for line in flctl(function_url, "devices", "list").stdout.splitlines() if dev["device_id"] in line)
+    assert "riscv board" in row and "site=lab" in row
+    assert "needs --name and/or --label" in flctl(function_url, "devices", "label", dev["device_id"], expect=2).stderr
     # disabled, enabled, revoked: through the command
     assert "disabled" in flctl(function_url, "devices", "disable", dev["device_id"]).stdout
     assert json.loads(flctl(function_url, "devices", "list", "--json").stdout)["devices"]
