@@ -26,6 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from clients import control, files, memory, trainer, transfer
 from clients.calls import CallLog
 from clients.device import Device, fails_in
+from clients.logbook import Logbook
 from clients.secure import SecureClient, Trained
 from clients.settings import ClientSettings
 from clients.slots import TrainerSlots
@@ -105,6 +106,7 @@ class FederatedClient:
         self._scheduler: BackgroundScheduler | None = None
         self.calls = CallLog()
         self.secure = SecureClient(self._call, lambda: self.identity["client_id"])
+        self.logbook = Logbook()  # what goes to the operator with the next poll (flctl logs)
 
     # identity -----------------------------------------------------------
     def _load_identity(self) -> dict | None:
@@ -147,9 +149,11 @@ class FederatedClient:
         self._check_data()
         if self.identity is None:
             return self._find_job()
+        lines = self.logbook.take()
         try:
-            reply = self._call("poll")
+            reply = self._call("poll", {"log": lines} if lines else None)
         except FunctionError as exc:
+            self.logbook.give_back(lines)
             if exc.status in (401, 403, 404):  # our job or identity is gone: start afresh
                 log.warning("%s: identity refused (%s); joining again", self.name, exc)
                 self._save_identity(None)
@@ -253,6 +257,7 @@ class FederatedClient:
     def _leave(self, reason: str) -> None:
         """Tell the function this job cannot be done here, and free the client for the next offer."""
         log.warning("%s: leaving job %s: %s", self.name, self.identity["job_id"], reason)
+        self.logbook.add("error", f"leaving the job: {reason}", self.info.get("round"))
         try:
             self._call("leave", {"reason": reason[:200]})
         finally:
@@ -414,6 +419,7 @@ class FederatedClient:
             trained = Trained(reply["job_id"], rnd, update, len(xt), metrics, private.get("dp_unclipped", True), noise)
             self.secure.keep(trained)
             self.info["last"] = {"round": rnd, **metrics, "accepted": None, "note": "secure: masked in stages"}
+            self._round_line(rnd, metrics, fit, "; sent masked, in stages")
             return self.secure.advertise(reply["job_id"], rnd, reply["secure"]["attempt"])
         residual = self._residual if cfg.get("error_feedback") else None
         tensors = encodings.encode(update, encoding, base, residual)
@@ -433,20 +439,23 @@ class FederatedClient:
         if scaffold:
             scaffold.commit()
         self.info["last"] = {"round": rnd, **metrics, "accepted": result.get("accepted")}
-        log.info(
-            "%s: round %d trained in %.1fs, loss %.4f, eval %s of received model %.4f",
-            self.name,
-            rnd,
-            metrics["train_seconds"],
-            fit["train_loss"],
-            *(
-                ("accuracy", metrics["eval_accuracy"])
-                if "eval_accuracy" in metrics
-                else ("loss", metrics.get("eval_loss", math.nan))
-            ),
-        )
+        self._round_line(rnd, metrics, fit)
         memory.release()  # the round's peak need not stay with this client while it waits
         return float(result.get("retry_after") or 0.0)
+
+    def _round_line(self, rnd: int, metrics: dict, fit: dict, note: str = "") -> None:
+        """One line per round, in the client's log and to the operator (flctl logs)."""
+        evaluated = (
+            f"accuracy {metrics['eval_accuracy']:.4f}"
+            if "eval_accuracy" in metrics
+            else f"loss {metrics.get('eval_loss', math.nan):.4f}"
+        )
+        line = (
+            f"round {rnd} trained in {metrics['train_seconds']:.1f}s, loss {fit['train_loss']:.4f}, "
+            f"eval {evaluated} of received model{note}"
+        )
+        log.info("%s: %s", self.name, line)
+        self.logbook.add("info", line, rnd)
 
     def _train_local(self, task: TabularTask, cfg: dict, hp: dict, encoding: dict, rows: tuple, seed: int) -> dict:
         """Evaluate, then train one round further, the model this device learns from its own rows alone:
@@ -512,6 +521,7 @@ class FederatedClient:
             self.info["last_error"] = f"{type(exc).__name__}: {exc}"[:300]
             delay = min(MAX_BACKOFF_S, 0.5 * 2**self._failures)
             log.warning("%s: %s; retrying in %.1fs", self.name, self.info["last_error"], delay)
+            self.logbook.add("error", f"{self.info['last_error']}; retrying in {delay:.1f}s", self.info.get("round"))
         # +-20 % jitter keeps a fleet of clients from calling the function in lockstep
         self._next_due = time.monotonic() + delay * random.uniform(0.8, 1.2)
 

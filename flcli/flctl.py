@@ -45,6 +45,8 @@ EXAMPLES = """examples:
   flctl results job-1a2b3c4d5e6f --out results/first
   flctl jobs clone job-1a2b3c4d5e6f --set rounds=20 --name longer
   flctl jobs delete job-1a2b3c4d5e6f --keep-model
+  flctl logs job-1a2b3c4d5e6f --follow
+  flctl errors job-1a2b3c4d5e6f
   flctl tokens create ana --role operator
   flctl audit --job job-1a2b3c4d5e6f
   flctl --token o-1a2b3c4d5e6f.SECRET whoami
@@ -78,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_common(defaults=True)],
     )
-    top = p.add_subparsers(dest="area", required=True, metavar="{jobs,devices,tokens,audit,whoami,results}")
+    top = p.add_subparsers(dest="area", required=True, metavar="{jobs,devices,logs,errors,tokens,audit,whoami,results}")
 
     jobs = top.add_parser("jobs", help="create, list, show, watch, start, stop, update, clone, delete and archive jobs")
     cmd = jobs.add_subparsers(dest="command", required=True)
@@ -166,6 +168,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     audit.add_argument("--who", help="only what this operator did")
     audit.add_argument("--limit", type=int, default=50)
     top.add_parser("whoami", parents=[common], help="the operator this token belongs to, and its role")
+    for name, text in (("logs", "what a job's devices said: warnings, errors, a line a round"),
+                       ("errors", "a job's devices' warnings and errors")):  # fmt: skip
+        said = top.add_parser(name, parents=[common], help=text)
+        said.add_argument("job_id")
+        said.add_argument("--device", help="only this device's lines")
+        said.add_argument("--limit", type=int, default=100, help="the last this many lines")
+        said.add_argument("--follow", action="store_true", help="keep printing new lines until the job ends")
 
     results = top.add_parser(
         "results", parents=[common], help="download a job's final model, summary.json and accuracy plot"
@@ -578,6 +587,29 @@ class Commands:
         self.out(entries, table(audit_rows(entries), cols) if entries else "nothing recorded yet")
         return 0
 
+    def logs(self, a: argparse.Namespace, levels: list[str] | None = None) -> int:
+        body: dict = {"job_id": a.job_id, "limit": a.limit}
+        if a.device:
+            body["device_id"] = a.device
+        if levels:
+            body["levels"] = levels
+        lines = self.op.call("logs", body)["lines"]
+        self.out(lines, "\n".join(log_line(x) for x in lines) if lines else "no lines yet")
+        last = lines[-1]["at"] if lines else 0.0
+        while a.follow:  # until the job has ended and said nothing more
+            time.sleep(FOLLOW_S)
+            fresh = self.op.call("logs", {**body, "since": last})["lines"]
+            for x in fresh:
+                print(json.dumps(x) if self.as_json else log_line(x), flush=True)
+            if fresh:
+                last = fresh[-1]["at"]
+            elif self.op.status(a.job_id)["state"] in ("done", "stopped"):
+                break
+        return 0
+
+    def errors(self, a: argparse.Namespace) -> int:
+        return self.logs(a, ["warning", "error"])
+
     def whoami(self, a: argparse.Namespace) -> int:
         me = self.op.call("whoami")
         self.out(me, f"{me['name']} ({me['role']})")
@@ -704,6 +736,17 @@ def privacy_lines(st: dict) -> list[str]:
     return lines  # fmt: skip
 
 
+FOLLOW_S = 2.0
+
+
+def log_line(x: dict) -> str:
+    """One device log line as flctl prints it."""
+    when = time.strftime("%H:%M:%S", time.localtime(x["at"]))
+    who = x.get("device_id") or x["client_id"]
+    rnd = f" round {x['round']}" if "round" in x else ""
+    return f"{when} {x['level'].upper():7} {who}{rnd}: {x['text']}"
+
+
 def audit_rows(entries: list[dict]) -> list[dict]:
     """Audit entries as table rows: when, who (role), what, on what, how it ended."""
     return [
@@ -751,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_USAGE
     commands = Commands(Operator(url, a.token or env.get("FL_ADMIN_TOKEN")), a.json)
-    name = a.area if a.area in ("results", "audit", "whoami") else f"{a.area}_{a.command}"
+    name = a.area if a.area in ("results", "audit", "whoami", "logs", "errors") else f"{a.area}_{a.command}"
     try:
         return getattr(commands, name)(a)
     except UsageError as exc:

@@ -392,14 +392,25 @@ function waitText(w) {
   return text;
 }
 
+const LOG_LINES = 40;
+
+// the devices' last lines (warnings, errors, one a round), newest last: flctl logs shows the same
+function logPanel(lines) {
+  if (!lines.length) return el("p", { class: "muted", id: "job-log" }, "Nothing yet.");
+  return el("pre", { id: "job-log", class: "log" }, lines.map((x) =>
+    el("span", { class: `log-${x.level}` }, `${new Date(x.at * 1000).toLocaleTimeString()} ${x.level.toUpperCase()} ` +
+      `${x.device_id || x.client_id}${x.round != null ? ` round ${x.round}` : ""}: ${x.text}\n`)));
+}
+
 async function jobView(view, live, jobId) {
   const st = await call("status", { job_id: jobId });
   const settings = await jobSettings();
+  const said = (await call("logs", { job_id: jobId, limit: LOG_LINES })).lines;
   if (!live()) return false;
   const unfinished = ["created", "waiting", "running"].includes(st.state);
   // re-draw only when something shown changed, keeping what the user is typing or drawing
   const sig = JSON.stringify([st.job_id, st.state, st.round, st.history.length, st.subscribed, st.submitted,
-    st.changes.length, st.model_round]);
+    st.changes.length, st.model_round, said.length ? said[said.length - 1].at : 0]);
   if (view.dataset.sig === sig) return unfinished;
   const kept = [...view.querySelectorAll(".keep")];
   resetCharts();
@@ -470,6 +481,8 @@ async function jobView(view, live, jobId) {
         jchart(isAsync ? "Version duration" : "Round duration",
           [{ label: "seconds", values: h.map((e) => e.seconds) }], { unit: "s" }),
         ...timing()),
+    el("h3", {}, "What the devices said"),
+    logPanel(said),
     el("div", { class: "columns" },
       st.encoding ? el("section", {},
         el("h3", {}, `Predict ${st.encoding.target.name} for a row`),

@@ -1,4 +1,5 @@
-"""Operator accounts: named tokens with a role, revocable, and the audit trail of what operators did.
+"""Operator accounts: named tokens with a role, revocable; the audit trail of what operators did; and
+what the devices said (their log lines).
 
 A token is shown once, when it is created; only a hash of its secret is stored. Names are never
 reused, so the audit trail's ``who`` always means one account.
@@ -10,10 +11,13 @@ import secrets
 
 from flcore.actions.request import MAX_ID_CHARS, Request
 from flcore.domain import roles, tokens
+from flcore.domain.logs import LEVELS
 from flcore.errors import Conflict, Invalid, NotFound
 from flcore.shared import clock
+from flcore.shared.checks import is_number
 
 MAX_AUDIT_LIMIT = 500
+MAX_LOG_LIMIT = 1000
 
 
 def create_operator_token(req: Request) -> dict:
@@ -60,3 +64,28 @@ def audit(req: Request) -> dict:
 def whoami(req: Request) -> dict:
     """Who this operator token belongs to, and its role (what the dashboard shows)."""
     return {"name": req.caller.name, "role": req.caller.role}
+
+
+def logs(req: Request) -> dict:
+    """The lines a job's clients sent (warnings, errors, one a round), oldest first: of one ``device_id`` or
+    ``client_id``, of some ``levels``, after ``since`` (seconds since 1970, for following), the last ``limit``."""
+    job = req.job_id()
+    query: dict = {"job_id": job}
+    for key in ("device_id", "client_id"):
+        value = req.body.get(key)
+        if value is not None:
+            if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS:
+                raise Invalid(f"{key} must be a short string")
+            query[key] = value
+    levels = req.body.get("levels")
+    if levels is not None:
+        if not isinstance(levels, list) or not levels or any(v not in LEVELS for v in levels):
+            raise Invalid(f"levels must be a list of {list(LEVELS)}")
+        query["level"] = {"$in": levels}
+    since = req.body.get("since")
+    if since is not None:
+        if not is_number(since):
+            raise Invalid("since must be a time (seconds since 1970)")
+        query["at"] = {"$gt": float(since)}
+    limit = req.integer("limit", 1, MAX_LOG_LIMIT, required=False) or 200
+    return {"job_id": job, "lines": req.store.log_lines(query, limit)}

@@ -15,6 +15,7 @@ from flcore.domain.data import checked_stats
 from flcore.domain.devices import parse_info
 from flcore.domain.devices import view as device_view
 from flcore.domain.job import Job
+from flcore.domain.logs import KEEP_PER_CLIENT, parse_lines
 from flcore.domain.metrics import metrics_of
 from flcore.engine import enrolment, lifecycle, private, statistics
 from flcore.errors import Conflict, Forbidden, Invalid, NotFound
@@ -58,8 +59,11 @@ def poll(req: Request) -> dict:
     """What the client should do now; also moves the job forward if it is ready."""
     store = req.store
     client = req.client
+    lines = parse_lines(req.body["log"]) if req.body.get("log") else []  # checked before anything is written
     now = clock.now()
     store.touch_client(client["_id"], now)
+    if lines:
+        store.add_log_lines(client["job_id"], client["_id"], client.get("device_id"), lines, KEEP_PER_CLIENT)
     if "info" in req.body and client.get("device_id"):
         req.store.update_device(client["device_id"], {"info": parse_info(req.body["info"]), "last_seen": now})
     job = lifecycle.advance(store, Job.load(store, client["job_id"]), now)

@@ -84,6 +84,7 @@ ROUTES: tuple[Route, ...] = (
     Route("revoke_operator_token", operators.revoke_operator_token, Who.ADMIN),
     Route("audit", operators.audit, Who.VIEWER),
     Route("whoami", operators.whoami, Who.VIEWER),
+    Route("logs", operators.logs, Who.VIEWER),
 )
 BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}
 # what a timer runs (an EventBridge schedule, an OpenWhisk alarm): close the rounds nobody pokes

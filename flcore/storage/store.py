@@ -19,6 +19,7 @@ from flcore.storage.blobs import Blobs
 from flcore.storage.clients import ClientRepository
 from flcore.storage.devices import DeviceRepository
 from flcore.storage.jobs import JobRepository
+from flcore.storage.logs import LogRepository
 from flcore.storage.models import ModelRepository
 from flcore.storage.operators import OperatorRepository
 from flcore.storage.secure import SecureRepository
@@ -60,9 +61,10 @@ class Store(
     ModelRepository,
     SecureRepository,
     OperatorRepository,
+    LogRepository,
 ):
     """The database as the function uses it: ``jobs`` (:mod:`flcore.storage.jobs`), ``clients``,
-    ``devices``, ``updates``, ``models``, ``secure``, ``operators`` and ``audit``, each collection's
+    ``devices``, ``updates``, ``models``, ``secure``, ``operators``, ``audit`` and ``logs``, each collection's
     reads and writes in its own module, and GridFS ``blobs``."""
 
     _indexed: set[str] = set()
@@ -77,6 +79,7 @@ class Store(
         self.secure = db["secure"]
         self.operators = db["operators"]
         self.audit = db["audit"]
+        self.logs = db["logs"]
         self.blobs = Blobs(db)
         self.ensure_indexes()
 
@@ -92,5 +95,6 @@ class Store(
         self._model_indexes()
         self._secure_indexes()
         self._operator_indexes()
+        self._log_indexes()
         self.blobs.ensure_indexes()
         Store._indexed.add(key)

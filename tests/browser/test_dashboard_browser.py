@@ -324,3 +324,28 @@ def test_a_named_operator_logs_in_and_the_audit_page_says_who_did_what(browser, 
     assert any(f"{name} (operator)" in r and "stop_job" in r and "seen in the audit" in r for r in rows), rows[:5]
     assert any(f"{name} (operator)" in r and "create_job" in r and job_id in r for r in rows)
     shoot(browser, tmp_path, "11-audit")
+
+
+def test_a_job_page_shows_what_its_devices_said(browser, function_url, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from clients.transport import make_transport
+
+    fn = make_transport(function_url)
+    job_id = fn.call("create_job", {"name": "talkative", "num_clients": 2, "clients_per_round": 2}, token=ADMIN)[
+        "job_id"
+    ]
+    subs = [fn.call("subscribe", {"job_id": job_id}) for _ in range(2)]
+    now = time.time()
+    fn.call("poll", {"log": [{"at": now, "level": "info", "text": "round 1 trained in 2.5s", "round": 1},
+                             {"at": now + 1, "level": "warning", "text": "battery at 15 %"}]},
+            token=subs[0]["token"])  # fmt: skip
+    browser.get(f"{function_url}/dashboard#token={ADMIN}&job={job_id}")
+    wait(browser, "the log panel", lambda: "battery at 15 %" in browser.find_element(By.ID, "job-log").text)
+    text = browser.find_element(By.ID, "job-log").text
+    assert f"{subs[0]['client_id']} round 1: round 1 trained in 2.5s" in text and "WARNING" in text
+    fn.call("poll", {"log": [{"at": now + 2, "level": "error", "text": "disk full"}]}, token=subs[1]["token"])
+    wait(browser, "a new line, without reloading", lambda: "disk full" in browser.find_element(By.ID, "job-log").text)
+    browser.execute_script("document.getElementById('job-log').scrollIntoView()")
+    browser.save_screenshot(str(tmp_path / "12-device-log.png"))
+    shutil.copy(tmp_path / "12-device-log.png", SHOTS / "12-device-log.png")

@@ -228,3 +228,25 @@ def test_clone_delete_and_archive_a_job(function_url):
     said = flctl(function_url, "jobs", "delete", source).stdout
     assert said.startswith(f"{source} deleted: 0 updates, 0 clients, 0 models")
     assert "no job" in flctl(function_url, "jobs", "show", source, expect=1).stderr
+
+
+def test_logs_and_errors_from_the_devices(function_url):
+    import time
+
+    from clients.transport import make_transport
+
+    op = Operator(function_url, ADMIN)
+    job_id = op.call("create_job", {"num_clients": 2, "clients_per_round": 2})["job_id"]
+    fn = make_transport(function_url)
+    subs = [fn.call("subscribe", {"job_id": job_id}) for _ in range(2)]
+    now = time.time()
+    fn.call("poll", {"log": [{"at": now, "level": "info", "text": "round 1 trained in 3.0s", "round": 1}]},
+            token=subs[0]["token"])  # fmt: skip
+    fn.call("poll", {"log": [{"at": now + 1, "level": "error", "text": "CUDA out of memory"}]}, token=subs[1]["token"])
+    text = flctl(function_url, "logs", job_id).stdout
+    assert f"INFO    {subs[0]['client_id']} round 1: round 1 trained in 3.0s" in text and "CUDA out of memory" in text
+    errors = flctl(function_url, "errors", job_id).stdout
+    assert "CUDA out of memory" in errors and "trained" not in errors
+    op.call("stop_job", {"job_id": job_id, "reason": "seen"})
+    followed = flctl(function_url, "logs", job_id, "--follow", "--limit", "1")  # ends: the job has ended
+    assert followed.stdout.strip().endswith("CUDA out of memory")

@@ -41,6 +41,8 @@ def test_a_secure_private_job_runs_to_the_end_with_client_processes(function_url
     # round 3's devices evaluated round 2's model: learned through masks and noise (a wrong sum scores ~10 %)
     accuracy = [h["metrics"]["eval_accuracy"] for h in final["history"]]
     assert accuracy[0] < accuracy[1] < accuracy[2] and accuracy[2] > accuracy[0] + 0.15, accuracy  # 6 steps a round
+    said = op.call("logs", {"job_id": job_id})["lines"]  # the client processes' lines, with their polls
+    assert sum("trained in" in x["text"] and "sent masked" in x["text"] for x in said) == 15, said[-5:]
     spent = [h["privacy"]["epsilon"] for h in final["history"]]
     assert spent[0] < spent[1] < spent[2] and final["privacy"]["rounds"] == 3
 
