@@ -47,6 +47,7 @@ EXAMPLES = """examples:
   flctl jobs delete job-1a2b3c4d5e6f --keep-model
   flctl logs job-1a2b3c4d5e6f --follow
   flctl errors job-1a2b3c4d5e6f
+  flctl export job-1a2b3c4d5e6f --tensorboard runs --mlflow ./mlruns
   flctl tokens create ana --role operator
   flctl audit --job job-1a2b3c4d5e6f
   flctl --token o-1a2b3c4d5e6f.SECRET whoami
@@ -80,7 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_common(defaults=True)],
     )
-    top = p.add_subparsers(dest="area", required=True, metavar="{jobs,devices,logs,errors,tokens,audit,whoami,results}")
+    top = p.add_subparsers(
+        dest="area", required=True, metavar="{jobs,devices,logs,errors,tokens,audit,whoami,export,results}"
+    )
 
     jobs = top.add_parser("jobs", help="create, list, show, watch, start, stop, update, clone, delete and archive jobs")
     cmd = jobs.add_subparsers(dest="command", required=True)
@@ -175,6 +178,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         said.add_argument("--device", help="only this device's lines")
         said.add_argument("--limit", type=int, default=100, help="the last this many lines")
         said.add_argument("--follow", action="store_true", help="keep printing new lines until the job ends")
+
+    export = top.add_parser("export", parents=[common], help="a job's rounds to TensorBoard and/or MLflow")
+    export.add_argument("job_id")
+    export.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard event files under DIR/<job id>")
+    export.add_argument("--mlflow", metavar="URI", help="log an MLflow run there (a folder: a local file store)")
+    export.add_argument("--experiment", default="serverless-fl", help="the MLflow experiment (default: %(default)s)")
 
     results = top.add_parser(
         "results", parents=[common], help="download a job's final model, summary.json and accuracy plot"
@@ -610,6 +619,29 @@ class Commands:
     def errors(self, a: argparse.Namespace) -> int:
         return self.logs(a, ["warning", "error"])
 
+    def export(self, a: argparse.Namespace) -> int:
+        from flcli import export
+
+        if not a.tensorboard and not a.mlflow:
+            raise UsageError("export needs --tensorboard DIR and/or --mlflow URI")
+        st = self.op.status(a.job_id)
+        done = {"job_id": a.job_id, "rounds": len(st["history"])}
+        if a.tensorboard:
+            done["tensorboard"] = str(Path(a.tensorboard) / a.job_id)
+            done["scalars"] = export.to_tensorboard(st, Path(a.tensorboard))
+        if a.mlflow:
+            try:
+                done["mlflow_run_id"] = export.to_mlflow(st, a.mlflow, a.experiment)
+            except RuntimeError as exc:
+                raise UsageError(str(exc)) from None
+        said = [f"{a.job_id}: {done['rounds']} rounds"]
+        if a.tensorboard:
+            said.append(f"{done['scalars']} scalars in {done['tensorboard']} (tensorboard --logdir {a.tensorboard})")
+        if a.mlflow:
+            said.append(f"MLflow run {done['mlflow_run_id']} at {a.mlflow}")
+        self.out(done, "; ".join(said))
+        return 0
+
     def whoami(self, a: argparse.Namespace) -> int:
         me = self.op.call("whoami")
         self.out(me, f"{me['name']} ({me['role']})")
@@ -794,7 +826,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_USAGE
     commands = Commands(Operator(url, a.token or env.get("FL_ADMIN_TOKEN")), a.json)
-    name = a.area if a.area in ("results", "audit", "whoami", "logs", "errors") else f"{a.area}_{a.command}"
+    alone = ("results", "audit", "whoami", "logs", "errors", "export")  # commands without a subcommand
+    name = a.area if a.area in alone else f"{a.area}_{a.command}"
     try:
         return getattr(commands, name)(a)
     except UsageError as exc:

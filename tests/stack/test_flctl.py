@@ -250,3 +250,41 @@ def test_logs_and_errors_from_the_devices(function_url):
     op.call("stop_job", {"job_id": job_id, "reason": "seen"})
     followed = flctl(function_url, "logs", job_id, "--follow", "--limit", "1")  # ends: the job has ended
     assert followed.stdout.strip().endswith("CUDA out of memory")
+
+
+def test_export_to_tensorboard_and_mlflow(function_url, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from flcore.shared import weights as wcodec
+    from helpers import random_weights
+
+    op = Operator(function_url, ADMIN)
+    job_id = op.call("create_job", {"name": "exported", "num_clients": 2, "clients_per_round": 2, "rounds": 2})[
+        "job_id"
+    ]
+    op.call("update_job", {"job_id": job_id, "set": {"lr": 0.02}})
+    subs = [op.transport.call("subscribe", {"job_id": job_id}) for _ in range(2)]
+    for rnd in (1, 2):
+        for i, sub in enumerate(subs):
+            body = {"round": rnd, "num_examples": 100, "weights": wcodec.to_b64(random_weights(seed=10 * rnd + i)),
+                    "metrics": {"eval_accuracy": 0.5 + 0.1 * rnd, "train_loss": 1.0 / rnd}}  # fmt: skip
+            op.transport.call("submit", body, token=sub["token"])
+        op.call("aggregate", {"job_id": job_id})
+    said = flctl(function_url, "export", job_id, "--tensorboard", str(tmp_path / "tb"),
+                 "--mlflow", str(tmp_path / "mlruns")).stdout  # fmt: skip
+    assert said.startswith(f"{job_id}: 2 rounds; ") and "MLflow run" in said
+    events = EventAccumulator(str(tmp_path / "tb" / job_id))
+    events.Reload()
+    acc = [(e.step, round(e.value, 4)) for e in events.Scalars("federated/eval_accuracy")]
+    assert acc == [(1, 0.6), (2, 0.7)] and "round/seconds" in events.Tags()["scalars"]
+    assert {"settings/text_summary", "changes/text_summary"} <= set(events.Tags()["tensors"])
+
+    import mlflow
+
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    client = mlflow.tracking.MlflowClient(str(tmp_path / "mlruns"))
+    run = client.search_runs([client.get_experiment_by_name("serverless-fl").experiment_id])[0]
+    assert run.data.params["lr"] == "0.02" and run.data.tags["job_id"] == job_id and run.info.run_name == "exported"
+    history = client.get_metric_history(run.info.run_id, "federated.eval_accuracy")
+    assert [(m.step, round(m.value, 4)) for m in history] == [(1, 0.6), (2, 0.7)]
+    assert "needs --tensorboard DIR and/or --mlflow URI" in flctl(function_url, "export", job_id, expect=2).stderr
