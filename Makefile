@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)
 # one tier only: make test TIER=unit (or core, stack, browser)
 TIER ?=
 
-.PHONY: setup lint run test serve demo-jobs demo-tabular package deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate bench-cost bench-scale bench-encoding clean
+.PHONY: setup lint run test serve demo-jobs demo-tabular package deploy deploy-check deploy-image bench-default bench-accuracy bench-package bench-predict bench-async bench-aggregate bench-cost bench-scale bench-encoding bench-privacy clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt server_aws/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
