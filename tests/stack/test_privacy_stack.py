@@ -4,16 +4,14 @@ keeps of the round is masked; epsilon is counted after every round."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
 from pymongo import MongoClient
 
-from flcli.devstack import ROOT
 from flcli.operator import Operator
 from flcore.shared import weights as wcodec
-from helpers import ADMIN
+from helpers import ADMIN, clients_running
 
 N = 6
 
@@ -29,12 +27,8 @@ def test_a_secure_private_job_runs_to_the_end_with_client_processes(function_url
         "dp": {"noise_multiplier": 0.001, "clip_norm": 5.0},
     }  # fmt: skip
     job_id = op.start_job(job)["job_id"]
-    sim = {**env, "FL_JOB_ID": job_id, "FL_CLIENTS_PER_PROCESS": "3", "FL_TRAINERS": "1"}
-    subprocess.run([str(ROOT / "scripts" / "start_clients_aws.sh"), str(N)], env=sim, cwd=ROOT, check=True)
-    try:
+    with clients_running({**env, "FL_CLIENTS_PER_PROCESS": "3", "FL_TRAINERS": "1"}, N, job_id):
         final = op.follow(job_id, timeout=300, interval=0.5)
-    finally:
-        subprocess.run([str(ROOT / "scripts" / "stop_clients_aws.sh")], env=env, cwd=ROOT, check=True)
     logs = "\n".join(p.read_text()[-3000:] for p in sorted(Path(env["FL_LOG_DIR"], "aws").glob("*.log")))
     assert final["state"] == "done", (final.get("stopped_because"), final.get("secure_failures"), logs)
     assert [h["secure"]["survivors"] for h in final["history"]] == [5, 5, 5]
