@@ -512,8 +512,9 @@ async function jobView(view, live, jobId) {
   return unfinished;
 }
 
-async function devicesView(view, live) {
+async function devicesView(view, live, deviceId) {
   const data = await call("devices", {});
+  const said = deviceId ? (await call("logs", { device_id: deviceId, limit: LOG_LINES })).lines : null;
   if (!live()) return false;
   resetCharts();
   show(view, 
@@ -530,7 +531,9 @@ async function devicesView(view, live) {
         [(d) => d.stats.deadlines_missed, "missed"], [(d) => d.stats.failures_reported, "failed"],
         [(d) => num(d.stats.mean_train_seconds, 1), "train s"], [(d) => num(d.stats.contribution, 2), "contribution"],
         [(d) => ago(d.stats.last_seen), "last seen"],
-      ], data.devices),
+      ], data.devices, (d) => { location.hash = `devices&device=${d.device_id}`; }, "devices-table"),
+    deviceId ? el("h3", {}, `What ${deviceId} said`) : el("p", { class: "muted" }, "Click a device for its log."),
+    deviceId ? logPanel(said) : null,
   );
   return true;
 }
@@ -650,7 +653,7 @@ async function route() {
     let again = false;
     try {
       again = name === "job" ? await jobView(view, live, params.get("job"))
-        : name === "devices" ? await devicesView(view, live)
+        : name === "devices" ? await devicesView(view, live, params.get("device"))
           : name === "audit" ? await auditView(view, live)
           : name === "create" ? await createView(view, live) : await jobsView(view, live);
       if (live()) clearError();

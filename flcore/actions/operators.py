@@ -67,10 +67,11 @@ def whoami(req: Request) -> dict:
 
 
 def logs(req: Request) -> dict:
-    """The lines a job's clients sent (warnings, errors, one a round), oldest first: of one ``device_id`` or
-    ``client_id``, of some ``levels``, after ``since`` (seconds since 1970, for following), the last ``limit``."""
-    job = req.job_id()
-    query: dict = {"job_id": job}
+    """The lines a job's clients sent (warnings, errors, one a round), oldest first: of one ``device_id`` (of
+    all its jobs, without ``job_id``) or ``client_id``, of some ``levels``, after ``since`` (seconds since
+    1970, for following), the last ``limit``."""
+    job = req.job_id(required=req.body.get("device_id") is None)
+    query: dict = {"job_id": job} if job is not None else {}
     for key in ("device_id", "client_id"):
         value = req.body.get(key)
         if value is not None:

@@ -16,6 +16,7 @@ class LogRepository:
     def _log_indexes(self) -> None:
         self.logs.create_index([("job_id", ASCENDING), ("client_id", ASCENDING), ("at", DESCENDING)])
         self.logs.create_index([("job_id", ASCENDING), ("at", ASCENDING)])
+        self.logs.create_index([("device_id", ASCENDING), ("at", DESCENDING)])
 
     def add_log_lines(self, job_id: str, client_id: str, device_id: str | None, lines: list[dict], keep: int) -> None:
         """Store a client's lines, then forget its lines beyond the last ``keep``."""

@@ -349,3 +349,13 @@ def test_a_job_page_shows_what_its_devices_said(browser, function_url, tmp_path)
     browser.execute_script("document.getElementById('job-log').scrollIntoView()")
     browser.save_screenshot(str(tmp_path / "12-device-log.png"))
     shutil.copy(tmp_path / "12-device-log.png", SHOTS / "12-device-log.png")
+    # a registered device's own page: its lines from every job
+    device = fn.call("register", {"info": {"platform": "linux/aarch64", "datasets": {"mnist": 600}}}, token=ADMIN)
+    other = fn.call("create_job", {"num_clients": 1, "clients_per_round": 1}, token=ADMIN)["job_id"]
+    joined = fn.call("join", {"job_id": other}, token=device["token"])
+    fn.call("poll", {"log": [{"at": time.time(), "level": "error", "text": "camera unplugged"}]},
+            token=joined["token"])  # fmt: skip
+    browser.get(f"{function_url}/dashboard#devices&device={device['device_id']}")
+    wait(browser, "the device's log", lambda: "camera unplugged" in browser.find_element(By.ID, "job-log").text)
+    assert f"What {device['device_id']} said" in browser.find_element(By.ID, "view").text
+    shoot(browser, tmp_path, "13-device-page-log")

@@ -56,3 +56,18 @@ def test_each_client_keeps_only_its_last_lines(store, raw_db):
     assert kept == KEEP_PER_CLIENT
     lines = call("logs", {"job_id": job_id, "limit": 1000})["lines"]
     assert lines[-1]["text"] == f"line {(KEEP_PER_CLIENT // 20 + 2) * 20 - 1}"
+
+
+def test_a_devices_lines_from_every_job(store):
+    from helpers import KIND_A, register
+
+    device = register(KIND_A)
+    said = []
+    for text in ("first job", "second job"):
+        job_id = call("create_job", {"num_clients": 1, "clients_per_round": 1})["job_id"]
+        client = call("join", {"job_id": job_id}, token=device["token"])
+        call("poll", {"log": [_line(text)]}, client["token"])
+        said.append(job_id)
+    lines = call("logs", {"device_id": device["device_id"]})["lines"]
+    assert [(x["text"], x["job_id"]) for x in lines] == [("first job", said[0]), ("second job", said[1])]
+    assert "job_id must be a string" in call("logs", {}, expect=400)["error"]
