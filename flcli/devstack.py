@@ -193,6 +193,10 @@ class LocalStack:
         port = port or free_port()
         exe = shutil.which("secantusd-py", path=str(Path(sys.executable).parent)) or "secantusd-py"
         args = [exe, "--host", "127.0.0.1", "--port", str(port), "--storage-path", storage, "--log-level", "WARNING"]
+        # Nothing here reads the oplog (no change streams), and by default it keeps an hour of
+        # full documents, GridFS chunks included, in the cache: a long session of big models
+        # then fails every write with WT_CACHE_FULL. A minute is plenty for a driver's retries.
+        args += ["--oplog-retention-seconds", "60", "--oplog-max-entries", "10000"]
         if test_commands:
             args.append("--enable-test-commands")
         proc, log = self._spawn(args, "database.log", self.env)

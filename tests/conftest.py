@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from pymongo import MongoClient
@@ -45,13 +46,15 @@ def mongodb_url(stack) -> str:
 
 
 @pytest.fixture
-def db_name(mongodb_url, monkeypatch) -> str:
+def db_name(mongodb_url, monkeypatch) -> Iterator[str]:
     """A fresh database per test, used by in-process calls to the core."""
     name = "t_" + uuid.uuid4().hex[:10]
     monkeypatch.setenv("MONGODB_URL", mongodb_url)
     monkeypatch.setenv("FL_DB_NAME", name)
     monkeypatch.delenv("FL_ADMIN_TOKEN", raising=False)
-    return name
+    yield name
+    with MongoClient(mongodb_url) as client:  # the session's one database server holds every test's data
+        client.drop_database(name)
 
 
 @pytest.fixture

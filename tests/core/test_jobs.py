@@ -118,7 +118,7 @@ def test_update_applies_from_the_next_round_and_is_recorded(store, raw_db):
     assert after["round"] == 2 and after["round_config"]["lr"] == pytest.approx(0.05)
     assert after["round_config"]["local_epochs"] == 2
     status = call("status", {"job_id": job_id})
-    assert [(c["round"], c["by"]) for c in status["changes"]] == [(2, "operator")]
+    assert [(c["round"], c["by"]) for c in status["changes"]] == [(2, "root")]
     for r in (2, 3, 4):
         run_round(store, job_id, subs, r)
     assert store.get_job(job_id)["state"] == "done" and store.get_job(job_id)["round"] == 4

@@ -89,7 +89,7 @@ def test_a_set_that_no_longer_fits_is_recorded_not_applied(store):
     doc = close(store, job_id, subs, acc=0.5)
     record = doc["history"][0]["rules"][0]
     assert "min_updates cannot exceed clients_per_round" in record["error"]
-    assert [c["by"] for c in doc["changes"]] == ["operator"] and doc["state"] == "running"
+    assert [c["by"] for c in doc["changes"]] == ["root"] and doc["state"] == "running"
 
 
 def test_evaluate_records_errors_instead_of_half_applying():
