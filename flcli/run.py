@@ -319,7 +319,7 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
         final = op.follow(
             job_id, timeout=env.get_float("FL_RUN_TIMEOUT", 3600), interval=0.5, on_round=evaluator.rounds.put
         )
-        mem.sample()
+        mem.sample(force=True)
         cpu.stop()
         marks["followed"] = time.time()
         per_round = evaluator.results()
