@@ -7,7 +7,12 @@ accuracy, wall and training seconds, per-round seconds and the peak memory
 (PSS) of the operator and the client processes. ``BENCH_RUNS`` sets the count.
 First, in the same sitting, it measures the floor (bench/floor.py: the same
 training as a plain PyTorch loop with no FL system) and reports the runs' wall
-and training time as ratios to it.
+and training time as ratios to it. Then each default run is followed by Flower's
+simulation of the same work (bench/flower_sim.py), in turn, so the machine's
+drift falls on both alike; Flower runs in its own environment,
+``bench/.flower-venv``, made here on first use (``flwr[simulation]`` from PyPI;
+torch and this project from the product's environment), and ``BENCH_FLOWER=0``
+leaves it out.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import site
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,10 +31,46 @@ from floor import run as floor_run
 
 from flcli.run import _exit_on_sigterm, run_job
 
-OUT = Path(__file__).resolve().parent / "results" / "default_run.json"
+BENCH = Path(__file__).resolve().parent
+OUT = BENCH / "results" / "default_run.json"
+FLOWER_VENV = BENCH / ".flower-venv"
+FLOWER_REQUIREMENT = "flwr[simulation]>=1.13,<2"
 
 # What the original system gave on this machine, for reference (not re-run here).
 ORIGINAL = {"test_accuracy": 0.9754, "wall_seconds": 949, "memory_mb": 18 * 1024}
+
+
+def flower_python() -> Path:
+    """The benchmark's own environment for Flower: made once, never the product's ``.venv``.
+
+    It sees the product's packages (torch, numpy, this project's code) through a ``.pth``
+    file placed after its own, so only Flower and Ray are installed into it.
+    """
+    python = FLOWER_VENV / "bin" / "python"
+    if not (FLOWER_VENV / ".installed").exists():
+        print(f"=== installing {FLOWER_REQUIREMENT} into {FLOWER_VENV} (once) ===", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(FLOWER_VENV)], check=True)
+        own = subprocess.run(
+            [str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        Path(own, "zz-product.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+        subprocess.run([str(python), "-m", "pip", "install", "-q", FLOWER_REQUIREMENT], check=True)
+        (FLOWER_VENV / ".installed").touch()
+    return python
+
+
+def flower_run(python: Path) -> dict:
+    """One run of Flower's simulation of the default job, in its own process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0"}
+    proc = subprocess.run(
+        [str(python), str(BENCH / "flower_sim.py")], env=env, capture_output=True, text=True, timeout=3600
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"Flower's simulation failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -36,7 +79,8 @@ def main() -> int:
     print("=== the floor: the same training as a plain PyTorch loop, no FL system (bench/floor.py) ===", flush=True)
     floor = floor_run()
     print(f"floor: {floor['seconds']} s, test accuracy {100 * floor['test_accuracy']:.2f} %", flush=True)
-    runs = []
+    flower = flower_python() if os.environ.get("BENCH_FLOWER", "1") != "0" else None
+    runs, flower_runs = [], []
     for i in range(count):
         print(f"\n=== default run {i + 1} ===", flush=True)
         s = run_job({})
@@ -50,8 +94,13 @@ def main() -> int:
                 "phases": s["phases"],
                 "invocations": s["invocations"],
                 "peak_memory_mb": s["memory"]["peak_pss_mb"],
+                "core_seconds_per_round": s["cpu"]["core_seconds_per_round"],
             }
         )
+        if flower is not None:
+            print(f"\n=== Flower's simulation of the same work, run {i + 1} ===", flush=True)
+            flower_runs.append(flower_run(flower))
+            print(json.dumps(flower_runs[-1]), flush=True)
 
     def med(key: str) -> float:
         return statistics.median(r[key] for r in runs)
@@ -72,6 +121,7 @@ def main() -> int:
         # the default run against the same training with no FL system, measured in this sitting
         "wall_vs_floor": round(med("wall_seconds") / floor["seconds"], 3),
         "training_vs_floor": round(med("training_seconds") / floor["seconds"], 3),
+        **(flower_summary(flower_runs, med("wall_seconds"), floor["seconds"]) if flower_runs else {}),
         "original_system_here": ORIGINAL,
         "wall_time_vs_original": round(med("wall_seconds") / ORIGINAL["wall_seconds"], 3),
         "memory_vs_original": round(med("peak_memory_mb") / ORIGINAL["memory_mb"], 3),
@@ -87,11 +137,32 @@ def main() -> int:
                 "floor_seconds": floor["seconds"],
                 "wall_vs_floor": result["wall_vs_floor"],
                 "training_vs_floor": result["training_vs_floor"],
+                **({"wall_vs_flower": result["wall_vs_flower"]} if flower_runs else {}),
             },
             indent=2,
         )
     )
     return 0
+
+
+def flower_summary(flower_runs: list[dict], our_wall: float, floor_seconds: float) -> dict:
+    """Flower's runs, their medians, and ours against them."""
+    wall = statistics.median(r["seconds"] for r in flower_runs)
+    return {
+        "flower": {
+            "median": {
+                "wall_seconds": wall,
+                "test_accuracy": statistics.median(r["test_accuracy"] for r in flower_runs),
+                "peak_memory_mb": statistics.median(r["peak_memory_mb"] for r in flower_runs),
+                "round_seconds": [
+                    round(statistics.median(c), 1) for c in zip(*(r["round_seconds"] for r in flower_runs))
+                ],
+            },
+            "wall_vs_floor": round(wall / floor_seconds, 3),
+            "runs": flower_runs,
+        },
+        "wall_vs_flower": round(our_wall / wall, 3),
+    }
 
 
 if __name__ == "__main__":

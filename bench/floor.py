@@ -55,6 +55,19 @@ def _train_client(args: tuple[dict, int, dict | None, int]) -> tuple[dict, int]:
     return models.get_weights(model), len(x)
 
 
+def test_accuracy(cfg: JobConfig, weights: dict) -> float:
+    """The final model's accuracy on the data set's test split (the same figure for every contender)."""
+    model = models.build(cfg.model_def)
+    models.set_weights(model, weights)
+    x, y = data.to_tensors(cfg.dataset, *data.load_raw(cfg.dataset, train=False))
+    model.eval()
+    with torch.inference_mode():
+        accuracy = float(
+            np.mean([(model(x[i : i + 500]).argmax(1) == y[i : i + 500]).float().mean() for i in range(0, len(x), 500)])
+        )
+    return round(accuracy, 4)
+
+
 def run(settings: dict | None = None) -> dict:
     """Train the default job (or ``settings``) without FL; seconds, per round, and the final test accuracy."""
     settings = settings or {}
@@ -71,18 +84,10 @@ def run(settings: dict | None = None) -> dict:
             weights = weighted_mean(updates)
             rounds.append(round(time.perf_counter() - t0, 2))
     seconds = time.perf_counter() - started
-    model = models.build(cfg.model_def)
-    models.set_weights(model, weights)
-    x, y = data.to_tensors(cfg.dataset, *data.load_raw(cfg.dataset, train=False))
-    model.eval()
-    with torch.inference_mode():
-        accuracy = float(
-            np.mean([(model(x[i : i + 500]).argmax(1) == y[i : i + 500]).float().mean() for i in range(0, len(x), 500)])
-        )
     return {
         "seconds": round(seconds, 1),
         "round_seconds": rounds,
-        "test_accuracy": round(accuracy, 4),
+        "test_accuracy": test_accuracy(cfg, weights),
         "processes": os.cpu_count(),
         "settings": cfg.to_dict(),
     }
