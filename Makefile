@@ -72,7 +72,7 @@ deploy-image: node_modules/.installed deploy-check
 	$(DEPLOY_ENV) npx serverless deploy --config serverless.image.yml $(ARGS)
 
 # Benchmarks, results in bench/results/ (each script's docstring says what it measures):
-#   bench-default    the floor, then the default `make run` job three times: medians and ratios to the floor
+#   bench-default    the floor, then the default `make run` job three times, each followed by Flower's simulation of the same work: medians and ratios
 #   bench-accuracy   learning quality on the default workload (about 5 minutes a run, 8 runs)
 #   bench-async      rounds with and without a barrier on uneven devices
 #   bench-predict    global vs ensemble predictions after the default job, and the function's time per batch
