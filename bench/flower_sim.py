@@ -111,6 +111,5 @@ def run(settings: dict | None = None) -> dict:
     }
 
 
-if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+if __name__ == "__main__":  # one torch thread per actor: bench/default_run.py sets OMP_NUM_THREADS=1
     print(json.dumps(run(json.loads(sys.argv[1]) if len(sys.argv) > 1 else None)))
