@@ -28,7 +28,7 @@ def test_a_small_run_writes_every_round_its_phases_processors_and_memory(tmp_pat
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.loads((tmp_path / "latest" / "summary.json").read_text())
     assert (tmp_path / "latest" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
-    # each round evaluated on the test set, the last one after the stack had stopped
+    # each round evaluated on the test set and reported to the function, the last one before the stack stopped
     assert [r["round"] for r in summary["per_round"]] == [1, 2]
     assert all(0.5 < r["test_accuracy"] <= 1 for r in summary["per_round"]) and summary["test_accuracy"] > 0.8
     phases = summary["phases"]
