@@ -136,6 +136,10 @@ class JobConfig:
                                  lo=0, hi=8, updatable=True)
     augment_flip: int = setting(0, "1: mirror half of each batch left to right (where that keeps the label)",
                                 lo=0, hi=1, updatable=True)
+    train_precision: str = setting("auto", "how devices compute the forward pass while training: float32, "
+                                           "bfloat16 (autocast; weights and optimiser stay float32), or auto "
+                                           "(bfloat16 for image models where the processor has bfloat16 "
+                                           "instructions)", choices=modeldef.TRAIN_PRECISIONS, updatable=True)
     mode: str = setting("sync", "sync: rounds with a barrier; async: buffered asynchronous FL (FedBuff), a "
                                 "version from every buffer_size updates, each weighted by its examples and "
                                 "(1 + staleness) ** -staleness_exponent", choices=tuple(MODES), form=True)
@@ -215,6 +219,7 @@ class JobConfig:
             "batch_size": self.batch_size,
             "augment_shift": self.augment_shift,
             "augment_flip": bool(self.augment_flip),
+            "train_precision": self.train_precision,
             **strategies.CLIENT_DEFAULTS,
             **strategy.client_config(),
         }

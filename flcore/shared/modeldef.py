@@ -36,6 +36,9 @@ from flcore.shared.checks import is_int, is_number
 from flcore.shared.datasets import DATASET_MODELS, INPUT_SHAPES
 
 CLASSES = 10
+# how devices compute a model's forward pass while training (clients/trainer.py); auto: bfloat16 for
+# image models on processors with bfloat16 instructions, float32 elsewhere
+TRAIN_PRECISIONS = ("auto", "float32", "bfloat16")
 MAX_LAYERS = 64
 MAX_WIDTH = 4096  # channels or features of one layer
 MAX_PARAMETERS = 60_000_000  # 240 MB of float32: aggregation holds a few of these

@@ -66,3 +66,42 @@ def test_each_data_set_trains_with_its_measured_best_unless_the_job_says_otherwi
     assert mnist.lr == DATASET_DEFAULTS["mnist"]["lr"] != JobConfig.lr and mnist.augment_shift == 2
     assert parse_config({"lr": 0.01, "augment_shift": 0}).lr == 0.01  # what the job sets wins
     assert parse_config({"dataset": "cifar10"}).lr == JobConfig.lr  # no preset: the general defaults
+
+
+def test_bfloat16_training_keeps_float32_weights_and_learns_as_float32_does():
+    images, labels = data.load_raw("mnist")
+    x, y = data.to_tensors("mnist", images[:1000], labels[:1000])
+    xe, ye = data.to_tensors("mnist", images[1000:1500], labels[1000:1500])
+    low, full = models.build("cnn_mnist", seed=4), models.build("cnn_mnist", seed=4)
+    fit_low = trainer.train(low, x, y, epochs=4, batch_size=50, lr=0.05, momentum=0.5, seed=9, precision="bfloat16")
+    fit_full = trainer.train(full, x, y, epochs=4, batch_size=50, lr=0.05, momentum=0.5, seed=9, precision="float32")
+    got, want = models.get_weights(low), models.get_weights(full)
+    assert all(got[k].dtype == np.float32 and got[k].flags["C_CONTIGUOUS"] for k in got)
+    # the forward pass really ran in bfloat16 (the weights differ), yet the training is the same training
+    assert any(not np.array_equal(got[k], want[k]) for k in want)
+    assert abs(fit_low["train_loss"] - fit_full["train_loss"]) < 0.05
+    acc_low, acc_full = trainer.evaluate(low, xe, ye)["accuracy"], trainer.evaluate(full, xe, ye)["accuracy"]
+    assert acc_low > 0.8 and abs(acc_low - acc_full) < 0.03
+
+
+def test_auto_precision_is_bfloat16_only_for_images_on_a_processor_that_has_it():
+    assert trainer.resolve_precision("auto", images=False) == "float32"
+    assert trainer.resolve_precision("auto", images=True) == ("bfloat16" if trainer.native_bfloat16() else "float32")
+    assert trainer.resolve_precision("bfloat16", images=False) == "bfloat16"  # asked for: done
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown training precision 'half'"):
+        trainer.resolve_precision("half")
+
+
+def test_a_job_sets_the_training_precision_and_refuses_one_it_does_not_know():
+    import pytest
+
+    from flcore.domain.config import parse_config
+    from flcore.errors import Invalid
+
+    cfg = parse_config({"train_precision": "float32"})
+    assert cfg.round_config(1, cfg.build_strategy())["train_precision"] == "float32"
+    assert parse_config({}).train_precision == "auto"
+    with pytest.raises(Invalid, match="train_precision"):
+        parse_config({"train_precision": "float8"})
