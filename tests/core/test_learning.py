@@ -99,6 +99,7 @@ def test_round_config_carries_the_schedule_and_fedprox_mu(store):
         "augment_shift": 2,
         "augment_flip": False,
         "weight_decay": 0.0,
+        "train_precision": "auto",  # each device: bfloat16 where its processor has it
     }  # MNIST's default shifts
     _submit_all(store, job_id, subs, 1, 0.0)
     assert call("get_model", {}, subs[0]["token"])["round_config"]["lr"] == 0.05
