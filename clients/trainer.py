@@ -191,11 +191,17 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     batch alone take ~80 MB, which malloc then keeps in every client.
     """
     model.eval()
+    images = x.dim() == 4
+    if images:  # channels-last, as in training: the same figures, faster
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     loss_sum, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         out = model(x[start : start + batch_size])
         yb = y[start : start + batch_size]
         loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
         correct += int((out.argmax(1) == yb).sum())
+    if images:
+        model.to(memory_format=torch.contiguous_format)
     n = max(len(x), 1)
     return {"loss": loss_sum / n, "accuracy": correct / n}

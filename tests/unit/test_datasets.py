@@ -16,6 +16,8 @@ from flcore.shared.datasets import DATASET_MODELS
 from flcore.shared.partition import partition_indices, train_eval_split
 from fllocal import data, models
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def write_cifar10(root: Path, per_batch: int = 60, test: int = 50) -> None:
     """A small archive in CIFAR-10's python format (the real one cannot be downloaded here)."""
@@ -103,3 +105,36 @@ def test_an_empty_folder_left_by_a_failed_download_is_seeded(tmp_path, monkeypat
     (root / "MNIST" / "raw").mkdir(parents=True)  # what torchvision leaves when it cannot download
     data.prepare("mnist", root)
     assert (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").read_bytes() == b"archive"
+
+
+def test_mnist_is_read_from_its_idx_files_as_torchvision_reads_it_without_importing_torchvision():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from fllocal import data; x, y = data.load_raw('mnist', train=False); "
+        "print(x.shape, int(y.sum()), x.flags.writeable, 'torchvision' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    ours = data.load_raw("mnist", train=False)
+    theirs = data._torchvision_dataset("mnist", data.data_dir(), False)
+    assert np.array_equal(ours[0][:, 0], theirs.data.numpy()) and np.array_equal(ours[1], theirs.targets.numpy())
+    assert out.stdout.split() == ["(10000,", "1,", "28,", "28)", str(int(ours[1].sum())), "True", "False"]
+
+
+def test_an_idx_file_plain_or_gzipped_and_what_is_not_one(tmp_path):
+    import gzip
+
+    body = bytes(range(24))
+    good = bytes([0, 0, 0x08, 3]) + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + (4).to_bytes(4, "big") + body
+    (tmp_path / "a-idx3-ubyte").write_bytes(good)
+    (tmp_path / "a-idx3-ubyte.gz").write_bytes(gzip.compress(good))
+    for name in ("a-idx3-ubyte", "a-idx3-ubyte.gz"):
+        got = data.read_idx(tmp_path / name)
+        assert got.shape == (2, 3, 4) and got.dtype == np.uint8 and got.ravel().tolist() == list(range(24))
+    (tmp_path / "floats").write_bytes(bytes([0, 0, 0x0D, 1]) + (1).to_bytes(4, "big") + b"\0\0\0\0")
+    with pytest.raises(ValueError, match="not an idx file of unsigned bytes"):
+        data.read_idx(tmp_path / "floats")
+    (tmp_path / "short").write_bytes(good[:-1])
+    with pytest.raises(ValueError, match="23 bytes where its header promises"):
+        data.read_idx(tmp_path / "short")
