@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         data.load_raw(preload.lower())
     except Exception as exc:  # clients load it themselves later, unshared
         print(f"could not preload {preload}: {exc}", file=sys.stderr, flush=True)
+    warm_up(torch)
     gc.collect()
     gc.freeze()  # keep the collector from touching (and so copying) the shared pages
 
@@ -136,6 +137,18 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     _supervise(children)
+
+
+def warm_up(torch) -> None:
+    """One tiny training step, so that what torch imports on first use is imported before the fork
+    and shared: the optimiser alone pulls in torch._dynamo and sympy, 40 MB and a core-second in
+    each client that imports them itself."""
+    layer = torch.nn.Conv2d(1, 1, 3)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(torch.zeros(1, 1, 4, 4).contiguous(memory_format=torch.channels_last))
+    out.float().sum().backward()
+    opt.step()
 
 
 def fleet_workers(processes: int) -> int:
