@@ -370,6 +370,7 @@ class FederatedClient:
         asked = time.perf_counter()
         with self.slots.hold() if self.slots else contextlib.nullcontext(), _failures_as(TrainingFailed):
             fit_started = time.perf_counter()  # the device's own time starts: not the wait for a slot
+            fit_cpu = time.thread_time()
             if fails_in(self.name, self.identity, self.settings):
                 raise RuntimeError("simulated failure (FL_FAIL_JOBS)")
             # federated evaluation of the received model
@@ -405,6 +406,9 @@ class FederatedClient:
                 update, norm = clipping.clip_change(update, received, float(clip))
                 private = {"dp_unclipped": norm <= clip}
                 self.info["dp_change_norm"] = norm  # seen on this device only, never sent
+        # the processor time of evaluating and training, beside its wall time: what other work on the
+        # machine took from it (seen in the round's log line and the client's /status)
+        self.info["train_cpu_seconds"] = round(time.thread_time() - fit_cpu, 2)
         if self.slowdown > 1:  # a slower device would have taken this much longer
             time.sleep((self.slowdown - 1) * (time.perf_counter() - fit_started))
         received = before if task else {"eval_loss": before["loss"], "eval_accuracy": before["accuracy"]}
@@ -451,7 +455,8 @@ class FederatedClient:
             else f"loss {metrics.get('eval_loss', math.nan):.4f}"
         )
         line = (
-            f"round {rnd} trained in {metrics['train_seconds']:.1f}s, loss {fit['train_loss']:.4f}, "
+            f"round {rnd} trained in {metrics['train_seconds']:.1f}s "
+            f"({self.info.get('train_cpu_seconds', math.nan):.1f}s of processor), loss {fit['train_loss']:.4f}, "
             f"eval {evaluated} of received model{note}"
         )
         log.info("%s: %s", self.name, line)

@@ -41,17 +41,48 @@ def tree(roots: list[int]) -> set[int]:
     return seen
 
 
-def pss_mb(pids: set[int]) -> float:
-    total = 0
+def pss_kb_each(pids: set[int]) -> dict[int, int]:
+    """Each live process's PSS in kB (one that exited meanwhile is left out)."""
+    out = {}
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
-                    total += int(line.split()[1])
+                    out[pid] = int(line.split()[1])
                     break
         except OSError:
             continue
-    return total / 1024
+    return out
+
+
+def pss_mb(pids: set[int]) -> float:
+    return sum(pss_kb_each(pids).values()) / 1024
+
+
+def process_kind(pid: int) -> str:
+    """What a process is, for a memory breakdown: the module a Python runs (``-m``), the script, or
+    the program."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return "exited"
+    args = [a for a in args if a]
+    if "-m" in args[:-1]:
+        return args[args.index("-m") + 1]
+    if "-c" in args[:-1]:
+        code = args[args.index("-c") + 1]
+        return "multiprocessing worker" if "multiprocessing" in code else "python -c"
+    script = next((a for a in args[1:] if not a.startswith("-")), None)
+    return Path(script or (args[0] if args else "?")).name
+
+
+def by_kind(pss_kb: dict[int, int]) -> dict[str, dict]:
+    """PSS grouped by :func:`process_kind`, largest first: how many processes, how many MB."""
+    groups: dict[str, list[int]] = {}
+    for pid, kb in pss_kb.items():
+        groups.setdefault(process_kind(pid), []).append(kb)
+    rows = sorted(groups.items(), key=lambda kv: -sum(kv[1]))
+    return {kind: {"processes": len(kbs), "pss_mb": round(sum(kbs) / 1024, 1)} for kind, kbs in rows}
 
 
 def rss_kb(pids: set[int]) -> int:
@@ -91,6 +122,9 @@ class PeakMemory:
         self.interval = interval
         self.baseline_system_mb = system_used_mb()
         self.peak_pss_mb = 0.0
+        self.at_peak: dict[str, dict] = {}  # the processes' kinds and PSS when the peak was read
+        self.peak_after_s = 0.0
+        self._started = time.monotonic()
         self.peak_system_delta_mb = 0.0
         self.peak_processes = 0
         self.pss_readings = 0
@@ -104,7 +138,11 @@ class PeakMemory:
         rss = rss_kb(pids)
         now = time.monotonic()
         if force or rss > self._peak_rss_kb * 1.01 or now - self._last_pss_at >= self.PSS_AT_LEAST_EVERY_S:
-            self.peak_pss_mb = max(self.peak_pss_mb, pss_mb(pids))
+            each = pss_kb_each(pids)
+            if sum(each.values()) / 1024 > self.peak_pss_mb:
+                self.peak_pss_mb = sum(each.values()) / 1024
+                self.at_peak = by_kind(each)
+                self.peak_after_s = now - self._started
             self.pss_readings += 1
             self._last_pss_at = now
         self._peak_rss_kb = max(self._peak_rss_kb, rss)
@@ -129,4 +167,6 @@ class PeakMemory:
             "peak_system_used_delta_mb": round(self.peak_system_delta_mb, 1),
             "peak_processes": self.peak_processes,
             "pss_readings": self.pss_readings,
+            "peak_after_s": round(self.peak_after_s, 1),
+            "at_peak": self.at_peak,
         }

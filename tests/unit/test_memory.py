@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from flcli.memory import PeakMemory, pss_mb, rss_kb
+from flcli.memory import PeakMemory, process_kind, pss_mb, rss_kb
 
 GROW = (
     "import sys, time; time.sleep(0.6); b = bytearray(150 * 2**20); "
@@ -42,3 +42,21 @@ def test_the_sampling_thread_keeps_a_peak_of_a_process_that_has_exited():
         child.wait()
         time.sleep(0.2)
     assert mem.peak_pss_mb > 140 and mem.as_dict()["pss_readings"] >= 2
+
+
+def test_the_peak_says_which_kinds_of_process_held_it():
+    child = subprocess.Popen([sys.executable, "-c", GROW], stdout=subprocess.PIPE, text=True)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        mem = PeakMemory(lambda: [child.pid, sleeper.pid], interval=0.1)
+        assert child.stdout.readline() == "grown\n"
+        mem.sample(force=True)
+        at_peak = mem.as_dict()["at_peak"]
+        assert list(at_peak) == ["python -c", "sleep"]  # largest first
+        assert at_peak["python -c"]["processes"] == 1 and at_peak["python -c"]["pss_mb"] > 140
+        assert abs(sum(g["pss_mb"] for g in at_peak.values()) - mem.peak_pss_mb) < 0.5
+        assert process_kind(1 << 30) == "exited"
+    finally:
+        for proc in (child, sleeper):
+            proc.kill()
+            proc.wait()
