@@ -72,8 +72,9 @@ def process_kind(pid: int) -> str:
     if "-c" in args[:-1]:
         code = args[args.index("-c") + 1]
         return "multiprocessing worker" if "multiprocessing" in code else "python -c"
-    script = next((a for a in args[1:] if not a.startswith("-")), None)
-    return Path(script or (args[0] if args else "?")).name
+    program = Path(args[0]).name if args else "?"
+    script = next((a for a in args[1:] if not a.startswith("-")), None) if program.startswith("python") else None
+    return Path(script).name if script else program
 
 
 def by_kind(pss_kb: dict[int, int]) -> dict[str, dict]:
