@@ -18,10 +18,10 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from flcli import report
 from flcore.domain.config import JobConfig, parse_config
 from flcore.engine.picking import pick_clients
 from flcore.shared.aggregation import weighted_mean
@@ -56,16 +56,9 @@ def _train_client(args: tuple[dict, int, dict | None, int]) -> tuple[dict, int]:
 
 
 def test_accuracy(cfg: JobConfig, weights: dict) -> float:
-    """The final model's accuracy on the data set's test split (the same figure for every contender)."""
-    model = models.build(cfg.model_def)
-    models.set_weights(model, weights)
-    x, y = data.to_tensors(cfg.dataset, *data.load_raw(cfg.dataset, train=False))
-    model.eval()
-    with torch.inference_mode():
-        accuracy = float(
-            np.mean([(model(x[i : i + 500]).argmax(1) == y[i : i + 500]).float().mean() for i in range(0, len(x), 500)])
-        )
-    return round(accuracy, 4)
+    """The final model's accuracy on the data set's test split, computed as ``make run`` computes
+    its own (the same figure for every contender)."""
+    return round(report.evaluate_on_test_set(cfg.dataset, weights, cfg.model_def)["accuracy"], 4)
 
 
 def run(settings: dict | None = None) -> dict:
