@@ -140,8 +140,9 @@ class PeakMemory:
         now = time.monotonic()
         if force or rss > self._peak_rss_kb * 1.01 or now - self._last_pss_at >= self.PSS_AT_LEAST_EVERY_S:
             each = pss_kb_each(pids)
-            if sum(each.values()) / 1024 > self.peak_pss_mb:
-                self.peak_pss_mb = sum(each.values()) / 1024
+            total_mb = sum(each.values()) / 1024
+            if total_mb > self.peak_pss_mb:
+                self.peak_pss_mb = total_mb
                 self.at_peak = by_kind(each)
                 self.peak_after_s = now - self._started
             self.pss_readings += 1
