@@ -95,7 +95,7 @@ class FederatedClient:
         self.device = Device(transport, state_path.with_suffix(".device.json"), self.settings)
         self.control = control.ControlVariate(state_path.with_suffix(".control"))
         self.info: dict = {"name": name, "round": None, "phase": "starting", "last": {}, "errors": 0}
-        self._data: tuple | None = None  # (job_id, train x, train y, eval x, eval y)
+        self._data: tuple[str, data.Shard] | None = None  # (job_id, this client's share of its data set)
         self._task: tuple | None = None  # a tabular job's (job_id, TabularTask, local-only model)
         self._model: torch.nn.Module | None = None
         self._model_lock = threading.Lock()
@@ -176,6 +176,10 @@ class FederatedClient:
                     return self._train_round(reply["round"], on_version=reply.get("mode") == "async", offered=reply)
             except TrainingFailed as exc:
                 self._leave(str(exc))
+            finally:
+                # the round's peak need not stay with this client while it waits; only once the round's
+                # tensors are freed, as it returned (given back while they were alive, their pages stayed)
+                memory.release()
             return 0.0
         if reply["action"] == "statistics":
             try:
@@ -264,25 +268,23 @@ class FederatedClient:
             self.info.update(phase="left", left_reason=reason[:200])
             self._save_identity(None)
 
-    def _shard(self, job_id: str) -> tuple:
+    def _shard(self, job_id: str) -> data.Shard:
         if self._data is None or self._data[0] != job_id:
             spec = self._call("partition")
             with _failures_as(TrainingFailed):
-                self._data = (job_id, *self._load_shard(spec))
-        return self._data
+                self._data = (job_id, self._load_shard(spec))
+        return self._data[1]
 
     @staticmethod
-    def _load_shard(spec: dict) -> tuple:
-        """This client's share of the data set, as train and evaluation tensors."""
+    def _load_shard(spec: dict) -> data.Shard:
+        """This client's share of the data set: its train and evaluation examples."""
         images, labels = data.load_raw(spec["dataset"])
         mine = partition_indices(labels, spec)
         train_idx, eval_idx = train_eval_split(mine, spec["train_fraction"])
         if spec.get("max_train_examples"):  # a quick try: its evaluation is capped alike
             train_idx = train_idx[: spec["max_train_examples"]]
             eval_idx = eval_idx[: spec["max_train_examples"]]
-        xt, yt = data.to_tensors(spec["dataset"], images[train_idx], labels[train_idx])
-        xe, ye = data.to_tensors(spec["dataset"], images[eval_idx], labels[eval_idx])
-        return xt, yt, xe, ye
+        return data.Shard(spec["dataset"], (images[train_idx], labels[train_idx]), (images[eval_idx], labels[eval_idx]))
 
     def _tabular(self, reply: dict) -> TabularTask:
         """This job's work on the data set the device declared (read once per job)."""
@@ -361,16 +363,17 @@ class FederatedClient:
                 self._encoding = reply.get("encoding")
         self.info.update(model_round=reply["model_round"], dataset=cfg["dataset"])
         task = self._tabular(reply) if cfg.get("data") else None
-        if task is not None:
-            xt, yt, xe, ye = task.tensors(reply["encoding"])
-        else:
-            _, xt, yt, xe, ye = self._shard(reply["job_id"])
+        rows = task.tensors(reply["encoding"]) if task is not None else None
+        shard = self._shard(reply["job_id"]) if task is None else None
         hp = reply["round_config"]  # this round's hyperparameters, as the job sets them
         server_c = transfer.model_part(self._call, reply, "tensors") if hp.get("control_variates") else None
         asked = time.perf_counter()
         with self.slots.hold() if self.slots else contextlib.nullcontext(), _failures_as(TrainingFailed):
             fit_started = time.perf_counter()  # the device's own time starts: not the wait for a slot
             fit_cpu = time.thread_time()
+            # an image shard's floats are made once this client may train, and freed after the round:
+            # the clients waiting for a trainer never hold them
+            xt, yt, xe, ye = rows if rows is not None else shard.tensors()
             if fails_in(self.name, self.identity, self.settings):
                 raise RuntimeError("simulated failure (FL_FAIL_JOBS)")
             # federated evaluation of the received model
@@ -444,7 +447,6 @@ class FederatedClient:
             scaffold.commit()
         self.info["last"] = {"round": rnd, **metrics, "accepted": result.get("accepted")}
         self._round_line(rnd, metrics, fit)
-        memory.release()  # the round's peak need not stay with this client while it waits
         return float(result.get("retry_after") or 0.0)
 
     def _round_line(self, rnd: int, metrics: dict, fit: dict, note: str = "") -> None:

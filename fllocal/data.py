@@ -15,6 +15,7 @@ import functools
 import gzip
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -154,9 +155,24 @@ def to_tensors(name: str, images: np.ndarray, labels: np.ndarray) -> tuple[torch
     import torch
 
     mean, std = NORMALISE[name]
-    x = torch.from_numpy(images).float().div_(255.0)
-    x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    x = torch.from_numpy(images).to(torch.float32, copy=True).div_(255.0)  # one copy, normalised in place
+    x.sub_(torch.tensor(mean).view(1, -1, 1, 1)).div_(torch.tensor(std).view(1, -1, 1, 1))
     return x.contiguous(), torch.from_numpy(np.asarray(labels, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A client's share of an image data set, kept as the data set's bytes: a quarter of the
+    memory of normalised floats (2.4 MB instead of 9.4 for 3,000 MNIST images, in each of 20
+    clients). Its float tensors are made for a round and freed after it."""
+
+    dataset: str
+    train: tuple[np.ndarray, np.ndarray]  # images (uint8, N x C x H x W) and labels
+    evaluation: tuple[np.ndarray, np.ndarray]
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Train images and labels, evaluation images and labels, as :func:`to_tensors` makes them."""
+        return (*to_tensors(self.dataset, *self.train), *to_tensors(self.dataset, *self.evaluation))
 
 
 def load_split(name: str, indices: np.ndarray | None = None, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

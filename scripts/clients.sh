@@ -14,8 +14,11 @@ rundir=${FL_RUN_DIR:-run}
 pidfile=$rundir/clients_${transport}.pid
 logdir=${FL_LOG_DIR:-logs}/${transport}
 
-ours() { # is $1 still one of our client processes (not a reused pid)?
-  { tr '\0' ' ' < "/proc/$1/cmdline"; } 2>/dev/null | grep -q "clients.launcher"
+ours() { # is $1 still one of our client processes (not a reused pid, not a zombie)? Builtins only:
+  # stop asks this of every client every 50 ms, and forking for it took cores from the clients
+  local args=()
+  { mapfile -d '' -t args < "/proc/$1/cmdline"; } 2>/dev/null || return 1
+  [[ " ${args[*]} " == *" clients.launcher "* ]]
 }
 
 case $cmd in
@@ -45,11 +48,11 @@ stop)
   for p in $(cat "$pidfile"); do ours "$p" && pids="$pids $p"; done
   [ -n "$pids" ] && kill -TERM $pids 2>/dev/null || true
   # 30 s for each to write its state and call log (a busy 2-core machine can take more than 10)
-  for _ in $(seq 1 300); do
+  for _ in $(seq 1 600); do
     alive=""
     for p in $pids; do ours "$p" && alive="$alive $p"; done
     [ -z "$alive" ] && break
-    sleep 0.1
+    sleep 0.05
   done
   if [ -n "${alive:-}" ]; then
     echo "killed$alive: still running 30 s after SIGTERM (see $logdir/)" >&2

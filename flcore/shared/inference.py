@@ -8,7 +8,6 @@ mean and standard deviation), same layers as the job's model
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from flcore.shared.datasets import NORMALISE
 from flcore.shared.modeldef import ModelDef
@@ -24,21 +23,54 @@ def preprocess(dataset: str, pixels: np.ndarray) -> np.ndarray:
 
 
 def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1, padding: int = 0) -> np.ndarray:
-    """Convolution (cross-correlation, as torch's Conv2d): N x C x H x W -> N x O x H' x W'."""
+    """Convolution (cross-correlation, as torch's Conv2d): N x C x H x W -> N x O x H' x W'.
+
+    As one matrix product per slice of the batch over its unfolded windows: each slice's window
+    matrix is about 1 MB, small enough to stay in the cache (3x faster than one einsum over the
+    whole batch, and no window matrix of hundreds of MB for a large one).
+    """
     if padding:
         x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    k = weight.shape[-1]
-    windows = sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]  # N x C x H' x W' x k x k
-    out = np.einsum("nchwij,ocij->nohw", windows, weight, optimize=True)
+    n, c, height, width = x.shape
+    o, _, k, _ = weight.shape
+    h2, w2 = (height - k) // stride + 1, (width - k) // stride + 1
+    per = max(1, _WINDOW_BYTES // (h2 * w2 * c * k * k * 4))
+    kernel = weight.reshape(o, c * k * k)
+    channels_first = x.transpose(1, 0, 2, 3)  # C x N x H x W: one window offset is one block copy
+    out = np.empty((n, o, h2, w2), np.float32)
+    for start in range(0, n, per):
+        m = min(per, n - start)
+        cols = np.empty((c, k, k, m, h2, w2), np.float32)
+        for i in range(k):
+            for j in range(k):
+                cols[:, i, j] = channels_first[
+                    :, start : start + m, i : i + stride * (h2 - 1) + 1 : stride, j : j + stride * (w2 - 1) + 1 : stride
+                ]
+        out[start : start + m] = (kernel @ cols.reshape(c * k * k, -1)).reshape(o, m, h2, w2).transpose(1, 0, 2, 3)
     return out if bias is None else out + bias.reshape(1, -1, 1, 1)
 
 
+_WINDOW_BYTES = 1 << 20
+
+
 def _pool(x: np.ndarray, layer: dict) -> np.ndarray:
-    reduce = np.max if layer["type"] == "maxpool2d" else np.mean
+    """Max or average pooling, as the maximum (or mean) of the k x k strided views of ``x``."""
+    peak = layer["type"] == "maxpool2d"
     if layer["global"]:
-        return reduce(x, axis=(2, 3), keepdims=True)
+        return (np.max if peak else np.mean)(x, axis=(2, 3), keepdims=True)
     k, s = layer["kernel"], layer["stride"]
-    return reduce(sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s], axis=(4, 5))
+    h2, w2 = (x.shape[2] - k) // s + 1, (x.shape[3] - k) // s + 1
+    out = None
+    for i in range(k):
+        for j in range(k):
+            view = x[:, :, i : i + s * (h2 - 1) + 1 : s, j : j + s * (w2 - 1) + 1 : s]
+            if out is None:
+                out = view.copy()
+            elif peak:
+                np.maximum(out, view, out=out)
+            else:
+                out += view
+    return out if peak else out / np.float32(k * k)
 
 
 def _batchnorm(x: np.ndarray, w: Weights, prefix: str) -> np.ndarray:

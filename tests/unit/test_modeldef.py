@@ -128,3 +128,30 @@ def test_integer_buffers_stay_with_the_client():
     models.set_weights(net, weights)  # loads although the integer buffers are not given
     with pytest.raises(KeyError):
         models.set_weights(net, {k: v for k, v in weights.items() if k != "fc.bias"})
+
+
+@pytest.mark.parametrize(
+    "batch, channels, side, out, kernel, stride, padding",
+    [(7, 3, 13, 5, 3, 2, 1), (300, 1, 28, 16, 5, 1, 0), (3, 8, 9, 4, 1, 2, 0), (2, 2, 6, 3, 3, 1, 2)],
+)
+def test_numpy_convolution_is_torchs(batch, channels, side, out, kernel, stride, padding):
+    """Strides, padding, 1x1 kernels, and a batch large enough to be computed in several slices."""
+    rng = np.random.default_rng(side)
+    x = rng.standard_normal((batch, channels, side, side)).astype(np.float32)
+    w = rng.standard_normal((out, channels, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(out).astype(np.float32)
+    want = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride, padding)
+    got = inference._conv(x, w, b, stride, padding)
+    assert got.shape == tuple(want.shape)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind, kernel, stride", [("maxpool2d", 3, 2), ("avgpool2d", 3, 2), ("avgpool2d", 2, 1)])
+def test_numpy_pooling_is_torchs(kind, kernel, stride):
+    """Overlapping windows, and a side the stride does not divide."""
+    x = np.random.default_rng(1).standard_normal((3, 4, 11, 11)).astype(np.float32)
+    pool = torch.nn.functional.max_pool2d if kind == "maxpool2d" else torch.nn.functional.avg_pool2d
+    want = pool(torch.from_numpy(x), kernel, stride).numpy()
+    got = inference._pool(x, {"type": kind, "global": False, "kernel": kernel, "stride": stride})
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
