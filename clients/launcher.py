@@ -142,20 +142,16 @@ def main(argv: list[str] | None = None) -> None:
 def warm_up(torch, dataset: str) -> None:
     """A client's first round, on a few blank images, before the fork, so that what it builds once
     is built here and shared: the data set's usual model (the job's default) evaluated on 300 images
-    and trained on a batch, as a client does.
-
-    On first use the optimiser imports torch._dynamo and sympy (40 MB and a core-second in each
-    client that imports them itself), and the compute library builds its kernels for these
-    layers and batch shapes (another 8 MB per client, measured after a round's memory is given back).
+    and trained on a batch, as a client does. The compute library builds its kernels for these layers
+    and batch shapes on first use: 8 MB in each client that builds them itself (measured after a
+    round's memory is given back).
     """
     from clients import memory, trainer
     from flcore.domain.config import parse_config
     from flcore.shared.datasets import DATASET_MODELS, INPUT_SHAPES
     from fllocal import models
 
-    if dataset not in DATASET_MODELS:  # no image model to prepare: the optimiser's imports only
-        layer = torch.nn.Conv2d(1, 1, 3)
-        torch.optim.SGD(layer.parameters(), lr=0.1).step()
+    if dataset not in DATASET_MODELS:  # no image model to prepare
         return
     defaults = parse_config({"dataset": dataset})
     x = torch.zeros(300, *INPUT_SHAPES[dataset])

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clients.sgd import MomentumSGD
 from flcore.shared.modeldef import CLASSES, TRAIN_PRECISIONS
 
 
@@ -68,7 +69,7 @@ def train(
         with torch.no_grad():
             classes = CLASSES if images else int(model(x[:1]).shape[1])
         scale = class_scale(y, restricted_softmax, classes)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opt = MomentumSGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     params = dict(model.named_parameters())
     gen = torch.Generator().manual_seed(seed)
@@ -82,7 +83,7 @@ def train(
             xb, yb = x[idx], y[idx]
             if shift or flip:
                 xb = augment(xb, shift, flip, gen)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             with torch.autocast("cpu", dtype=torch.bfloat16) if low else contextlib.nullcontext():
                 out = model(xb)
             out = out.float() if scale is None else out.float() * scale

@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     handler = make_handler(pool, args.stage)
     servers = [Server((args.host, port), handler) for port in (args.http_port, args.lambda_port)]
     for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # a look for shutdown ten times a second: the host stops in a tenth of a second, not half of one
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     stopping = threading.Event()
     if os.environ.get("FL_SCHEDULE", "true").lower() != "false":
         threading.Thread(target=schedule, args=(pool, stopping), daemon=True).start()
