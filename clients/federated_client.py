@@ -41,6 +41,7 @@ log = logging.getLogger("clients")
 
 IDLE_RETRY_S = 2.0
 TICK_S = 0.25  # how often the scheduler checks whether a protocol step is due
+IMMEDIATE_STEPS = 3  # steps taken at once, one after the other, while each asks for the next at once
 MAX_BACKOFF_S = 30.0
 DATA_CHECK_S = 5.0  # how often a device with declared data sets looks whether their files changed
 
@@ -223,6 +224,9 @@ class FederatedClient:
         pinned = self.settings.job_id or _job_in_file(self.settings.job_id_file)
         if pinned is None:  # the job is about to be created: the function may not even answer yet
             self.info["phase"] = "waiting for the job"
+            if self.device.identity is None:  # register meanwhile, so that joining is one call once it exists
+                with contextlib.suppress(OSError, FunctionError):  # not answering yet: the next tick tries again
+                    self.device.token  # noqa: B018  (registers)
             return TICK_S
         try:
             token = self.device.token
@@ -521,6 +525,10 @@ class FederatedClient:
             return
         try:
             delay = self.tick()
+            for _ in range(IMMEDIATE_STEPS):  # "at once" (joined, submitted): the next step now, not a tick later
+                if delay > 0:
+                    break
+                delay = self.tick()
             self._failures = 0
         except Exception as exc:  # keep polling whatever went wrong; report it in /status
             self._failures += 1

@@ -137,6 +137,11 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     _supervise(children)
+    # the clients are gone and nothing is left to save: skip the interpreter's teardown of torch, which
+    # costs half a second of processor while the stack stops
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def warm_up(torch, dataset: str) -> None:

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from clients import files
-from flcli import cputime, invocations
+from flcli import cputime, invocations, report
 from flcli.cputime import CpuAccount, tree_seconds
 from flcli.devstack import ROOT, LocalStack, free_port
 from flcli.memory import PeakMemory
@@ -176,9 +176,9 @@ class RoundEvaluator(threading.Thread):
 
     It runs at the lowest CPU priority, so it takes only what training leaves idle (the end of each
     round, when fewer clients train than there are cores). Each round's model is fetched as soon
-    as the round closes, so the evaluation left once the job is done is that of its last round.
-    It is done before the stack stops: evaluating while the clients and the function shut down
-    made the stopping slower than the evaluation it hid.
+    as the round closes. The job's last round is scored by :meth:`results`, in the caller's thread
+    at its priority and on every core, while the clients stop; it is reported to the function
+    before the function stops.
     """
 
     def __init__(self, op: Operator, job_id: str, cfg: dict):
@@ -187,25 +187,25 @@ class RoundEvaluator(threading.Thread):
         self.rounds: queue.Queue = queue.Queue()
         self.per_round: list[dict] = []
         self.error: BaseException | None = None
-        self.finishing = False  # the job is done: nothing trains any more
+        self.last: tuple[dict, dict] | None = None  # the job's last round, for results()
 
     def take(self, entry: dict) -> None:
         """A closed round (``Operator.follow``'s ``on_round``): its model is fetched now, evaluated later."""
-        self.rounds.put((entry, self.op.weights(self.job_id, entry["round"])))
+        item = (entry, self.op.weights(self.job_id, entry["round"]))
+        if entry["round"] >= self.cfg["rounds"]:
+            self.last = item
+        else:
+            self.rounds.put(item)
 
     def run(self) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only
         try:
-            from flcli import report  # numpy's forward pass: no torch here for a small model
-
             while (item := self.rounds.get()) is not None:
-                self.per_round.append(self._evaluate(report, *item))
+                self.per_round.append(self._evaluate(*item))
         except BaseException as exc:  # raised again by results()
             self.error = exc
 
-    def _evaluate(self, report, entry: dict, weights: dict) -> dict:
-        # while clients train, one thread at the lowest priority; once the job is done, every core
-        threads = (os.cpu_count() or 1) if self.finishing else 1
+    def _evaluate(self, entry: dict, weights: dict, threads: int = 1) -> dict:
         acc = report.evaluate_on_test_set(self.cfg["dataset"], weights, self.cfg["model"], threads)
         self.op.call(
             "report",
@@ -231,12 +231,14 @@ class RoundEvaluator(threading.Thread):
         }
 
     def results(self) -> list[dict]:
-        """Every round's evaluation, once the last is done."""
-        self.finishing = True
+        """Every round's evaluation: the rounds before the last, from the thread; the last, here."""
         self.rounds.put(None)
         self.join()
         if self.error is not None:
             raise self.error
+        if self.last is not None:  # nothing trains any more: every core
+            self.per_round.append(self._evaluate(*self.last, threads=os.cpu_count() or 1))
+            self.last = None
         return self.per_round
 
 
@@ -267,8 +269,9 @@ def phases(marks: dict[str, float], final: dict) -> dict[str, float]:
     """Where a run's wall time went, in seconds: what is not training is the system's fixed overhead."""
     spans = {
         "prepare_data": ("start", "data_ready"),
-        "start_stack_and_clients": ("data_ready", "stack_ready"),
+        "start_stack": ("data_ready", "stack_ready"),  # the database and the function, until it answers
         "create_job": ("stack_ready", "job_created"),
+        "start_clients": ("data_ready", "clients_started"),  # at the same time: the launcher and its clients
         "evaluate_last_rounds": ("followed", "evaluated"),
         "stop_everything": ("evaluated", "stopped"),
     }
@@ -293,25 +296,30 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
     run_id = f"run-{int(t0)}-{secrets.token_hex(3)}"
     states, job_file = ROOT / ".fl" / "state" / run_id, ROOT / ".fl" / f"{run_id}.job"
     http_port = free_port()
-    # an in-memory database and a local function have nothing to save: stopped at once at the end
+    # an in-memory database and a local function have nothing to save: killed at once at the end (the
+    # database took half a second to answer a polite stop)
     with (
-        LocalStack(ROOT / "logs", env={"FL_ADMIN_TOKEN": token}, grace_s=0.5) as stack,
-        ThreadPoolExecutor(1) as pool,
+        LocalStack(ROOT / "logs", env={"FL_ADMIN_TOKEN": token}, grace_s=0.0) as stack,
         contextlib.ExitStack() as clients,
+        ThreadPoolExecutor(1) as pool,  # left first: whatever it does with the clients is over before they stop
     ):
-        # the function starts while the clients do (importing torch); no schedule: the clients' polls move the job
-        starting = pool.submit(start_stack, stack, http_port, False)
-        pid_file = clients.enter_context(
-            running_clients(f"http://127.0.0.1:{http_port}/dev", job_file, states, parse_config(overrides))
+        # The clients start (importing torch, the longest part) while the function does, and the job is
+        # created as soon as the function answers: the clients join it as they come up. No schedule: the
+        # clients' polls move the job.
+        launching = pool.submit(
+            clients.enter_context,
+            running_clients(f"http://127.0.0.1:{http_port}/dev", job_file, states, parse_config(overrides)),
         )
-        # memory of the whole local stack, sampled through the run: this process and its children (the
-        # database, serverless-offline and its handler processes), and the client launcher with its clients
-        mem = clients.enter_context(PeakMemory(lambda: [os.getpid(), *_pids(pid_file)]))
-        op = Operator(starting.result(), token)
+        op = Operator(start_stack(stack, http_port, False), token)
         marks["stack_ready"] = time.time()
         job_id, cfg = create_job(op, overrides)
-        files.write_atomic(job_file, job_id.encode())  # the clients, started meanwhile, join it now
+        files.write_atomic(job_file, job_id.encode())  # the clients join it once they are up
         marks["job_created"] = time.time()
+        pid_file = launching.result()
+        marks["clients_started"] = time.time()
+        # memory of the whole local stack, sampled through the run: this process and its children (the
+        # database, the function's host and workers), and the client launcher with its clients
+        mem = clients.enter_context(PeakMemory(lambda: [os.getpid(), *_pids(pid_file)]))
         cpu = CpuAccount(
             {
                 "clients": lambda: tree_seconds(_pids(pid_file)),
@@ -325,11 +333,15 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
         evaluator = RoundEvaluator(op, job_id, cfg)
         evaluator.start()
         final = op.follow(job_id, timeout=env.get_float("FL_RUN_TIMEOUT", 3600), interval=0.5, on_round=evaluator.take)
-        mem.sample(force=True)
         cpu.stop()
         marks["followed"] = time.time()
-        per_round = evaluator.results()
-        marks["evaluated"] = time.time()
+
+        stopping = pool.submit(clients.close)  # the clients are done: they stop while the last round is scored
+        try:
+            per_round = evaluator.results()
+            marks["evaluated"] = time.time()
+        finally:
+            stopping.result()  # before anything else unwinds the clients' stack
     marks["stopped"] = time.time()
     job_file.unlink(missing_ok=True)
     summary = summarise(job_id, cfg, final, per_round, time.time() - t0, mem.as_dict())
@@ -348,8 +360,6 @@ def run_job(overrides: dict, results_dir: Path | None = None) -> dict:
         flush=True,
     )
     if results_dir is not None:
-        from flcli import report
-
         out = report.write(summary, results_dir)
         print(f"results: {out}/summary.json, {out}/accuracy.png (copied to {results_dir / 'latest'})")
     return summary

@@ -33,9 +33,12 @@ def test_a_small_run_writes_every_round_its_phases_processors_and_memory(tmp_pat
     assert all(0.5 < r["test_accuracy"] <= 1 for r in summary["per_round"]) and summary["test_accuracy"] > 0.8
     phases = summary["phases"]
     assert phases["training"] > 0 and phases["stop_everything"] >= 0 and phases["evaluate_last_rounds"] >= 0
-    spans = ("prepare_data", "start_stack_and_clients", "create_job", "clients_until_first_round", "training")
+    spans = ("prepare_data", "start_stack", "create_job", "clients_until_first_round", "training")
     spans += ("after_last_round", "stop_everything", "evaluate_last_rounds")
     assert sum(phases[k] for k in spans) <= summary["wall_seconds"] + 0.1
+    # the clients start beside the function, and are all up before the first round
+    until_first_round = phases["start_stack"] + phases["create_job"] + phases["clients_until_first_round"]
+    assert 0 < phases["start_clients"] <= until_first_round
     assert abs(phases["overhead"] + phases["training"] - summary["wall_seconds"]) < 1.0
     cpu = summary["cpu"]["core_seconds"]
     assert cpu["clients"] > cpu["function"] > 0 and cpu["operator"] > 0
