@@ -24,12 +24,13 @@ import site
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from floor import run as floor_run
 
-from flcli.run import _exit_on_sigterm, run_job
+from flcli.run import _exit_on_sigterm, env_names
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "results" / "default_run.json"
@@ -73,6 +74,16 @@ def flower_run(python: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def make_run() -> dict:
+    """``make run`` with its defaults, as a user runs it: its own process (whose memory is counted, not
+    this one's, which holds the floor's torch), any job setting in this environment left out; its
+    summary.json."""
+    with tempfile.TemporaryDirectory() as results:
+        child = {k: v for k, v in os.environ.items() if k not in env_names()}
+        subprocess.run([sys.executable, "-m", "flcli.run"], env={**child, "FL_RESULTS_DIR": results}, check=True)
+        return json.loads((Path(results) / "latest" / "summary.json").read_text())
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     count = int(os.environ.get("BENCH_RUNS", "3"))
@@ -83,7 +94,7 @@ def main() -> int:
     runs, flower_runs = [], []
     for i in range(count):
         print(f"\n=== default run {i + 1} ===", flush=True)
-        s = run_job({})
+        s = make_run()
         runs.append(
             {
                 "test_accuracy": s["test_accuracy"],

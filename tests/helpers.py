@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +43,13 @@ def wait_until(check: Callable[[], object], what: str, timeout: float = 30.0, ev
 
 
 ADMIN = "test-admin-token"
+
+
+def printed_by(code: str) -> list[str]:
+    """The words a fresh Python process running ``code`` prints (from the project's root); it must succeed."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
 
 
 def mdef(model: str = "cnn_mnist", dataset: str | None = None) -> modeldef.ModelDef:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from clients import trainer
 from flcli import report
 from flcore.shared import modeldef
 from fllocal import data, models
-from tests.helpers import ROOT
+from tests.helpers import printed_by
 
 
 def test_numpy_scores_the_test_set_as_torch_does():
@@ -51,9 +48,7 @@ def test_the_operator_scores_the_default_model_without_torch():
         "print(report.evaluate_on_test_set('mnist', w)['examples'])\n"
         "print('torch' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["10000", "False"]
+    assert printed_by(code) == ["10000", "False"]
 
 
 def test_threads_score_the_same():
