@@ -30,6 +30,7 @@ from pathlib import Path
 
 from floor import run as floor_run
 
+from flcli.plots import pyplot, save, write_results
 from flcli.run import _exit_on_sigterm, env_names
 
 BENCH = Path(__file__).resolve().parent
@@ -139,8 +140,8 @@ def main() -> int:
         "runs": runs,
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    png = write_results(OUT, result, plot, result)
+    print(f"results: {OUT}, {png}", flush=True)
     print(
         json.dumps(
             {
@@ -154,6 +155,34 @@ def main() -> int:
         )
     )
     return 0
+
+
+def plot(result: dict, path: Path) -> None:
+    """Wall time of each contender (the runs as dots, the median as a bar), and the seconds of each
+    round: what a reader of bench/README.md looks at first."""
+    plt = pyplot()
+    contenders = [("this system", [r["wall_seconds"] for r in result["runs"]], result["median"]["round_seconds"])]
+    flower = result.get("flower")
+    if flower:
+        rounds = flower["median"]["round_seconds"]
+        contenders.append(("Flower simulation", [r["seconds"] for r in flower["runs"]], rounds))
+    contenders.append(("floor (plain loop)", [result["floor"]["seconds"]], result["floor"]["round_seconds"]))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    for i, (_, walls, _rounds) in enumerate(contenders):
+        left.bar(i, statistics.median(walls), color=f"C{i}", alpha=0.6)
+        left.plot([i] * len(walls), walls, "ko", ms=4)
+        left.annotate(f"{statistics.median(walls):.1f} s", (i, max(walls) + 4), ha="center", va="bottom")
+    left.set_xticks(range(len(contenders)), [c[0] for c in contenders])
+    left.set(ylabel="wall seconds (median bar, runs as dots)", title=f"default job, {result['measured_at'][:16]}")
+    left.set_ylim(0, max(max(c[1]) for c in contenders) * 1.12)
+    for i, (name, _, rounds) in enumerate(contenders):
+        right.plot(range(1, len(rounds) + 1), rounds, "o-", color=f"C{i}", label=name)
+    right.set(xlabel="round", ylabel="seconds", title="each round (medians of the runs)", ylim=(0, None))
+    right.set_xticks(range(1, len(contenders[0][2]) + 1))
+    right.legend(loc="lower right", fontsize=8)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    save(fig, path)
 
 
 def flower_summary(flower_runs: list[dict], our_wall: float, floor_seconds: float) -> dict:
