@@ -39,12 +39,9 @@ def evaluate_on_test_set(dataset: str, weights: dict, model_spec: object = None,
 
     def score(start: int) -> tuple[float, int]:
         """Summed loss and correct answers of one batch."""
-        x = inference.preprocess(dataset, images[start : start + BATCH])
-        z = inference.logits(mdef, floats, x).astype(np.float64)
+        log_p = inference.log_probabilities(mdef, floats, inference.preprocess(dataset, images[start : start + BATCH]))
         y = labels[start : start + BATCH]
-        z -= z.max(axis=1, keepdims=True)
-        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return -float(log_p[np.arange(len(y)), y].sum()), int((z.argmax(axis=1) == y).sum())
+        return -float(log_p[np.arange(len(y)), y].sum()), int((log_p.argmax(axis=1) == y).sum())
 
     starts = range(0, len(images), BATCH)
     if threads > 1:

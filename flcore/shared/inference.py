@@ -22,6 +22,9 @@ def preprocess(dataset: str, pixels: np.ndarray) -> np.ndarray:
     return (x - np.asarray(mean, np.float32).reshape(1, -1, 1, 1)) / np.asarray(std, np.float32).reshape(1, -1, 1, 1)
 
 
+_WINDOW_BYTES = 1 << 20  # the unfolded windows of one slice of a batch, in one matrix product
+
+
 def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1, padding: int = 0) -> np.ndarray:
     """Convolution (cross-correlation, as torch's Conv2d): N x C x H x W -> N x O x H' x W'.
 
@@ -48,9 +51,6 @@ def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: in
                 ]
         out[start : start + m] = (kernel @ cols.reshape(c * k * k, -1)).reshape(o, m, h2, w2).transpose(1, 0, 2, 3)
     return out if bias is None else out + bias.reshape(1, -1, 1, 1)
-
-
-_WINDOW_BYTES = 1 << 20
 
 
 def _pool(x: np.ndarray, layer: dict) -> np.ndarray:
@@ -113,6 +113,13 @@ def logits(mdef: ModelDef, weights: Weights, x: np.ndarray) -> np.ndarray:
     for layer in mdef.layers:
         x = _layer(layer, weights, x)
     return x
+
+
+def log_probabilities(mdef: ModelDef, weights: Weights, x: np.ndarray) -> np.ndarray:
+    """Log-softmax of the logits, computed stably in float64 (what a cross-entropy is taken from)."""
+    z = logits(mdef, weights, x).astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 def probabilities(mdef: ModelDef, weights: Weights, x: np.ndarray) -> np.ndarray:

@@ -15,8 +15,7 @@ from flcore.shared import weights as wcodec
 from flcore.shared.datasets import DATASET_MODELS
 from flcore.shared.partition import partition_indices, train_eval_split
 from fllocal import data, models
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import printed_by
 
 
 def write_cifar10(root: Path, per_batch: int = 60, test: int = 50) -> None:
@@ -108,18 +107,15 @@ def test_an_empty_folder_left_by_a_failed_download_is_seeded(tmp_path, monkeypat
 
 
 def test_mnist_is_read_from_its_idx_files_as_torchvision_reads_it_without_importing_torchvision():
-    import subprocess
-    import sys
-
     code = (
         "import sys; from fllocal import data; x, y = data.load_raw('mnist', train=False); "
         "print(x.shape, int(y.sum()), x.flags.writeable, 'torchvision' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    printed = printed_by(code)
     ours = data.load_raw("mnist", train=False)
     theirs = data._torchvision_dataset("mnist", data.data_dir(), False)
     assert np.array_equal(ours[0][:, 0], theirs.data.numpy()) and np.array_equal(ours[1], theirs.targets.numpy())
-    assert out.stdout.split() == ["(10000,", "1,", "28,", "28)", str(int(ours[1].sum())), "True", "False"]
+    assert printed == ["(10000,", "1,", "28,", "28)", str(int(ours[1].sum())), "True", "False"]
 
 
 def test_an_idx_file_plain_or_gzipped_and_what_is_not_one(tmp_path):
